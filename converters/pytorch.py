@@ -1,0 +1,170 @@
+"""The PyTorch bridge: export an ``nn.Module`` to ONNX and check it in onnxruntime.
+
+Command line::
+
+    python -m converters.pytorch n2nonnx.zoo:mlp --input-shape 1x40 -o mlp.onnx
+
+The export keeps BatchNormalization and Dropout as their own nodes (no folding into the
+preceding conv), because n2nonnx trains the exported graph: BatchNorm must keep learning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from n2nonnx.errors import InvalidArgumentError, N2NError
+from n2nonnx.runtime import run
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export produced.
+
+    Attributes:
+        proto: the exported model.
+        path: where it was written (None if only in memory).
+        max_abs_diff: largest absolute difference between the module's outputs and
+            onnxruntime's on the example inputs.
+        opset: the default-domain opset of the export.
+    """
+
+    proto: onnx.ModelProto
+    path: Path | None
+    max_abs_diff: float
+    opset: int
+
+
+def export(
+    module: torch.nn.Module,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    path: str | Path | None = None,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    keep_batchnorm: bool = True,
+    dynamo: bool = False,
+) -> ExportReport:
+    """Export ``module`` (in eval mode) to ONNX and compare it with onnxruntime.
+
+    Args:
+        module: the model. It is put in eval mode for the export and restored after.
+        example_inputs: one tensor or a sequence of tensors.
+        path: where to write the ``.onnx`` file (None: keep it in memory).
+        input_names / output_names: graph names (default ``x``/``x0..`` and ``y``/``y0..``).
+        opset: default-domain opset (None: the exporter's default).
+        dynamic_batch: make dimension 0 of every input and output symbolic (``batch``).
+        keep_batchnorm: keep BatchNormalization nodes instead of folding them into convs.
+        dynamo: use torch's dynamo-based exporter instead of the TorchScript one.
+
+    Returns:
+        An :class:`ExportReport`.
+    """
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    input_names = list(input_names or (["x"] if len(inputs) == 1 else [f"x{i}" for i in range(len(inputs))]))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            expected = module(*inputs)
+        expected = (expected,) if isinstance(expected, torch.Tensor) else tuple(expected)
+        output_names = list(output_names or (["y"] if len(expected) == 1 else [f"y{i}" for i in range(len(expected))]))
+        proto = _export(module, inputs, input_names, output_names, opset, dynamic_batch, keep_batchnorm, dynamo)
+    finally:
+        module.train(was_training)
+    feeds = {name: t.detach().cpu().numpy() for name, t in zip(input_names, inputs, strict=True)}
+    actual = run(proto, feeds)
+    diff = max(
+        float(np.max(np.abs(a.astype(np.float64) - e.detach().cpu().numpy().astype(np.float64))))
+        if a.size else 0.0
+        for a, e in zip(actual, expected, strict=True)
+    )
+    written = None
+    if path is not None:
+        from n2nonnx.io import save
+
+        written = save(proto, path)
+    opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return ExportReport(proto=proto, path=written, max_abs_diff=diff, opset=int(opset_used))
+
+
+def _export(module, inputs, input_names, output_names, opset, dynamic_batch, keep_batchnorm, dynamo):
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        target = Path(folder) / "model.onnx"
+        if dynamo:
+            shapes = [{0: torch.export.Dim.DYNAMIC} for _ in inputs] if dynamic_batch else None
+            with contextlib.redirect_stdout(io.StringIO()):
+                torch.onnx.export(module, inputs, str(target), dynamo=True, opset_version=opset,
+                                  input_names=input_names, output_names=output_names,
+                                  dynamic_shapes=tuple(shapes) if shapes else None, external_data=False)
+        else:
+            axes = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
+            torch.onnx.export(module, inputs, str(target), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names,
+                              dynamic_axes=axes, do_constant_folding=not keep_batchnorm)
+        return onnx.load(str(target))
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise InvalidArgumentError(f"--input-shape {text!r} is not like 1x3x32x32") from None
+
+
+def _load_factory(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise InvalidArgumentError(f"{spec!r} is not MODULE:CALLABLE (e.g. n2nonnx.zoo:mlp)")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InvalidArgumentError(f"cannot import {spec!r}: {error}") from None
+    return factory
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m converters.pytorch MODULE:CALLABLE --input-shape 1x40 -o out.onnx``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.pytorch",
+        description="Export a PyTorch module (built by MODULE:CALLABLE) to ONNX and check it in onnxruntime.",
+    )
+    parser.add_argument("factory", help="MODULE:CALLABLE returning an nn.Module, e.g. n2nonnx.zoo:mlp")
+    parser.add_argument("--input-shape", required=True, action="append",
+                        help="example input shape, e.g. 1x3x32x32 (repeat for several inputs)")
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seed for the weights and example inputs")
+    parser.add_argument("--fold-batchnorm", action="store_true", help="fold BatchNorm into convs")
+    parser.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter")
+    args = parser.parse_args(argv)
+    try:
+        torch.manual_seed(args.seed)
+        module = _load_factory(args.factory)()
+        inputs = [torch.randn(*_parse_shape(s)) for s in args.input_shape]
+        report = export(module, inputs, args.output, opset=args.opset,
+                        keep_batchnorm=not args.fold_batchnorm, dynamo=args.dynamo)
+    except N2NError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.path} (opset {report.opset}); max |torch - onnxruntime| = {report.max_abs_diff:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

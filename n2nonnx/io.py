@@ -1,0 +1,216 @@
+"""Reading and writing models: paths, bytes, external data, >2 GB models, atomic writes.
+
+This module is the protobuf edge on the way in and out: :func:`load` turns a path,
+bytes or a ModelProto into a normalised :class:`~n2nonnx.model.Model`; :func:`save`
+writes one atomically and refuses to leave a file behind that onnx or onnxruntime
+would reject.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from n2nonnx.errors import InvalidModelError, ModelLoadError, SaveError
+from n2nonnx.graph.normalize import normalize
+from n2nonnx.model import Model
+
+PROTOBUF_LIMIT = 2**31 - 1
+# Above this many bytes of tensors a model is saved with external data.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto | Model
+
+
+def load(
+    source: ModelSource,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    upgrade: bool = True,
+    analyze: bool = True,
+) -> Model:
+    """Load and normalise a model.
+
+    Args:
+        source: a path (external data beside it is loaded too), serialized bytes, a
+            ``ModelProto`` (not modified), or a ``Model`` (re-normalised).
+        input_shapes: graph input name -> full shape, for models whose non-batch input
+            dimensions are symbolic (e.g. ``{"x": (1, 3, 224, 224)}``).
+        upgrade: upgrade opsets older than 13 with onnx's version converter.
+        analyze: build the layer view now, so that problems surface at load time.
+
+    Returns:
+        The normalised model.
+
+    Raises:
+        ModelLoadError: missing, unreadable, non-ONNX or truncated file.
+        InvalidModelError: the model fails onnx.checker.
+        ShapeError, UnsupportedOpError, NoPrunableLayerError: from the layer view.
+    """
+    proto, path = _read(source)
+    _check(proto, path)
+    model = Model(normalize(proto, input_shapes, upgrade=upgrade), source=path)
+    if analyze:
+        _ = model.layers
+    return model
+
+
+def save(
+    model: Model | onnx.ModelProto,
+    path: str | os.PathLike,
+    *,
+    overwrite_source: bool = False,
+    external_data: bool | None = None,
+    validate: bool = True,
+) -> Path:
+    """Write a model atomically (temporary file, then rename).
+
+    Args:
+        model: what to write.
+        path: destination ``.onnx`` file. External data goes to ``<name>.data`` beside it.
+        overwrite_source: allow writing over the file the model was loaded from.
+        external_data: force (True) or forbid (False) external data; ``None`` decides by
+            size (above :data:`EXTERNAL_DATA_THRESHOLD` bytes of tensors).
+        validate: run ``onnx.checker`` (full check) and open an onnxruntime session on
+            the written file before it replaces the destination.
+
+    Returns:
+        The path written.
+
+    Raises:
+        SaveError: the destination is the source, its folder does not exist, or the
+            model fails validation (nothing is written then).
+    """
+    proto = model.proto if isinstance(model, Model) else model
+    target = Path(path).expanduser().resolve()
+    source = model.source if isinstance(model, Model) else None
+    if source is not None and target == Path(source).resolve() and not overwrite_source:
+        raise SaveError(
+            f"refusing to overwrite {target}, the file this model was loaded from; "
+            "write to another path (or pass overwrite_source=True / --force)"
+        )
+    if not target.parent.is_dir():
+        raise SaveError(f"cannot write {target}: folder {target.parent} does not exist")
+    if target.is_dir():
+        raise SaveError(f"cannot write {target}: it is a folder; give a file name ending in .onnx")
+    use_external = external_data if external_data is not None else tensor_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+    scratch = Path(tempfile.mkdtemp(prefix=".n2nonnx-", dir=target.parent))
+    try:
+        staged = scratch / target.name
+        data_name = target.name + ".data"
+        if use_external:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(proto)
+            onnx.save_model(copy, staged, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+        else:
+            if proto.ByteSize() > PROTOBUF_LIMIT:
+                raise SaveError("model is over 2 GB; save it with external_data=True")
+            staged.write_bytes(proto.SerializeToString())
+        if validate:
+            _validate_file(staged)
+        if (scratch / data_name).exists():
+            os.replace(scratch / data_name, target.parent / data_name)
+        os.replace(staged, target)
+    except OSError as error:
+        raise SaveError(f"cannot write {target}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def tensor_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of initializer data held in the protobuf (external data not counted)."""
+    total = 0
+    for tensor in proto.graph.initializer:
+        total += len(tensor.raw_data)
+        for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            total += 8 * len(getattr(tensor, field))
+    return total
+
+
+def _read(source: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
+    if isinstance(source, Model):
+        return source.proto, source.source
+    if isinstance(source, onnx.ModelProto):
+        return source, None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _parse(bytes(source), "the given bytes"), None
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"no such file: {path}; check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder; give the path of an .onnx file")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ModelLoadError(f"cannot read {path}: {error.strerror}") from None
+    proto = _parse(data, str(path))
+    if _uses_external_data(proto):
+        try:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+        except (OSError, ValueError, onnx.checker.ValidationError) as error:
+            raise ModelLoadError(
+                f"{path}: its external data could not be read ({error}); keep the data file "
+                "next to the model under the name the model records"
+            ) from None
+    return proto, path.resolve()
+
+
+def _parse(data: bytes, what: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelLoadError(f"{what} is empty; it is not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError):
+        raise ModelLoadError(
+            f"{what} is not an ONNX model or is truncated (protobuf parse failed); "
+            "re-export or re-download it"
+        ) from None
+    if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
+        raise ModelLoadError(
+            f"{what} is not an ONNX model or is truncated (no graph, IR version or opset); "
+            "re-export it"
+        )
+    return proto
+
+
+def _uses_external_data(proto: onnx.ModelProto) -> bool:
+    return any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer
+    )
+
+
+def _check(proto: onnx.ModelProto, path: Path | None) -> None:
+    try:
+        if proto.ByteSize() > PROTOBUF_LIMIT and path is not None:
+            onnx.checker.check_model(str(path))
+        else:
+            onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as error:
+        first = str(error).strip().splitlines()[0]
+        raise InvalidModelError(
+            f"the model is not valid ONNX: {first}. Fix the exporter settings or the graph"
+        ) from None
+
+
+def _validate_file(path: Path) -> None:
+    from n2nonnx.runtime import make_session
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise SaveError(f"refusing to save an invalid model: {first}") from None
+    try:
+        make_session(str(path))
+    except Exception as error:  # onnxruntime raises its own exception types
+        first = str(error).strip().splitlines()[0]
+        raise SaveError(f"refusing to save a model onnxruntime cannot open: {first}") from None

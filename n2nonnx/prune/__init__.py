@@ -1,0 +1,234 @@
+"""Pruning at initialization: score the weights, allocate a budget per layer, mask in the graph.
+
+    pruned = n2nonnx.prune(model, "snip", density=0.05, data="mnist1d", allocation="global")
+
+Methods (:data:`n2nonnx.prune.registry.CRITERIA`): ``random`` (RP), ``expander`` (RP with
+equal fan-in per unit), ``magnitude``, ``snip`` (CSP), ``grasp``, ``synflow``, plus
+user-supplied masks (``masks=...npz``). The result carries a mask initializer per pruned
+weight (see :mod:`n2nonnx.masks`) and a ``prune`` record in its metadata.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2nonnx import metadata
+from n2nonnx.errors import DataError, InvalidArgumentError
+from n2nonnx.masks import apply_masks, mask_arrays
+from n2nonnx.model import Model
+from n2nonnx.prune.allocation import ALLOCATIONS, layer_counts, masks_from_scores
+from n2nonnx.prune.registry import CRITERIA, ScoringContext, get_criterion
+
+__all__ = ["ALLOCATIONS", "CRITERIA", "LayerCount", "prune", "prune_table", "select_layers"]
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    """Kept and total weights of one layer after pruning."""
+
+    layer: str
+    weight: str
+    kept: int
+    total: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / max(self.total, 1)
+
+
+def prune(
+    model: Model,
+    method: str = "snip",
+    density: float = 0.1,
+    *,
+    allocation: str = "global",
+    data: Any = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    exclude: Sequence[str] = (),
+    first_last_density: float | None = None,
+    masks: str | Path | Mapping[str, np.ndarray] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Model:
+    """Prune ``model`` at initialization; returns a new model with masks in the graph.
+
+    Args:
+        model: a loaded model (dense, or already masked: kept weights stay candidates,
+            pruned ones stay pruned).
+        method: a registered criterion (``random``, ``expander``, ``magnitude``, ``snip``
+            / ``csp``, ``grasp``, ``synflow``) or ``masks`` with ``masks=`` given.
+        density: fraction of the prunable weights kept, in (0, 1].
+        allocation: ``global`` (one threshold), ``uniform`` or ``erk``.
+        data: data for data-driven methods: a built-in name, an ``.npz`` path, arrays,
+            a torch dataset (see :func:`n2nonnx.data.resolve_data`).
+        batch_size: SNIP's mini-batch size.
+        seed: seed of every random choice (batch sampling, random scores).
+        exclude: layer or weight names / glob / regex patterns left dense and out of the
+            budget; a pattern that matches nothing is an error.
+        first_last_density: keep the first and last layers at this density (counted in
+            the budget; the others share what is left).
+        masks: user-supplied masks (an ``.npz`` keyed by weight name, or a dict): used
+            as they are, no scoring.
+        options: criterion options: ``temperature`` and ``samples_per_class`` (GraSP),
+            ``iterations`` (SynFlow).
+
+    Returns:
+        The pruned model; its metadata holds a ``prune`` record with per-layer counts.
+    """
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise InvalidArgumentError(
+            f"density must be in (0, 1] (the fraction of weights kept), got {density!r}; "
+            "for 5% of the weights use 0.05"
+        )
+    if allocation not in ALLOCATIONS:
+        raise InvalidArgumentError(f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+    selected = select_layers(model, exclude)
+    weights = [layer.weight for layer in selected]
+    if masks is not None:
+        new_masks = _user_masks(model, masks, weights)
+        method_name = "masks"
+    else:
+        criterion = get_criterion(method)
+        method_name = criterion.name
+        dataset = _resolve(model, data, seed) if criterion.needs_data else None
+        if criterion.needs_data and dataset is None:
+            raise DataError(
+                f"method {criterion.name!r} needs data to score the weights; pass data= "
+                "(--data mnist1d, digits, synthetic or an .npz file), or use a data-free "
+                "method (random, expander, magnitude, synflow)"
+            )
+        sizes = {w: int(np.prod(model.initializer(w).shape)) for w in weights}
+        shapes = {w: tuple(model.initializer(w).shape) for w in weights}
+        fixed = _first_last(selected, first_last_density)
+
+        def allocate(scores: dict[str, np.ndarray], target: float) -> dict[str, np.ndarray]:
+            counts = layer_counts(sizes, shapes, target, allocation, fixed)
+            return masks_from_scores(scores, target, counts)
+
+        rng = np.random.default_rng(seed)
+        context = ScoringContext(
+            model=model, weights=weights, density=float(density), rng=rng, data=dataset,
+            batch_size=batch_size, allocate=allocate,
+            options={"sample_shape": _sample_shape(model), **dict(options or {})},
+        )
+        scores = criterion.score(context)
+        existing = mask_arrays(model)
+        scores = {w: np.where(existing[w] > 0, s, -np.inf) if w in existing else s for w, s in scores.items()}
+        new_masks = allocate(scores, float(density))
+    pruned = apply_masks(model, new_masks)
+    counts = prune_table(pruned, weights)
+    kept, total = sum(c.kept for c in counts), sum(c.total for c in counts)
+    record = {
+        "method": method_name,
+        "density": float(density),
+        "achieved_density": kept / max(total, 1),
+        "allocation": allocation if masks is None else "given",
+        "seed": seed,
+        "batch_size": batch_size if masks is None and get_criterion(method).name == "snip" else None,
+        "exclude": list(exclude),
+        "first_last_density": first_last_density,
+        "options": {k: v for k, v in dict(options or {}).items()},
+        "layers": [
+            {"layer": c.layer, "weight": c.weight, "kept": c.kept, "total": c.total} for c in counts
+        ],
+    }
+    metadata.append_stage(pruned.proto, "prune", **record)
+    return pruned.with_proto(pruned.proto)
+
+
+def select_layers(model: Model, exclude: Sequence[str] = ()):
+    """The layers to prune: all but those matching an ``exclude`` pattern and N2NSkip ones."""
+    layers = [layer for layer in model.layers if not layer.is_skip]
+    for pattern in exclude:
+        matched = [layer for layer in layers if _matches(pattern, layer)]
+        if not matched:
+            raise InvalidArgumentError(
+                f"exclusion pattern {pattern!r} matches no layer; layer names are "
+                f"{[layer.name for layer in layers]} and weights {[layer.weight for layer in layers]}"
+            )
+        layers = [layer for layer in layers if layer not in matched]
+    if not layers:
+        raise InvalidArgumentError("every layer is excluded; nothing is left to prune")
+    return layers
+
+
+def prune_table(model: Model, weights: Sequence[str] | None = None) -> list[LayerCount]:
+    """Kept / total weights per layer (``weights`` limits it to some layers)."""
+    rows = []
+    for layer in model.layers:
+        if weights is not None and layer.weight not in weights:
+            continue
+        kept = int(np.count_nonzero(model.effective_weight(layer)))
+        rows.append(LayerCount(layer.name, layer.weight, kept, layer.parameters))
+    return rows
+
+
+def format_prune_table(rows: Sequence[LayerCount]) -> str:
+    """The per-layer table printed by ``n2nonnx prune``."""
+    width = max([len(r.layer) for r in rows] + [5])
+    lines = [f"{'layer':<{width}}  {'kept':>10}  {'total':>10}  density", "-" * (width + 34)]
+    lines += [f"{r.layer:<{width}}  {r.kept:>10,}  {r.total:>10,}  {r.density:7.2%}" for r in rows]
+    kept, total = sum(r.kept for r in rows), sum(r.total for r in rows)
+    lines.append(f"{'total':<{width}}  {kept:>10,}  {total:>10,}  {kept / max(total, 1):7.2%}")
+    return "\n".join(lines)
+
+
+def _matches(pattern: str, layer) -> bool:
+    for name in (layer.name, layer.weight):
+        if name == pattern or fnmatch.fnmatchcase(name, pattern):
+            return True
+        try:
+            if re.fullmatch(pattern, name):
+                return True
+        except re.error:
+            pass
+    return False
+
+
+def _first_last(layers, density: float | None) -> dict[str, float]:
+    if density is None:
+        return {}
+    if not 0 < density <= 1:
+        raise InvalidArgumentError(f"--first-last-density must be in (0, 1], got {density!r}")
+    if len(layers) < 2:
+        return {layers[0].weight: density}
+    return {layers[0].weight: density, layers[-1].weight: density}
+
+
+def _sample_shape(model: Model) -> tuple[int, ...]:
+    shape = model.graph_inputs[0].shape or ()
+    return tuple(d if isinstance(d, int) else 1 for d in shape[1:])
+
+
+def _resolve(model: Model, data: Any, seed: int):
+    if data is None:
+        return None
+    from n2nonnx.data import resolve_data
+
+    info = model.graph_inputs[0]
+    return resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
+
+
+def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weights: list[str]) -> dict[str, np.ndarray]:
+    if isinstance(masks, (str, Path)):
+        path = Path(masks)
+        if not path.is_file():
+            raise DataError(f"mask file {path} does not exist")
+        try:
+            with np.load(path) as archive:
+                masks = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot read masks from {path}: {error}; save them with numpy.savez") from None
+    unknown = sorted(set(masks) - set(weights))
+    if unknown:
+        raise InvalidArgumentError(
+            f"masks given for {unknown}, which are not prunable weights; weights are {weights}"
+        )
+    return {name: (np.asarray(value) != 0).astype(np.float32) for name, value in masks.items()}

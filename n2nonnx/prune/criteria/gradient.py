@@ -1,0 +1,79 @@
+"""Data-driven criteria computed through the PyTorch backend on the ONNX graph itself.
+
+* SNIP / CSP (Lee et al. 2019): ``s = |w * dL/dw|`` on one mini-batch, normalised by
+  the sum over all scored weights.
+* GraSP (Wang et al. 2020): ``S = -w * (H g)``, the Hessian-gradient product by double
+  backprop with logits divided by a temperature (default 200), on about 10 samples per
+  class. GraSP removes the *largest* S, so the kept score is ``-S = w * Hg``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from n2nonnx.prune.registry import ScoringContext, criterion
+
+
+def _module(context: ScoringContext):
+    from n2nonnx.backend import OnnxModule
+
+    module = OnnxModule(context.model)
+    module.eval()  # scoring at initialization: BatchNorm uses its running statistics
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    weights = [module.tensor(name) for name in context.weights]
+    for weight in weights:
+        weight.requires_grad_(True)
+    return module, weights
+
+
+def _logits(module, x: torch.Tensor) -> torch.Tensor:
+    output = module(x)
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _batch(context: ScoringContext, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = context.data.x_train, context.data.y_train
+    order = torch.from_numpy(context.rng.permutation(len(x))[: min(size, len(x))])
+    return x[order], y[order]
+
+
+@criterion("snip", needs_data=True, summary="connection sensitivity |w * dL/dw| on one mini-batch (CSP)")
+def snip_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    module, weights = _module(context)
+    x, y = _batch(context, context.batch_size)
+    loss = torch.nn.functional.cross_entropy(_logits(module, x), y)
+    grads = torch.autograd.grad(loss, weights)
+    scores = [(w * g).abs().detach().double() for w, g in zip(weights, grads, strict=True)]
+    total = sum(float(s.sum()) for s in scores) or 1.0
+    return {name: (s / total).numpy() for name, s in zip(context.weights, scores, strict=True)}
+
+
+def grasp_samples(context: ScoringContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """About ``samples_per_class`` training samples of every class (seeded)."""
+    per_class = int(context.options.get("samples_per_class", 10))
+    y = context.data.y_train.numpy()
+    chosen = []
+    for label in np.unique(y):
+        where = np.flatnonzero(y == label)
+        chosen.extend(context.rng.permutation(where)[:per_class].tolist())
+    index = torch.as_tensor(sorted(chosen))
+    return context.data.x_train[index], context.data.y_train[index]
+
+
+@criterion("grasp", needs_data=True, summary="gradient signal preservation: keep the smallest -w * Hg")
+def grasp_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    temperature = float(context.options.get("temperature", 200.0))
+    module, weights = _module(context)
+    x, y = grasp_samples(context)
+    loss = torch.nn.functional.cross_entropy(_logits(module, x) / temperature, y)
+    gradient = [g.detach() for g in torch.autograd.grad(loss, weights)]
+    loss = torch.nn.functional.cross_entropy(_logits(module, x) / temperature, y)
+    first = torch.autograd.grad(loss, weights, create_graph=True)
+    dot = sum((g1 * g0).sum() for g1, g0 in zip(first, gradient, strict=True))
+    hessian_gradient = torch.autograd.grad(dot, weights)
+    return {
+        name: (w * hg).detach().double().numpy()
+        for name, w, hg in zip(context.weights, weights, hessian_gradient, strict=True)
+    }

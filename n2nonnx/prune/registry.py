@@ -1,0 +1,80 @@
+"""The registry of pruning criteria: one scoring function per method, added by decorator.
+
+A criterion turns a model into one score array per prunable weight (same shape as the
+weight); *higher scores are kept*. Allocation (:mod:`n2nonnx.prune.allocation`) then
+decides how many weights each layer keeps. A criterion that prunes iteratively
+(SynFlow) may also return final masks itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.model import Model
+
+
+@dataclass
+class ScoringContext:
+    """Everything a criterion may use.
+
+    Attributes:
+        model: the model to score (masks already in it are respected).
+        weights: names of the weights to score (excluded layers are not in it).
+        density: the target overall density.
+        rng: the seeded generator for any random choice.
+        data: a resolved data set (``.x_train``, ``.y_train`` tensors) or None.
+        batch_size: mini-batch size for data-driven criteria.
+        options: criterion-specific options (``temperature``, ``iterations`` ...).
+        allocate: the allocation function, for criteria that prune iteratively.
+    """
+
+    model: Model
+    weights: list[str]
+    density: float
+    rng: np.random.Generator
+    data: Any = None
+    batch_size: int = 128
+    options: dict[str, Any] = field(default_factory=dict)
+    allocate: Callable[[dict[str, np.ndarray], float], dict[str, np.ndarray]] | None = None
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered criterion: its scoring function and whether it needs data."""
+
+    name: str
+    score: Callable[[ScoringContext], dict[str, np.ndarray]]
+    needs_data: bool
+    summary: str
+
+
+CRITERIA: dict[str, Criterion] = {}
+
+
+def criterion(name: str, *, needs_data: bool, summary: str):
+    """Register a scoring function under ``name``."""
+
+    def register(function):
+        if name in CRITERIA:
+            raise ValueError(f"pruning criterion {name!r} registered twice")
+        CRITERIA[name] = Criterion(name, function, needs_data, summary)
+        return function
+
+    return register
+
+
+def get_criterion(name: str) -> Criterion:
+    """The criterion called ``name`` (case-insensitive; ``csp`` is SNIP, ``rp`` random)."""
+    from n2nonnx.prune import criteria  # noqa: F401  (fills the registry)
+
+    key = {"csp": "snip", "rp": "random"}.get(name.lower(), name.lower())
+    if key not in CRITERIA:
+        raise InvalidArgumentError(
+            f"unknown pruning method {name!r}; choose from {', '.join(sorted(CRITERIA))}"
+        )
+    return CRITERIA[key]

@@ -1,0 +1,97 @@
+"""onnxruntime sessions: provider choice from what is actually available, and one-call runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from n2nonnx.model import Model
+
+ort.set_default_logger_severity(3)  # errors only: no optimizer chatter on stderr
+
+_LEVELS = {
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+# Preference order when the caller does not name providers.
+_PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build can use on this machine."""
+    return list(ort.get_available_providers())
+
+
+def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """Providers to open a session with.
+
+    Args:
+        requested: provider names in order of preference; ``None`` picks CUDA when the
+            installed onnxruntime has it, else CPU. Names this build lacks are dropped
+            (onnxruntime-gpu on a machine without CUDA would otherwise log loud errors).
+
+    Returns:
+        A non-empty list that always ends with ``CPUExecutionProvider``.
+    """
+    available = set(available_providers())
+    wanted = list(requested) if requested else list(_PREFERRED)
+    chosen = [p for p in wanted if p in available and p != "CPUExecutionProvider"]
+    return chosen + ["CPUExecutionProvider"]
+
+
+def make_session(
+    model: Model | onnx.ModelProto | bytes | str,
+    providers: Sequence[str] | None = None,
+    *,
+    threads: int | None = None,
+    optimization: str = "all",
+) -> ort.InferenceSession:
+    """Open an onnxruntime session on a model object, a ModelProto, bytes or a path.
+
+    Args:
+        model: what to run. A path is opened by onnxruntime directly (external data works).
+        providers: see :func:`choose_providers`.
+        threads: intra-op threads (``None``: onnxruntime's default).
+        optimization: onnxruntime graph optimisation level: ``none``, ``basic``,
+            ``extended`` or ``all``. ``basic`` (constant folding, no fusions) gives
+            bit-identical results for graphs that differ only by folded constants.
+
+    Returns:
+        The session.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = _LEVELS[optimization]
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if hasattr(model, "proto"):
+        model = model.proto  # type: ignore[union-attr]
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    return ort.InferenceSession(model, sess_options=options, providers=choose_providers(providers))
+
+
+def run(
+    model: Model | onnx.ModelProto | bytes | str | ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray] | np.ndarray,
+    providers: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Run a model once in onnxruntime and return all outputs.
+
+    Args:
+        model: a session or anything :func:`make_session` accepts.
+        feeds: input name -> array, or one array for a single-input model.
+        providers: see :func:`choose_providers`.
+    """
+    session = model if isinstance(model, ort.InferenceSession) else make_session(model, providers)
+    if isinstance(feeds, np.ndarray):
+        feeds = {session.get_inputs()[0].name: feeds}
+    return session.run(None, dict(feeds))
