@@ -4,6 +4,8 @@ The public verbs: :func:`load`, :func:`save`, :func:`prune`, :func:`train`; the 
 in their subpackages (``n2nonnx.prune``, ``n2nonnx.backend``, ``n2nonnx.connectivity`` ...).
 """
 
+from n2nonnx.backend.trainer import History, TrainResult, train
+from n2nonnx.data import resolve_data
 from n2nonnx.errors import N2NError
 from n2nonnx.io import load, save
 from n2nonnx.model import Model
@@ -11,4 +13,7 @@ from n2nonnx.prune import prune  # noqa: E402  (the verb shadows the subpackage 
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "N2NError", "load", "prune", "save", "__version__"]
+__all__ = [
+    "History", "Model", "N2NError", "TrainResult", "__version__", "load", "prune", "resolve_data",
+    "save", "train",
+]

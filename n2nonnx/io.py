@@ -18,7 +18,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from n2nonnx.errors import InvalidModelError, ModelLoadError, SaveError
-from n2nonnx.graph.normalize import normalize
+from n2nonnx.graph.normalize import initializer_bytes, normalize
 from n2nonnx.model import Model
 
 PROTOBUF_LIMIT = 2**31 - 1
@@ -55,7 +55,8 @@ def load(
     """
     proto, path = _read(source)
     _check(proto, path)
-    model = Model(normalize(proto, input_shapes, upgrade=upgrade), source=path)
+    owned = path is not None or isinstance(source, (bytes, bytearray, memoryview))
+    model = Model(normalize(proto, input_shapes, upgrade=upgrade, copy_input=not owned), source=path)
     if analyze:
         _ = model.layers
     return model
@@ -99,7 +100,7 @@ def save(
         raise SaveError(f"cannot write {target}: folder {target.parent} does not exist")
     if target.is_dir():
         raise SaveError(f"cannot write {target}: it is a folder; give a file name ending in .onnx")
-    use_external = external_data if external_data is not None else tensor_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+    use_external = external_data if external_data is not None else initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
     scratch = Path(tempfile.mkdtemp(prefix=".n2nonnx-", dir=target.parent))
     try:
         staged = scratch / target.name
@@ -110,8 +111,8 @@ def save(
             onnx.save_model(copy, staged, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
         else:
-            if proto.ByteSize() > PROTOBUF_LIMIT:
-                raise SaveError("model is over 2 GB; save it with external_data=True")
+            if is_large(proto):
+                raise SaveError("the model is over 2 GB, too big for one file; save it with external data")
             staged.write_bytes(proto.SerializeToString())
         if validate:
             _validate_file(staged)
@@ -125,14 +126,12 @@ def save(
     return target
 
 
-def tensor_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes of initializer data held in the protobuf (external data not counted)."""
-    total = 0
-    for tensor in proto.graph.initializer:
-        total += len(tensor.raw_data)
-        for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            total += 8 * len(getattr(tensor, field))
-    return total
+def is_large(proto: onnx.ModelProto) -> bool:
+    """True when the model's tensors alone come near protobuf's 2 GB limit.
+
+    (``ByteSize()`` itself fails above the limit, so the tensors are counted instead.)
+    """
+    return initializer_bytes(proto) > PROTOBUF_LIMIT - 64 * 2**20
 
 
 def _read(source: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
@@ -190,8 +189,8 @@ def _uses_external_data(proto: onnx.ModelProto) -> bool:
 
 def _check(proto: onnx.ModelProto, path: Path | None) -> None:
     try:
-        if proto.ByteSize() > PROTOBUF_LIMIT and path is not None:
-            onnx.checker.check_model(str(path))
+        if is_large(proto) and path is not None:
+            onnx.checker.check_model(str(path))  # the in-memory check cannot serialise >2 GB
         else:
             onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:

@@ -44,6 +44,7 @@ def normalize(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     *,
     upgrade: bool = True,
+    copy_input: bool = True,
 ) -> onnx.ModelProto:
     """Return a normalised copy of ``proto`` (the input is not modified).
 
@@ -53,6 +54,8 @@ def normalize(
             batch dimension stays symbolic).
         upgrade: upgrade opsets below :data:`ANALYSIS_OPSET` (falls back to the original
             opset with a warning if onnx's converter cannot).
+        copy_input: work on a copy; ``False`` lets a caller that owns ``proto`` (just
+            read it from a file) save the copy of a large model.
 
     Returns:
         The normalised model.
@@ -63,7 +66,7 @@ def normalize(
             f"model uses opset {opset}; n2nonnx supports opset {MIN_OPSET} and newer: "
             "re-export the model with a newer opset"
         )
-    model = copy.deepcopy(proto)
+    model = copy.deepcopy(proto) if copy_input else proto
     if upgrade and opset < ANALYSIS_OPSET:
         model = _upgrade(model, opset)
     model = _fold_constants(model)
@@ -79,7 +82,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     out of the copy handed to onnx: this is fast, and works for models over 2 GB.
     """
     light = onnx.ModelProto()
-    light.CopyFrom(model) if _tensor_bytes(model) < _LIGHT_COPY_BYTES else _copy_without_large_data(model, light)
+    light.CopyFrom(model) if initializer_bytes(model) < _LIGHT_COPY_BYTES else _copy_without_large_data(model, light)
     del light.graph.value_info[:]
     light.graph.value_info.extend(model.graph.value_info)
     try:
@@ -97,8 +100,18 @@ _LIGHT_COPY_BYTES = 64 * 2**20
 _LARGE_TENSOR_BYTES = 2**20
 
 
-def _tensor_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+def tensor_nbytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a tensor's values, from its dims and type (touching the data would copy it)."""
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+    count = 1
+    for dim in tensor.dims:
+        count *= int(dim)
+    return count * itemsize
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of all initializer values of ``model``."""
+    return sum(tensor_nbytes(t) for t in model.graph.initializer)
 
 
 def _copy_without_large_data(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
@@ -108,7 +121,7 @@ def _copy_without_large_data(model: onnx.ModelProto, light: onnx.ModelProto) -> 
     light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
                                          output=graph.output, value_info=graph.value_info))
     for tensor in graph.initializer:
-        if len(tensor.raw_data) > _LARGE_TENSOR_BYTES:
+        if tensor_nbytes(tensor) > _LARGE_TENSOR_BYTES:
             light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
         else:
             light.graph.initializer.append(tensor)
@@ -131,6 +144,8 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constant subgraphs into initializers, keeping n2nonnx mask nodes intact."""
+    if not _has_constant_subgraph(model):
+        return model  # nothing to fold: skip the copy through graphsurgeon (large models)
     mask_nodes = [n for n in model.graph.node if _is_mask_apply(n)]
     ir_version = model.ir_version
     opsets = list(model.opset_import)
@@ -163,6 +178,20 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         if not any(p.key == prop.key for p in folded.metadata_props):
             folded.metadata_props.add(key=prop.key, value=prop.value)
     return folded
+
+
+def _has_constant_subgraph(model: onnx.ModelProto) -> bool:
+    """Whether any node (besides mask Muls) computes from constants only."""
+    constant = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            return True
+        inputs = [name for name in node.input if name]
+        if inputs and all(name in constant for name in inputs) and not _is_mask_apply(node):
+            return True
+        if inputs and all(name in constant for name in inputs):
+            constant.update(node.output)
+    return False
 
 
 def _is_mask_apply(node: onnx.NodeProto) -> bool:
