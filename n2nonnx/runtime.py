@@ -95,3 +95,29 @@ def run(
     if isinstance(feeds, np.ndarray):
         feeds = {session.get_inputs()[0].name: feeds}
     return session.run(None, dict(feeds))
+
+
+def accuracy(
+    model: Model | onnx.ModelProto | bytes | str | ort.InferenceSession,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = 1024,
+    providers: Sequence[str] | None = None,
+) -> float:
+    """Top-1 accuracy of a classifier run in onnxruntime.
+
+    Args:
+        model: a session or anything :func:`make_session` accepts.
+        x: inputs, batch first, in the model input's dtype.
+        y: integer class labels.
+        batch_size: samples per onnxruntime call.
+        providers: see :func:`choose_providers`.
+    """
+    session = model if isinstance(model, ort.InferenceSession) else make_session(model, providers)
+    name = session.get_inputs()[0].name
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        scores = session.run(None, {name: x[start : start + batch_size]})[0]
+        correct += int((scores.argmax(axis=-1) == y[start : start + batch_size]).sum())
+    return correct / max(len(x), 1)

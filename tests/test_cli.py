@@ -7,11 +7,9 @@ import subprocess
 import sys
 
 import builders
-import numpy as np
 import onnx
 
 from n2nonnx.cli import main
-from n2nonnx.runtime import run
 
 
 def rows(text: str) -> list[list[str]]:
@@ -58,15 +56,6 @@ def test_inspect_with_input_shape(tmp_path, capsys):
     assert rows(capsys.readouterr().out)[0][6:9] == ["20x24", "->", "20x24"]
 
 
-def test_run_default_exports_and_shows_the_builtin_model(tmp_path, capsys):
-    assert main(["run", "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "exported the built-in MLP" in out and len(rows(out.split("\n\n", 1)[1])) == 4
-    model = onnx.load(tmp_path / "model.onnx")
-    x = np.zeros((5, 40), np.float32)
-    assert run(model, x)[0].shape == (5, 10)
-
-
 def test_pytorch_bridge_command(tmp_path):
     out = tmp_path / "vgg.onnx"
     result = subprocess.run(
@@ -82,6 +71,6 @@ def test_pytorch_bridge_command(tmp_path):
 
 
 def test_help_everywhere():
-    for verb in ([], ["inspect"], ["run"]):
+    for verb in ([], ["inspect"], ["prune"], ["train"], ["run"], ["study"], ["skip"], ["connectivity"]):
         result = subprocess.run([sys.executable, "-m", "n2nonnx", *verb, "--help"], capture_output=True, text=True, check=False)
         assert result.returncode == 0 and "usage: n2nonnx" in result.stdout

@@ -56,6 +56,7 @@ def prune(
     first_last_density: float | None = None,
     masks: str | Path | Mapping[str, np.ndarray] | None = None,
     options: Mapping[str, Any] | None = None,
+    rescale: bool = False,
 ) -> Model:
     """Prune ``model`` at initialization; returns a new model with masks in the graph.
 
@@ -78,6 +79,8 @@ def prune(
             as they are, no scoring.
         options: criterion options: ``temperature`` and ``samples_per_class`` (GraSP),
             ``iterations`` (SynFlow).
+        rescale: multiply each unit's kept weights by ``sqrt(fan_in / kept fan_in)`` so its
+            pre-activation keeps the variance it had dense (fan-in-corrected init).
 
     Returns:
         The pruned model; its metadata holds a ``prune`` record with per-layer counts.
@@ -123,6 +126,10 @@ def prune(
         scores = {w: np.where(existing[w] > 0, s, -np.inf) if w in existing else s for w, s in scores.items()}
         new_masks = allocate(scores, float(density))
     pruned = apply_masks(model, new_masks)
+    if rescale:
+        pruned = pruned.with_initializers(
+            {w: rescaled_weight(pruned, w) for w in new_masks}
+        )
     counts = prune_table(pruned, weights)
     kept, total = sum(c.kept for c in counts), sum(c.total for c in counts)
     record = {
@@ -134,6 +141,7 @@ def prune(
         "batch_size": batch_size if masks is None and get_criterion(method).name == "snip" else None,
         "exclude": list(exclude),
         "first_last_density": first_last_density,
+        "rescale": rescale,
         "options": {k: v for k, v in dict(options or {}).items()},
         "layers": [
             {"layer": c.layer, "weight": c.weight, "kept": c.kept, "total": c.total} for c in counts
@@ -141,6 +149,17 @@ def prune(
     }
     metadata.append_stage(pruned.proto, "prune", **record)
     return pruned.with_proto(pruned.proto)
+
+
+def rescaled_weight(model: Model, weight: str) -> np.ndarray:
+    """``weight`` with each unit's kept entries scaled by ``sqrt(fan_in / kept fan_in)``."""
+    layer = model.layer(weight)
+    value = np.moveaxis(model.effective_weight(layer), layer.unit_axis, 0)
+    kept = np.count_nonzero(value.reshape(layer.units, -1), axis=1)
+    fan_in = value[0].size
+    scale = np.sqrt(fan_in / np.maximum(kept, 1)).astype(value.dtype)
+    value = value * scale.reshape(-1, *([1] * (value.ndim - 1)))
+    return np.moveaxis(value, 0, layer.unit_axis)
 
 
 def select_layers(model: Model, exclude: Sequence[str] = ()):

@@ -1,0 +1,475 @@
+"""OnnxModule: an ``nn.Module`` that executes an ONNX graph with PyTorch and trains its weights.
+
+Every initializer becomes an ``nn.Parameter`` (trainable, see :mod:`trainability`) or a
+buffer. Each node is turned into a kernel once, at construction, by the op registry; the
+forward pass runs the kernels in graph order over a flat list of tensor slots. Nodes that
+depend only on constants (Constant nodes, integer initializers) are evaluated once at
+construction. Trained values go back into the same ONNX initializers with
+:meth:`OnnxModule.write_back`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from n2nonnx.backend.registry import NodeSpec, resolve
+from n2nonnx.backend.trainability import TrainableRule, resolve_trainable
+from n2nonnx.errors import DataError, InvalidArgumentError, InvalidModelError, UnsupportedOpError
+from n2nonnx.masks import is_mask, weight_of_mask
+
+# ops never evaluated at construction even when their inputs are constant
+_NOT_FOLDABLE = {
+    "Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+    "Bernoulli", "Multinomial", "BatchNormalization",
+}
+# initializers larger than this are never read as build-time constants (shapes, axes are tiny)
+_MAX_CONSTANT_ELEMENTS = 1 << 16
+_FLOAT_ONNX = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+def _as_proto(model: Any) -> onnx.ModelProto:
+    proto = model.proto if hasattr(model, "proto") else model
+    if not isinstance(proto, onnx.ModelProto):
+        raise InvalidArgumentError(
+            f"expected an onnx.ModelProto or an object with a .proto attribute, got {type(model).__name__}"
+        )
+    return proto
+
+
+def _to_torch(tensor: onnx.TensorProto) -> torch.Tensor:
+    """An initializer's value as a torch tensor (owning its memory)."""
+    if tensor.data_type == onnx.TensorProto.BFLOAT16:
+        return torch.from_numpy(np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)).to(torch.bfloat16)
+    try:
+        array = numpy_helper.to_array(tensor)
+        return torch.from_numpy(np.array(array, copy=True))
+    except (TypeError, ValueError) as error:
+        raise UnsupportedOpError(
+            f"initializer {tensor.name!r} has ONNX type "
+            f"{onnx.TensorProto.DataType.Name(tensor.data_type)}, which torch cannot hold"
+        ) from error
+
+
+def _to_onnx_array(value: torch.Tensor, data_type: int) -> np.ndarray:
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    np_type = onnx.helper.tensor_dtype_to_np_dtype(data_type)
+    return value.numpy().astype(np_type, copy=False)
+
+
+def _declared_dtype(value: onnx.ValueInfoProto, override: torch.dtype | None) -> torch.dtype | None:
+    """The floating dtype a graph input should arrive in (floating inputs are cast to it)."""
+    elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+    if elem not in _FLOAT_ONNX:
+        return None
+    if override is not None:
+        return override
+    return {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
+            onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.BFLOAT16: torch.bfloat16}[elem]
+
+
+def _coerce(value: Any, wanted: torch.dtype | None, device: torch.device | None) -> torch.Tensor:
+    """An input as a tensor on the module's device; floating inputs get the module's float type."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value)
+    if device is not None and value.device != device:
+        value = value.to(device)
+    if wanted is not None and value.dtype != wanted and value.is_floating_point():
+        value = value.to(wanted)
+    return value
+
+
+def _safe_key(name: str, taken: set[str]) -> str:
+    base = "t_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+    key, count = base, 1
+    while key in taken:
+        count += 1
+        key = f"{base}_{count}"
+    taken.add(key)
+    return key
+
+
+class _ModeFlag:
+    """A mutable train/eval flag; kernels call it to read the mode."""
+
+    training = False
+
+    def __call__(self) -> bool:
+        return self.training
+
+
+def _aliased_running_stats(
+    graph: onnx.GraphProto, initializers: set[str], trainable: set[str]
+) -> tuple[dict[str, str], dict[tuple[int, int], str]]:
+    """BatchNorm running-stat inputs that share storage with another tensor.
+
+    Exporters dedup equal tensors: the legacy torch exporter feeds a fresh BatchNorm's
+    running mean / var through ``Identity`` nodes from its bias / scale; other tools point
+    both slots at one initializer. Updating such a stat in train mode would overwrite the
+    weight, so each one gets a private buffer.
+
+    Returns:
+        ``(sources, renamed)``: stat tensor name -> the initializer it starts from, and
+        (node index, input slot) -> the new stat name for inputs that must be renamed
+        (a stat that *is* a shared or trainable initializer).
+    """
+    producers = {out: node for node in graph.node for out in node.output}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    taken = set(initializers) | set(producers)
+    sources: dict[str, str] = {}
+    renamed: dict[tuple[int, int], str] = {}
+    for index, node in enumerate(graph.node):
+        if node.op_type != "BatchNormalization":
+            continue
+        for slot, label in ((3, "running_mean"), (4, "running_var")):
+            if slot >= len(node.input):
+                continue
+            name = node.input[slot]
+            if name in initializers:
+                if name in trainable or uses.get(name, 0) > 1:
+                    new = f"{node.name or node.output[0]}/{label}"
+                    while new in taken:
+                        new += "_"
+                    taken.add(new)
+                    sources[new] = name
+                    renamed[(index, slot)] = new
+                continue
+            source = name
+            while source not in initializers and source in producers and producers[source].op_type == "Identity":
+                source = producers[source].input[0]
+            if source != name and source in initializers:
+                sources[name] = source
+    return sources, renamed
+
+
+class OnnxModule(torch.nn.Module):
+    """Run and train an ONNX model's graph as a PyTorch module.
+
+    Args:
+        model: an ``onnx.ModelProto`` or any object with a ``.proto`` ModelProto.
+        trainable: ``None`` for the default rule (weights, biases, scales, shifts); a
+            callable ``name -> bool``; or ``dict(include=[...], exclude=[...])`` of glob or
+            regex patterns that widen / narrow the default (see :mod:`trainability`).
+        dtype: if given, floating-point initializers are held in this torch dtype (e.g.
+            ``torch.float64``); :meth:`initializer_values` still returns the ONNX dtypes.
+
+    Raises:
+        UnsupportedOpError: a node has no converter (the message names it).
+        InvalidModelError: the graph reads a tensor nothing produces.
+    """
+
+    def __init__(self, model: Any, trainable: TrainableRule = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        proto = _as_proto(model)
+        graph = proto.graph
+        self._onnx_types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
+        self.initializer_names: list[str] = [t.name for t in graph.initializer]
+        self._trainable = resolve_trainable(graph, trainable)
+        # the train/eval flag kernels read: set at the start of every forward, so copies of
+        # this module (deepcopy shares the kernels) always see the mode of the one running
+        self._mode = _ModeFlag()
+        self._keys: dict[str, str] = {}
+        taken: set[str] = set(dir(self))
+        # the build-time values NodeSpec.const exposes, and those safe to fold further
+        constants: dict[str, np.ndarray] = {}
+        foldable: set[str] = set()
+
+        for tensor in graph.initializer:
+            value = _to_torch(tensor)
+            if dtype is not None and tensor.data_type in _FLOAT_ONNX:
+                value = value.to(dtype)
+            key = _safe_key(tensor.name, taken)
+            self._keys[tensor.name] = key
+            if tensor.name in self._trainable:
+                self.register_parameter(key, torch.nn.Parameter(value))
+            else:
+                self.register_buffer(key, value)
+                if not is_mask(tensor.name) and value.numel() <= _MAX_CONSTANT_ELEMENTS:
+                    constants[tensor.name] = value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
+                    if tensor.data_type not in _FLOAT_ONNX:
+                        foldable.add(tensor.name)
+
+        # BatchNorm running stats that the exporter aliased to another initializer through
+        # Identity nodes (the legacy exporter dedups equal tensors): give them private buffers
+        self._stat_sources, self._stat_renames = _aliased_running_stats(graph, set(self._keys), self._trainable)
+        for name, source in self._stat_sources.items():
+            key = _safe_key("stat_" + name, taken)
+            self._keys[name] = key
+            self._onnx_types[name] = self._onnx_types[source]
+            self.register_buffer(key, self.tensor(source).detach().clone())
+
+        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+        opsets.setdefault("", onnx.defs.onnx_opset_version())
+        slots: dict[str, int] = {"": 0}
+
+        def slot(name: str) -> int:
+            return slots.setdefault(name, len(slots))
+
+        input_names = [i.name for i in graph.input if i.name not in self._keys]
+        self.input_names: list[str] = input_names
+        self.output_names: list[str] = [o.name for o in graph.output]
+        self._input_slots = [slot(n) for n in input_names]
+        self._input_dtypes = [_declared_dtype(i, dtype) for i in graph.input if i.name not in self._keys]
+        # a floating initializer whose dtype reveals a later module.half() / .double()
+        self._probe = next(((self._keys[t.name], t.name in self._trainable) for t in graph.initializer
+                            if t.data_type in _FLOAT_ONNX), None)
+        self._probe_dtype = None
+        if self._probe is not None:
+            key, is_param = self._probe
+            self._probe_dtype = (self._parameters if is_param else self._buffers)[key].dtype
+        self._init_slots = [(slot(n), self._keys[n], n in self._trainable)
+                            for n in self.initializer_names + list(self._stat_sources)]
+        default_inputs = {i.name for i in graph.input if i.name in self._keys}
+        self._default_inputs = {n: slots[n] for n in default_inputs}
+        folded: list[tuple[int, str]] = []
+        steps: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...]]] = []
+        known = set(slots)
+
+        for node_index, node in enumerate(graph.node):
+            inputs = [self._stat_renames.get((node_index, i), n) for i, n in enumerate(node.input)]
+            if node.op_type == "Identity" and node.output[0] in self._stat_sources:
+                known.add(node.output[0])
+                continue
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            if domain not in opsets:
+                raise UnsupportedOpError(
+                    f"node {node.name!r} (op {node.op_type}) uses domain {domain!r}, which the model does "
+                    "not import; list the supported ops with n2nonnx.backend.supported_ops()"
+                )
+            builder = resolve(node.op_type, domain, opsets[domain], node.name)
+            for name in inputs:
+                if name not in known:
+                    raise InvalidModelError(
+                        f"node {node.name!r} ({node.op_type}) reads {name!r}, which no node, input or "
+                        "initializer produces; toposort the graph or fix the edge"
+                    )
+            spec = NodeSpec(node, opsets[domain], constants, self._mode)
+            kernel = builder(spec)
+            known.update(node.output)
+            if node.op_type not in _NOT_FOLDABLE and all(not n or n in foldable for n in inputs):
+                with torch.no_grad():
+                    args = [None if not n else torch.from_numpy(np.array(constants[n])) for n in inputs]
+                    result = kernel(*args)
+                results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+                for name, value in zip(node.output, results, strict=False):
+                    if not name:
+                        continue
+                    key = _safe_key("const_" + name, taken)
+                    self.register_buffer(key, value.detach().clone(), persistent=False)
+                    constants[name] = (value.float() if value.dtype == torch.bfloat16 else value).detach().cpu().numpy()
+                    foldable.add(name)
+                    folded.append((slot(name), key))
+                continue
+            steps.append((kernel, tuple(slot(n) for n in inputs), tuple(slot(n) for n in node.output)))
+
+        for name in self.output_names:
+            if name not in known:
+                raise InvalidModelError(f"graph output {name!r} is produced by no node, input or initializer")
+        self._folded = folded
+        self._output_slots = [slots[n] for n in self.output_names]
+        # drop each intermediate from the slot list after its last reader (peak memory in eval)
+        last_use: dict[int, int] = {}
+        for position, (_, ins, _) in enumerate(steps):
+            for index in ins:
+                last_use[index] = position
+        keep = set(self._output_slots) | {0}
+        dead: list[list[int]] = [[] for _ in steps]
+        for index, position in last_use.items():
+            if index not in keep:
+                dead[position].append(index)
+        self._steps = [(k, ins, outs[0] if len(outs) == 1 else outs, len(outs) != 1, tuple(dead[p]))
+                       for p, (k, ins, outs) in enumerate(steps)]
+        self._n_slots = len(slots)
+
+    # ------------------------------------------------------------------ running
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Run the graph.
+
+        Args:
+            *args: input tensors (or arrays) in graph-input order.
+            **kwargs: inputs by graph input name.
+
+        Returns:
+            The output tensor if the graph has one output, else a tuple in graph order.
+
+        Raises:
+            DataError: an input is missing or unknown.
+        """
+        self._mode.training = self.training
+        env: list[Any] = [None] * self._n_slots
+        params = self._parameters
+        buffers = self._buffers
+        for index, key, is_param in self._init_slots:
+            env[index] = params[key] if is_param else buffers[key]
+        for index, key in self._folded:
+            env[index] = buffers[key]
+        if len(args) > len(self._input_slots):
+            raise DataError(f"model takes {len(self._input_slots)} inputs {self.input_names}, got {len(args)}")
+        wanted_types, device = self._wanted_input_types()
+        for index, wanted, value in zip(self._input_slots, wanted_types, args, strict=False):
+            env[index] = _coerce(value, wanted, device)
+        if kwargs:
+            self._bind_keywords(env, kwargs, wanted_types, device)
+        for index, name in zip(self._input_slots[len(args):], self.input_names[len(args):], strict=True):
+            if env[index] is None:
+                raise DataError(f"missing model input {name!r}; inputs are {self.input_names}")
+        for kernel, ins, out, multi, dead in self._steps:
+            result = kernel(*[env[i] for i in ins])
+            if multi:
+                if isinstance(result, torch.Tensor):
+                    result = (result,)
+                for index, value in zip(out, result, strict=False):
+                    env[index] = value
+            else:
+                env[out] = result[0] if type(result) is tuple else result
+            for index in dead:
+                env[index] = None
+        if len(self._output_slots) == 1:
+            return env[self._output_slots[0]]
+        return tuple(env[i] for i in self._output_slots)
+
+    def _wanted_input_types(self) -> tuple[list[torch.dtype | None], torch.device | None]:
+        """Declared float input types (or the module's float type after ``.half()`` /
+        ``.double()``) and the device the module's tensors live on."""
+        if self._probe is None:
+            return self._input_dtypes, None
+        key, is_param = self._probe
+        reference = (self._parameters if is_param else self._buffers)[key]
+        if reference.dtype == self._probe_dtype:
+            return self._input_dtypes, reference.device
+        return [None if wanted is None else reference.dtype for wanted in self._input_dtypes], reference.device
+
+    def _bind_keywords(self, env: list[Any], kwargs: dict[str, Any], wanted_types: list,
+                       device: torch.device | None) -> None:
+        positions = dict(zip(self.input_names, zip(self._input_slots, wanted_types, strict=True), strict=True))
+        positions.update({name: (index, None) for name, index in self._default_inputs.items()})
+        for name, value in kwargs.items():
+            if name not in positions:
+                raise DataError(f"unknown model input {name!r}; inputs are {self.input_names}")
+            index, wanted = positions[name]
+            env[index] = _coerce(value, wanted, device)
+
+    # ------------------------------------------------------------------ initializers
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The Parameter or buffer holding initializer ``name``.
+
+        Args:
+            name: the ONNX initializer name.
+
+        Returns:
+            The live tensor (edit it in place to change the model).
+
+        Raises:
+            InvalidArgumentError: no initializer has that name.
+        """
+        key = self._keys.get(name)
+        if key is None:
+            raise InvalidArgumentError(f"no initializer named {name!r}; see OnnxModule.initializer_names")
+        return self._parameters[key] if name in self._trainable else self._buffers[key]
+
+    def parameter_key(self, name: str) -> str:
+        """The attribute name under which initializer ``name`` is registered (as in ``named_parameters``)."""
+        self.tensor(name)
+        return self._keys[name]
+
+    def named_onnx_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """(ONNX initializer name, Parameter) for every trainable initializer, in graph order.
+
+        Useful for optimizer parameter groups chosen by ONNX name (e.g. no weight decay on
+        biases); ``named_parameters()`` gives the same tensors under torch-safe keys.
+        """
+        return [(name, self._parameters[self._keys[name]]) for name in self.initializer_names
+                if name in self._trainable]
+
+    def is_trainable(self, name: str) -> bool:
+        """True if initializer ``name`` is an ``nn.Parameter``."""
+        self.tensor(name)
+        return name in self._trainable
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Weight initializer name -> its mask buffer, for every weight gated by a ``W/mask``."""
+        found = {}
+        for name in self.initializer_names:
+            if is_mask(name) and weight_of_mask(name) in self._keys:
+                found[weight_of_mask(name)] = self.tensor(name)
+        return found
+
+    @torch.no_grad()
+    def apply_masks_(self) -> None:
+        """Zero every masked weight where its mask is zero (``W.mul_(mask)``), in place."""
+        for weight, mask in self.masks().items():
+            target = self.tensor(weight)
+            target.mul_(mask.to(target.dtype))
+
+    def initializer_values(self) -> dict[str, np.ndarray]:
+        """Current values of all initializers, in their original ONNX dtypes, by name.
+
+        Returns:
+            Every initializer in graph order (parameters, running statistics, masks,
+            shapes), followed by any BatchNorm running statistics that the exporter had
+            aliased to another initializer through Identity nodes (keyed by their tensor
+            name; :meth:`write_back` turns those into initializers once they have moved).
+        """
+        names = self.initializer_names + list(self._stat_sources)
+        return {name: _to_onnx_array(self.tensor(name), self._onnx_types[name]) for name in names}
+
+    def write_back(self, model: Any) -> onnx.ModelProto:
+        """A copy of ``model``'s proto with every initializer holding this module's current value.
+
+        Args:
+            model: the ModelProto this module was built from (or an object with ``.proto``).
+
+        Returns:
+            A new ModelProto; node names, initializer names, order and dtypes are unchanged.
+            Initializers this module does not know are copied unchanged.
+        """
+        proto = onnx.ModelProto()
+        proto.CopyFrom(_as_proto(model))
+        values = self.initializer_values()
+        for index, tensor in enumerate(proto.graph.initializer):
+            if tensor.name in self._stat_sources:
+                continue
+            if tensor.name not in values:
+                continue
+            if tensor.data_type == onnx.TensorProto.BFLOAT16:
+                raw = self.tensor(tensor.name).detach().cpu().to(torch.bfloat16).view(torch.int16).numpy()
+                new = onnx.helper.make_tensor(tensor.name, tensor.data_type, raw.shape, raw.tobytes(), raw=True)
+            else:
+                new = numpy_helper.from_array(values[tensor.name], tensor.name)
+            new.doc_string = tensor.doc_string
+            proto.graph.initializer[index].CopyFrom(new)
+        self._materialise_stats(proto)
+        return proto
+
+    def _materialise_stats(self, proto: onnx.ModelProto) -> None:
+        """Aliased running stats that no longer equal their alias become initializers of their own."""
+        graph = proto.graph
+        moved = {}
+        for name, source in self._stat_sources.items():
+            value = _to_onnx_array(self.tensor(name), self._onnx_types[name])
+            if not np.array_equal(value, _to_onnx_array(self.tensor(source), self._onnx_types[source])):
+                moved[name] = value
+        for (index, slot), new in self._stat_renames.items():
+            if new in moved and index < len(graph.node) and graph.node[index].op_type == "BatchNormalization":
+                graph.node[index].input[slot] = new
+        aliases = [i for i, n in enumerate(graph.node) if n.op_type == "Identity" and n.output[0] in moved]
+        for index in reversed(aliases):
+            del graph.node[index]
+        for name, value in moved.items():
+            graph.initializer.append(numpy_helper.from_array(value, name))

@@ -1,0 +1,230 @@
+"""The paper's comparison at CPU scale: dense, RP, N2NSkip-RP, CSP, N2NSkip-CSP over densities and seeds.
+
+Every cell (architecture x variant x density x seed) is one :func:`n2nonnx.pipeline.sparsify`
+run with the same recipe; its numbers go to ``cells/<arch>/<cell>.json`` as soon as it
+finishes, so an interrupted study resumes where it stopped. :func:`summarize` turns the
+cells into ``results.md`` (mean +- std), ``results.json`` and figures (accuracy vs density,
+delta vs density, adjacency matrices at initialization).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.pipeline import RECIPE_DEFAULTS, JobConfig, default_model, json_default, sparsify
+
+# variant -> (pruning method, allocation of the sequential budget, skip share)
+VARIANTS: dict[str, tuple[str, str, float]] = {
+    "dense": ("dense", "global", 0.0),
+    "RP": ("expander", "erk", 0.0),
+    "N2NSkip-RP": ("expander", "erk", 0.5),
+    "CSP": ("snip", "global", 0.0),
+    "N2NSkip-CSP": ("snip", "global", 0.5),
+}
+
+
+@dataclass
+class StudyPlan:
+    """The grid and the recipe shared by every cell."""
+
+    archs: Sequence[str] = ("mlp", "vgg1d")
+    variants: Sequence[str] = tuple(VARIANTS)
+    densities: Sequence[float] = (0.1, 0.05, 0.02)
+    seeds: Sequence[int] = (0, 1, 2)
+    data: str = "mnist1d"
+    recipe: dict[str, Any] = field(default_factory=lambda: dict(RECIPE_DEFAULTS))
+    sampling: str = "block"
+    arch_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def cells(self) -> list[tuple[str, str, float, int]]:
+        """(arch, variant, density, seed) of every run; dense runs once per seed."""
+        for variant in self.variants:
+            if variant not in VARIANTS:
+                raise InvalidArgumentError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        grid = []
+        for arch in self.archs:
+            for seed in self.seeds:
+                for variant in self.variants:
+                    densities = [1.0] if variant == "dense" else list(self.densities)
+                    grid += [(arch, variant, density, seed) for density in densities]
+        return grid
+
+
+def cell_path(out: Path, arch: str, variant: str, density: float, seed: int) -> Path:
+    return out / "cells" / arch / f"{variant}-d{density:g}-s{seed}.json"
+
+
+def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every missing cell of ``plan`` into ``out``, then summarise.
+
+    Args:
+        plan: the grid and recipe.
+        out: the study folder; cells already there are kept (resume).
+        progress: show a progress bar over the cells.
+        log: where per-cell lines go.
+
+    Returns:
+        The summary (also written to ``out/results.json``).
+    """
+    from tqdm import tqdm
+
+    import n2nonnx
+
+    out = Path(out)
+    cells = plan.cells()
+    todo = [c for c in cells if not cell_path(out, *c).exists()]
+    if len(todo) < len(cells):
+        log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
+    models: dict[str, Any] = {}
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study", unit="cell",
+               disable=None if progress else True)
+    try:
+        for arch, variant, density, seed in todo:
+            if arch not in models:
+                path = out / "models" / f"{arch}.onnx"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                models[arch] = n2nonnx.load(path if path.exists() else default_model(arch, path, 0, plan.arch_options.get(arch)))
+            method, allocation, share = VARIANTS[variant]
+            config = JobConfig(method=method, density=density, skip_share=share, allocation=allocation,
+                               sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed)
+            numbers = sparsify(models[arch], plan.data, config, progress=False, log=lambda _: None).numbers
+            numbers.update(arch=arch, variant=variant, seed=seed)
+            target = cell_path(out, arch, variant, density, seed)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_suffix(".tmp")
+            temporary.write_text(json.dumps(numbers, default=json_default))
+            temporary.replace(target)  # a cell is either complete or absent
+            bar.update()
+            bar.write(f"{arch:6s} {variant:12s} density {density:<5g} seed {seed}: "
+                      f"{numbers['onnxruntime_test_accuracy']:.2%}"
+                      + (f", delta {numbers['connectivity']['saturation_delta']:.3g}" if "connectivity" in numbers else ""))
+    finally:
+        bar.close()
+    return summarize(plan, out)
+
+
+def load_cells(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/*.json"))]
+
+
+def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
+    """Aggregate the cells of ``out`` into tables and figures."""
+    out = Path(out)
+    cells = [c for c in load_cells(out) if c["arch"] in plan.archs and c["variant"] in plan.variants]
+    groups: dict[tuple[str, str, float], list[dict]] = defaultdict(list)
+    for cell in cells:
+        groups[(cell["arch"], cell["variant"], cell["config"]["density"])].append(cell)
+    rows = []
+    for (arch, variant, density), members in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][2], list(VARIANTS).index(kv[0][1]))):
+        accuracy = np.array([100 * m["onnxruntime_test_accuracy"] for m in members])
+        deltas = [m["connectivity"]["saturation_delta"] for m in members if "connectivity" in m]
+        rows.append({
+            "arch": arch, "variant": variant, "density": density, "seeds": sorted(m["seed"] for m in members),
+            "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
+            "achieved_density": float(np.mean([m["density"] for m in members])),
+            "delta_mean": float(np.mean(deltas)) if deltas else None,
+            "dead_units_mean": float(np.mean([m["connectivity"]["dead_units"] for m in members if "connectivity" in m])) if deltas else None,
+        })
+    summary = {"plan": _plan_dict(plan), "rows": rows}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(format_table(rows, plan))
+    if rows:
+        plot_accuracy(rows, out / "accuracy_vs_density.png")
+        plot_delta(rows, out / "delta_vs_density.png")
+    return summary
+
+
+def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
+    """Markdown: one table per architecture, variants as rows, densities as columns."""
+    recipe = plan.recipe
+    lines = [
+        "# n2nonnx study",
+        "",
+        f"Data {plan.data}; {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['lr']}, batch "
+        f"{recipe['batch_size']}, weight decay {recipe['weight_decay']}, {recipe['schedule']} schedule; "
+        f"seeds {list(plan.seeds)}; N2NSkip sampling {plan.sampling}. Test accuracy (%) in onnxruntime, "
+        "mean +- std over seeds; delta = heat-diffusion delta at saturation against the dense graph.",
+    ]
+    for arch in plan.archs:
+        mine = [r for r in rows if r["arch"] == arch]
+        if not mine:
+            continue
+        densities = sorted({r["density"] for r in mine if r["variant"] != "dense"}, reverse=True)
+        lines += ["", f"## {arch}", "", "| variant | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
+                  "|---|" + "---|" * len(densities)]
+        for variant in plan.variants:
+            cells = {r["density"]: r for r in mine if r["variant"] == variant}
+            if variant == "dense" and 1.0 in cells:
+                r = cells[1.0]
+                lines.append(f"| dense | {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} |" + " |" * (len(densities) - 1))
+                continue
+            entries = [f"{cells[d]['accuracy_mean']:.2f} +- {cells[d]['accuracy_std']:.2f}" if d in cells else "" for d in densities]
+            lines.append(f"| {variant} | " + " | ".join(entries) + " |")
+        lines += ["", "| delta (dead units) | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
+                  "|---|" + "---|" * len(densities)]
+        for variant in plan.variants:
+            if variant == "dense":
+                continue
+            cells = {r["density"]: r for r in mine if r["variant"] == variant}
+            entries = [f"{cells[d]['delta_mean']:.3g} ({cells[d]['dead_units_mean']:.0f})"
+                       if d in cells and cells[d]["delta_mean"] is not None else "" for d in densities]
+            lines.append(f"| {variant} | " + " | ".join(entries) + " |")
+    lines += ["", "![accuracy vs density](accuracy_vs_density.png)", "", "![delta vs density](delta_vs_density.png)", ""]
+    return "\n".join(lines)
+
+
+def _figure(rows, key, path: Path, ylabel: str, log_y: bool = False):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    archs = sorted({r["arch"] for r in rows})
+    figure, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4), squeeze=False)
+    for axis, arch in zip(axes[0], archs, strict=True):
+        for variant in VARIANTS:
+            points = sorted((r["density"], r[key], r.get("accuracy_std", 0)) for r in rows
+                            if r["arch"] == arch and r["variant"] == variant and r[key] is not None)
+            if not points:
+                continue
+            if variant == "dense":
+                axis.axhline(points[0][1], color="black", linestyle=":", label="dense")
+                continue
+            x, y, err = zip(*points, strict=True)
+            style = "-" if variant.startswith("N2NSkip") else "--"
+            axis.errorbar([100 * v for v in x], y, yerr=err if key == "accuracy_mean" else None,
+                          marker="o", linestyle=style, capsize=3, label=variant)
+        axis.set_xscale("log")
+        if log_y and any(r[key] for r in rows if r["arch"] == arch):
+            axis.set_yscale("symlog", linthresh=1e-6)  # delta can be exactly 0
+        axis.set(xlabel="density (%)", ylabel=ylabel, title=arch)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_accuracy(rows, path: Path) -> None:
+    """Test accuracy vs density, one panel per architecture."""
+    _figure(rows, "accuracy_mean", path, "test accuracy (%)")
+
+
+def plot_delta(rows, path: Path) -> None:
+    """Saturation delta vs density (log scale), one panel per architecture."""
+    _figure([r for r in rows if r["variant"] != "dense"], "delta_mean", path, "heat-diffusion delta", log_y=True)
+
+
+def _plan_dict(plan: StudyPlan) -> dict[str, Any]:
+    return {"archs": list(plan.archs), "variants": list(plan.variants), "densities": list(plan.densities),
+            "seeds": list(plan.seeds), "data": plan.data, "recipe": plan.recipe, "sampling": plan.sampling,
+            "variant_definitions": {k: {"method": m, "allocation": a, "skip_share": s} for k, (m, a, s) in VARIANTS.items()}}

@@ -1,0 +1,86 @@
+"""The main job and the study, at a size that runs in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import n2nonnx
+from n2nonnx.cli import main
+from n2nonnx.data import resolve_data
+from n2nonnx.pipeline import density_figures
+from n2nonnx.runtime import accuracy
+
+
+def test_run_default_writes_a_checked_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["run", "--out", str(out), "--epochs", "2", "--density", "0.1", "--no-progress"]) == 0
+    assert {"model.onnx", "dense.onnx", "results.json", "report.md", "training.png", "connectivity.png"} <= {
+        p.name for p in out.iterdir()}
+    numbers = json.loads((out / "results.json").read_text())
+    saved = n2nonnx.load(out / "model.onnx")
+    # The reported densities are those of the saved file.
+    achieved = density_figures(saved)
+    for key in ("density", "sequential_nonzeros", "skip_nonzeros", "dense_weights"):
+        assert numbers[key] == achieved[key]
+    assert achieved["skip_layers"] > 0 and achieved["skip_nonzeros"] > 0
+    assert abs(numbers["density"] - 0.1) < 2 / numbers["dense_weights"] * len(saved.layers)
+    # The reported accuracy is what onnxruntime gives on the saved file.
+    data = resolve_data("mnist1d", input_shape=saved.graph_inputs[0].shape)
+    assert accuracy(str(out / "model.onnx"), data.x_test.numpy(), data.y_test.numpy()) == numbers["onnxruntime_test_accuracy"]
+    assert abs(numbers["torch_test_accuracy"] - numbers["onnxruntime_test_accuracy"]) < 0.002
+    assert numbers["connectivity"]["saturation_delta"] >= 0
+    assert len(numbers["history"]["epochs"]) == 2
+    report = (out / "report.md").read_text()
+    assert f"{numbers['onnxruntime_test_accuracy']:.2%}" in report and "![connectivity](connectivity.png)" in report
+    assert "N2NSkip-CSP" in capsys.readouterr().out
+
+
+def test_run_user_model_and_npz_data(tmp_path, zoo_models):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 40)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + 2 * (x[:, 1] > 0)
+    np.savez(tmp_path / "data.npz", x_train=x[:100], y_train=y[:100], x_test=x[100:], y_test=y[100:])
+    out = tmp_path / "job"
+    assert main(["run", str(zoo_models["mlp"]), "--data", str(tmp_path / "data.npz"), "--method", "random",
+                 "--density", "0.2", "--skip-share", "0", "--epochs", "1", "--out", str(out),
+                 "--no-progress", "--no-connectivity"]) == 0
+    numbers = json.loads((out / "results.json").read_text())
+    assert numbers["skip_nonzeros"] == 0 and numbers["label"] == "RP"
+    assert "connectivity" not in numbers
+
+
+def test_run_bad_data_is_a_clear_error(tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 40), np.float32), y_train=np.zeros(4))
+    assert main(["run", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "x_test" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "model.onnx").exists()
+
+
+def test_study_runs_resumes_and_summarises(tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["study", "--out", str(out), "--arch", "mlp", "--variants", "dense", "RP", "N2NSkip-RP",
+            "--densities", "0.1", "--seeds", "0", "1", "--epochs", "1", "--no-progress"]
+    assert main(args) == 0
+    cells = sorted(p.name for p in (out / "cells" / "mlp").iterdir())
+    assert cells == ["N2NSkip-RP-d0.1-s0.json", "N2NSkip-RP-d0.1-s1.json", "RP-d0.1-s0.json", "RP-d0.1-s1.json",
+                     "dense-d1-s0.json", "dense-d1-s1.json"]
+    summary = json.loads((out / "results.json").read_text())
+    rows = {(r["variant"], r["density"]): r for r in summary["rows"]}
+    cell = json.loads((out / "cells" / "mlp" / "RP-d0.1-s1.json").read_text())
+    seeds = [json.loads((out / "cells" / "mlp" / f"RP-d0.1-s{s}.json").read_text())["onnxruntime_test_accuracy"] for s in (0, 1)]
+    assert rows[("RP", 0.1)]["accuracy_mean"] == pytest.approx(100 * np.mean(seeds))
+    assert rows[("RP", 0.1)]["accuracy_std"] == pytest.approx(100 * np.std(seeds, ddof=1))
+    assert cell["connectivity"]["saturation_delta"] >= 0 and cell["skip_nonzeros"] == 0
+    assert (out / "accuracy_vs_density.png").exists() and (out / "delta_vs_density.png").exists()
+    table = (out / "results.md").read_text()
+    assert "| N2NSkip-RP |" in table and "+-" in table
+    capsys.readouterr()
+    # Resume: a second run does no cell again.
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells" / "mlp").iterdir()}
+    assert main(args) == 0
+    assert "6 of 6 cells already done" in capsys.readouterr().out
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / "cells" / "mlp").iterdir()}
