@@ -43,6 +43,8 @@ class JobConfig:
         recipe: training settings (see :data:`RECIPE_DEFAULTS`).
         seed: seed of pruning, skip sampling and training.
         rescale: fan-in-corrected init of the kept sequential weights (see ``prune``).
+        skip_options: further options of :func:`n2nonnx.skip.add_n2nskip` (``pairs``,
+            ``per_target``, ``spread``, ``init_scale`` ...).
         connectivity: also compute the heat-diffusion delta against the dense graph.
     """
 
@@ -54,6 +56,7 @@ class JobConfig:
     recipe: dict[str, Any] = field(default_factory=lambda: dict(RECIPE_DEFAULTS))
     seed: int = 0
     rescale: bool = False
+    skip_options: dict[str, Any] = field(default_factory=dict)
     connectivity: bool = True
 
     @property
@@ -119,7 +122,7 @@ def sparsify(
 
             log(f"n2nskip: {config.skip_share:.0%} of the budget on skip connections ({config.sampling} sampling)")
             model = add_n2nskip(model, density=config.density, skip_share=config.skip_share,
-                                sampling=config.sampling, seed=config.seed)
+                                sampling=config.sampling, seed=config.seed, **config.skip_options)
     log(f"train: {config.recipe['epochs']} epochs, {config.recipe['optimizer']} lr {config.recipe['lr']}")
     result = train(model, dataset, seed=config.seed, progress=progress, **config.recipe)
     trained = result.model

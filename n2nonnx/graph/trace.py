@@ -205,7 +205,10 @@ def _reshape(index, node, trace) -> Outgoing:
     coordinates = np.indices(in_dims, sparse=True)[trace.axis]
     labels = np.broadcast_to(labels_along_axis[coordinates.ravel()].reshape(coordinates.shape), in_dims)
     labels = labels.reshape(out_dims)
-    candidates = [a for a in range(1, len(out_dims)) if out_dims[a] > 1] + [0]
+    # Prefer a non-batch axis of the traced axis's size (a single unit reshaped stays off axis 0).
+    want = in_dims[trace.axis]
+    rest = range(1, len(out_dims))
+    candidates = [a for a in rest if out_dims[a] == want] + [a for a in rest if out_dims[a] != want] + [0]
     for axis in candidates:
         line = np.moveaxis(labels, axis, 0).reshape(out_dims[axis], -1)
         if np.all(line == line[:, :1]):
