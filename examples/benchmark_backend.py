@@ -27,60 +27,20 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from converters.pytorch import export  # noqa: E402
+from n2nonnx import zoo  # noqa: E402
 from n2nonnx.backend import OnnxModule  # noqa: E402
 
 TARGET_RATIO = 1.15
 
 
-class ResidualBlock(nn.Module):
-    """conv-bn-relu-conv-bn plus a (projected when the shape changes) shortcut, then relu."""
-
-    def __init__(self, channels_in: int, channels_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels_out)
-        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels_out)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or channels_in != channels_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
-                nn.BatchNorm2d(channels_out),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class SmallResNet(nn.Module):
+def SmallResNet(width: int, classes: int = 10) -> nn.Module:  # noqa: N802 (a model factory)
     """Stem conv, three residual blocks (the last two stride 2), global average pool, linear."""
-
-    def __init__(self, width: int, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        self.blocks = nn.Sequential(
-            ResidualBlock(width, width, 1),
-            ResidualBlock(width, 2 * width, 2),
-            ResidualBlock(2 * width, 4 * width, 2),
-        )
-        self.head = nn.Linear(4 * width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.blocks(self.stem(x))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1))
+    return zoo.resnet(widths=(width, 2 * width, 4 * width), blocks=1, classes=classes)
 
 
 def mlp(sizes: Sequence[int]) -> nn.Module:
     """Linear layers of the given widths with ReLU between them."""
-    layers: list[nn.Module] = []
-    for index, (width_in, width_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(width_in, width_out))
-        if index < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return zoo.mlp(in_features=sizes[0], hidden=tuple(sizes[1:-1]), classes=sizes[-1])
 
 
 @dataclass

@@ -31,6 +31,16 @@ VARIANTS: dict[str, tuple[str, str, float]] = {
 }
 
 
+# The study's architectures (zoo factory, options): a deep MLP and a VGG-style 1-D CNN,
+# deep enough that sparse sequential chains can break (the regime N2NSkip targets).
+ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "mlp": ("mlp", {"hidden": [256] * 8}),
+    "vgg1d": ("vgg1d", {"widths": [32, 32, 64, 64, 128, 128], "pool_after": [1, 3]}),
+}
+# One recipe for every cell: Adam trains the deep plain MLP, where SGD at lr 0.05 does not.
+STUDY_RECIPE: dict[str, Any] = {**RECIPE_DEFAULTS, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "epochs": 15}
+
+
 @dataclass
 class StudyPlan:
     """The grid and the recipe shared by every cell."""
@@ -40,12 +50,15 @@ class StudyPlan:
     densities: Sequence[float] = (0.1, 0.05, 0.02)
     seeds: Sequence[int] = (0, 1, 2)
     data: str = "mnist1d"
-    recipe: dict[str, Any] = field(default_factory=lambda: dict(RECIPE_DEFAULTS))
+    recipe: dict[str, Any] = field(default_factory=lambda: dict(STUDY_RECIPE))
     sampling: str = "block"
-    arch_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rescale: bool = True
 
     def cells(self) -> list[tuple[str, str, float, int]]:
         """(arch, variant, density, seed) of every run; dense runs once per seed."""
+        for arch in self.archs:
+            if arch not in ARCHS:
+                raise InvalidArgumentError(f"unknown study architecture {arch!r}; choose from {', '.join(ARCHS)}")
         for variant in self.variants:
             if variant not in VARIANTS:
                 raise InvalidArgumentError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
@@ -92,10 +105,12 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
             if arch not in models:
                 path = out / "models" / f"{arch}.onnx"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                models[arch] = n2nonnx.load(path if path.exists() else default_model(arch, path, 0, plan.arch_options.get(arch)))
+                factory, options = ARCHS[arch]
+                models[arch] = n2nonnx.load(path if path.exists() else default_model(factory, path, 0, options))
             method, allocation, share = VARIANTS[variant]
             config = JobConfig(method=method, density=density, skip_share=share, allocation=allocation,
-                               sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed)
+                               sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed,
+                               rescale=plan.rescale)
             numbers = sparsify(models[arch], plan.data, config, progress=False, log=lambda _: None).numbers
             numbers.update(arch=arch, variant=variant, seed=seed)
             target = cell_path(out, arch, variant, density, seed)
@@ -151,7 +166,8 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
         "",
         f"Data {plan.data}; {recipe['epochs']} epochs, {recipe['optimizer']} lr {recipe['lr']}, batch "
         f"{recipe['batch_size']}, weight decay {recipe['weight_decay']}, {recipe['schedule']} schedule; "
-        f"seeds {list(plan.seeds)}; N2NSkip sampling {plan.sampling}. Test accuracy (%) in onnxruntime, "
+        f"seeds {list(plan.seeds)}; N2NSkip sampling {plan.sampling}; fan-in-corrected init of kept "
+        f"weights: {plan.rescale}. Test accuracy (%) in onnxruntime, "
         "mean +- std over seeds; delta = heat-diffusion delta at saturation against the dense graph.",
     ]
     for arch in plan.archs:
@@ -227,4 +243,5 @@ def plot_delta(rows, path: Path) -> None:
 def _plan_dict(plan: StudyPlan) -> dict[str, Any]:
     return {"archs": list(plan.archs), "variants": list(plan.variants), "densities": list(plan.densities),
             "seeds": list(plan.seeds), "data": plan.data, "recipe": plan.recipe, "sampling": plan.sampling,
+            "rescale": plan.rescale, "architectures": {a: ARCHS[a] for a in plan.archs},
             "variant_definitions": {k: {"method": m, "allocation": a, "skip_share": s} for k, (m, a, s) in VARIANTS.items()}}

@@ -305,3 +305,17 @@ def test_cli_prune_bad_input(tmp_path, capsys, zoo_models, extra, words):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_top_k_equals_a_stable_sort_with_ties():
+    from n2nonnx.prune.allocation import _top_k_mask
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        size = int(rng.integers(1, 60))
+        values = rng.integers(0, 5, size).astype(float)
+        values[rng.random(size) < 0.2] = -np.inf
+        k = int(rng.integers(0, size + 1))
+        expected = np.zeros(size, np.float32)
+        expected[np.argsort(-values, kind="stable")[:k]] = 1
+        np.testing.assert_array_equal(_top_k_mask(values, k), expected)

@@ -7,16 +7,16 @@ import argparse
 from n2nonnx.pipeline import RECIPE_DEFAULTS
 
 
-def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+def add_recipe_options(parser: argparse.ArgumentParser, defaults: dict = RECIPE_DEFAULTS) -> None:
     """The training-recipe options shared by ``run`` and ``study``."""
     recipe = parser.add_argument_group("training recipe")
-    recipe.add_argument("--epochs", type=int, default=RECIPE_DEFAULTS["epochs"])
-    recipe.add_argument("--batch-size", type=int, default=RECIPE_DEFAULTS["batch_size"])
-    recipe.add_argument("--optimizer", default=RECIPE_DEFAULTS["optimizer"], help="sgd, adam or adamw")
-    recipe.add_argument("--lr", type=float, default=RECIPE_DEFAULTS["lr"])
-    recipe.add_argument("--momentum", type=float, default=RECIPE_DEFAULTS["momentum"])
-    recipe.add_argument("--weight-decay", type=float, default=RECIPE_DEFAULTS["weight_decay"])
-    recipe.add_argument("--schedule", default=RECIPE_DEFAULTS["schedule"], help="cosine, step, onecycle or none")
+    recipe.add_argument("--epochs", type=int, default=defaults["epochs"])
+    recipe.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+    recipe.add_argument("--optimizer", default=defaults["optimizer"], help="sgd, adam or adamw")
+    recipe.add_argument("--lr", type=float, default=defaults["lr"])
+    recipe.add_argument("--momentum", type=float, default=defaults["momentum"])
+    recipe.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
+    recipe.add_argument("--schedule", default=defaults["schedule"], help="cosine, step, onecycle or none")
 
 
 def recipe_from(args: argparse.Namespace) -> dict:

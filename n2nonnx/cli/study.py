@@ -8,8 +8,8 @@ from pathlib import Path
 from n2nonnx.cli.run import add_recipe_options, recipe_from
 
 # The default size finishes in about 15 minutes on 2 cores; --full is the README's study.
-QUICK = {"archs": ["vgg1d"], "seeds": [0, 1], "epochs": 15}
-FULL = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 30}
+QUICK = {"archs": ["mlp"], "seeds": [0, 1], "epochs": 10}
+FULL = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 15}
 
 
 def register(subparsers) -> None:
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
         description="Train every variant at every density and seed with the same recipe, keep each "
         "finished run under OUT/cells (an interrupted study resumes), and write OUT/results.md "
         "(mean +- std), OUT/results.json and plots. The default size finishes in about 15 minutes "
-        "on 2 cores; --full runs the README's study (both architectures, 3 seeds, 30 epochs).",
+        "on 2 cores; --full runs the README's study (both architectures, 3 seeds, 15 epochs).",
     )
     parser.add_argument("--out", default="runs/study", help="study folder (default: runs/study)")
     parser.add_argument("--full", action="store_true", help="the full study (README numbers)")
@@ -30,7 +30,12 @@ def register(subparsers) -> None:
     parser.add_argument("--data", default="mnist1d")
     parser.add_argument("--sampling", default="block", help="N2NSkip sampling: block or uniform")
     parser.add_argument("--no-progress", action="store_true")
-    add_recipe_options(parser)
+    parser.add_argument("--threads", type=int,
+                        help="torch threads (default: torch's choice; 1 is fastest on a busy machine)")
+    from n2nonnx.study import STUDY_RECIPE
+
+    parser.add_argument("--no-rescale", action="store_true", help="keep the kept weights' dense-init scale")
+    add_recipe_options(parser, STUDY_RECIPE)
     parser.set_defaults(func=run, epochs=None)
 
 
@@ -38,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.errors import InvalidArgumentError
     from n2nonnx.study import VARIANTS, StudyPlan, run_study
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     size = FULL if args.full else QUICK
     if args.epochs is None:
         args.epochs = size["epochs"]
@@ -46,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     plan = StudyPlan(
         archs=args.arch or size["archs"], variants=args.variants or list(VARIANTS),
         densities=args.densities, seeds=args.seeds if args.seeds is not None else size["seeds"],
-        data=args.data, recipe=recipe_from(args), sampling=args.sampling,
+        data=args.data, recipe=recipe_from(args), sampling=args.sampling, rescale=not args.no_rescale,
     )
     summary = run_study(plan, args.out, progress=not args.no_progress)
     print()

@@ -1,0 +1,31 @@
+"""Examples are tests: the scripts in examples/ that no other test runs, at their --quick size."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                            check=False, cwd=EXAMPLES.parent)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_benchmark_prune_quick():
+    out = run_example("benchmark_prune.py", "--quick")
+    lines = out.splitlines()
+    assert lines[1].split() == ["method", "seconds", "x", "step", "peak", "MiB", "x", "step"]
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    assert set(rows) == {"random", "magnitude", "snip", "grasp", "synflow"}
+    assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows.values())
+
+
+def test_n2nskip_study_quick(tmp_path):
+    out = run_example("n2nskip_study.py", "--quick", "--out", str(tmp_path / "study"))
+    assert "| RP |" in out and "| N2NSkip-RP |" in out
+    assert len(list((tmp_path / "study" / "cells" / "mlp").glob("*.json"))) == 2
