@@ -85,7 +85,8 @@ class Layer:
         spatial_in / spatial_out: sizes other than batch and units (H, W; sequence; ()).
         feeds: edges to later layers and graph outputs.
         fed_by: edges from earlier layers and graph inputs.
-        merges_into: for an N2NSkip layer, the layer whose pre-activation it is added to.
+        merges_into: for an N2NSkip layer, the layer whose pre-activation (or chain, after its
+            normalisation) its branch is added to; read from the graph.
     """
 
     name: str
@@ -409,7 +410,8 @@ def _skip_target(
 
     Read from the graph, not from the name (layer names may contain ``/``): walk forward
     from the skip layer's output through non-layer ops (activation, Sum, scatter ...)
-    to the first ``Add`` whose other input is a sequential layer's pre-activation.
+    to the first ``Add`` whose other input is a sequential layer's pre-activation, or a
+    tensor of its chain (after its BatchNorm).
     """
     stack, seen = [layer.output], {layer.output}
     while stack:
@@ -419,12 +421,24 @@ def _skip_target(
             if index.node_names[position] in layer_nodes:
                 continue  # another layer: the branch does not pass through layers
             if node.op_type == "Add":
-                others = [name for name in node.input if name != tensor]
-                for other in others:
-                    if other in by_preact:
-                        return by_preact[other]
+                for other in node.input:
+                    owner = _chain_owner(index, other, by_preact) if other != tensor else None
+                    if owner is not None:
+                        return owner
             for output in node.output:
                 if output and output not in seen:
                     seen.add(output)
                     stack.append(output)
+    return None
+
+
+def _chain_owner(index: GraphIndex, tensor: str, by_preact: dict[str, str]) -> str | None:
+    """The layer whose chain holds ``tensor`` (walking back through chain ops), or None."""
+    for _ in range(len(CHAIN_OPS)):
+        if tensor in by_preact:
+            return by_preact[tensor]
+        node = index.producer_node(tensor)
+        if node is None or node.op_type not in CHAIN_OPS or not node.input:
+            return None
+        tensor = node.input[0]
     return None

@@ -1,0 +1,221 @@
+"""N2NSkip: sparse, learnable neuron-to-neuron skip connections between non-consecutive layers.
+
+:func:`add_n2nskip` turns a (pruned) model into an N2NSkip model of the same density
+(papers.md section 1): part of the non-zero budget moves from the sequential layers to
+skip branches ``Gather -> sparse Conv / MatMul -> activation -> Add`` into later layers'
+pre-activations. :mod:`~n2nonnx.skip.candidates` finds and aligns the pairs,
+:mod:`~n2nonnx.skip.budget` splits and samples the budget, :mod:`~n2nonnx.skip.build`
+writes the subgraphs.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+
+from n2nonnx import masks, metadata
+from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.graph.normalize import infer_shapes
+from n2nonnx.model import Model
+from n2nonnx.skip.budget import (
+    SAMPLING_MODES,
+    apportion,
+    block_widths,
+    sample_connections,
+    trim_masks,
+)
+from n2nonnx.skip.build import Branch, Built, add_branches
+from n2nonnx.skip.candidates import LeftOut, Pair, PairSpec, find_pairs, sequential_layers
+
+__all__ = ["SAMPLING_MODES", "add_n2nskip", "find_pairs"]
+
+DEFAULT_SAMPLING = "block"
+
+
+def add_n2nskip(
+    model: Model,
+    *,
+    density: float | None = None,
+    skip_share: float = 0.5,
+    pairs: PairSpec = "all",
+    per_target: int | None = None,
+    spread: str = "proportional",
+    sampling: str = DEFAULT_SAMPLING,
+    kernel: str = "target",
+    pool: str = "max",
+    join: str = "activation",
+    merge: str = "target",
+    init_scale: float = 1.0,
+    seed: int = 0,
+) -> Model:
+    """Add N2NSkip connections within a fixed non-zero budget; returns a new model.
+
+    Budget: ``total = round(density x dense weights of the sequential layers)``; the skip
+    pairs get ``round(skip_share x total)`` of it, the sequential layers keep the rest. If
+    the sequential layers hold more than their part, kept weights are removed at random,
+    per layer in proportion to its kept count (recorded as ``sequential.removed``). If
+    they hold a few fewer (a pruner's per-layer rounding: at most one per layer or 1% of
+    the budget), the skips take the difference; many fewer is an error (skips never make
+    the sequential part denser). If the pairs cannot hold their share (each pair holds
+    at most its dense size), the sequential layers keep the rest, up to what they have.
+
+    ``density=None`` means the model's achieved density (from its masks), so a model
+    pruned at 10% becomes 5% sequential + 5% skip with the default share. A dense
+    (unmasked) model has no density to keep: pass ``density`` explicitly, and its
+    sequential layers are pruned at random to ``(1 - skip_share) x density``.
+
+    Skip weights are Kaiming-normal over the pair's dense fan-in (``source units x
+    kernel``, as the authors' code initialises the whole ``S`` and then masks it), times
+    ``init_scale``: with a fraction of the positions kept, the branch starts with a small
+    contribution.
+
+    Args:
+        model: a loaded model, pruned (masks by :mod:`n2nonnx.masks`) or dense.
+        density: non-zero fraction of the result, sequential and skip together, relative
+            to the dense sequential weights; None: the model's current density.
+        skip_share: the part of the budget for skip weights, in [0, 1).
+        pairs: ``"all"`` candidate pairs, an int (the largest ``k``), or a list of
+            ``(source, target)`` names (see :func:`find_pairs`).
+        per_target: at most this many (nearest) sources per target.
+        spread: ``"proportional"`` (skip budget split by the pairs' dense sizes) or ``"equal"``.
+        sampling: ``"block"`` (default; connections fill a random subset of source
+            units, so a branch costs about its non-zeros in a dense runtime) or
+            ``"uniform"`` (the paper: uniformly random over the dense skip tensor).
+        kernel: ``"target"`` (the target's kernel size) or ``"1x1"`` for conv pairs.
+        pool: ``"max"`` (the authors' code) or ``"avg"`` spatial alignment.
+        join: ``"activation"`` (default: add into the input of the target's nonlinearity,
+            after its BatchNorm) or ``"preact"`` (into the raw layer output, before it).
+        merge: ``"target"`` (default: the pairs into one target form one skip layer over
+            their concatenated sources, one Conv / MatMul per target, ``a = g(z +
+            g(S [a_l1; a_l2; ...]))``) or ``"pair"`` (one skip layer per pair, summed:
+            eq. 2 per pair). Identical when a target has one source.
+        init_scale: multiplier of the Kaiming-normal initial skip weights.
+        seed: seed of every random choice (same seed, same file byte for byte).
+
+    Returns:
+        The N2NSkip model; its metadata gets an ``n2nskip`` stage record with per-pair
+        counts and the pairs left out, with reasons.
+
+    Raises:
+        InvalidArgumentError: a parameter out of range, a dense model without
+            ``density``, or a budget the sequential layers cannot meet.
+    """
+    _check(density, skip_share, spread, sampling, init_scale)
+    if merge not in ("target", "pair"):
+        raise InvalidArgumentError(f"merge={merge!r}: choose 'target' or 'pair'")
+    if join not in ("activation", "preact"):
+        raise InvalidArgumentError(f"join={join!r}: choose 'activation' or 'preact'")
+    layers = sequential_layers(model)
+    if len(layers) != len(model.layers):
+        raise InvalidArgumentError("the model already has N2NSkip layers; add skips to the pruned model instead")
+    dense_total = sum(layer.parameters for layer in layers)
+    existing = masks.mask_arrays(model)
+    kept = {
+        layer.weight: existing[layer.weight] if layer.weight in existing else np.ones(layer.weight_shape, np.float32)
+        for layer in layers
+    }
+    kept_total = int(sum(np.count_nonzero(m) for m in kept.values()))
+    if density is None:
+        if not any(layer.weight in existing for layer in layers):
+            raise InvalidArgumentError(
+                "the model is dense: pass density= (the non-zero fraction of sequential + skip "
+                "weights, e.g. 0.1) or prune it first"
+            )
+        density = kept_total / dense_total
+    budget = int(round(density * dense_total))
+    candidates, left_out = find_pairs(model, pairs, per_target=per_target, kernel=kernel, pool=pool)
+    if not candidates:
+        warnings.warn(
+            "N2NSkip: the model has no non-consecutive layer pair that can be joined; no skip "
+            "connection added" + (f" ({len(left_out)} pairs left out, see the metadata)" if left_out else ""),
+            stacklevel=2,
+        )
+    skip_wanted = int(round(skip_share * budget)) if candidates else 0
+    deficit = budget - skip_wanted - kept_total
+    if deficit > 0:
+        # A pruner's per-layer rounding can leave a few weights fewer than the sequential
+        # part; the skips take those few. Many fewer is a caller mistake.
+        if deficit > max(len(layers), budget // 100) or not candidates:
+            raise InvalidArgumentError(
+                f"the sequential layers keep {kept_total} weights, fewer than the {budget - skip_wanted} "
+                f"that density={density:g} with skip_share={skip_share:g} leaves them; lower density "
+                "or prune at a higher density first"
+            )
+        skip_wanted += deficit
+    shares = [p.dense_size if spread == "proportional" else 1 for p in candidates]
+    per_pair = apportion(skip_wanted, shares, [p.dense_size for p in candidates])
+    skip_budget = sum(per_pair)
+    sequential_target = min(budget - skip_budget, kept_total)
+    rng = np.random.default_rng(seed)
+    new_masks, removed = trim_masks(kept, kept_total - sequential_target, rng)
+    widths = _widths(candidates, per_pair, sampling, merge)
+    branches: list[Branch] = []
+    for pair, count, width in zip(candidates, per_pair, widths, strict=True):
+        if count == 0:
+            left_out.append(LeftOut(pair.source.name, pair.target.name, "no weights left for it in the skip budget"))
+            continue
+        connections = sample_connections(pair, count, sampling, rng, width)
+        fan_in = pair.source.units * int(np.prod(pair.kernel, dtype=np.int64))
+        std = init_scale * np.sqrt(2.0 / fan_in)
+        weight = (rng.standard_normal(connections.mask.shape) * std).astype(np.float32) * connections.mask
+        branches.append(Branch(pair, connections, weight))
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    built, skip_masks = add_branches(proto, model.index, branches, join, merge)
+    new_masks.update(skip_masks)
+    result = masks.apply_masks(model.with_proto(proto), new_masks)
+    proto = infer_shapes(result.proto)
+    metadata.append_stage(
+        proto, "n2nskip",
+        method="n2nskip", density=float(density), skip_share=float(skip_share), seed=int(seed),
+        sampling=sampling, spread=spread, kernel=kernel, pool=pool, join=join, merge=merge, init="kaiming-normal(dense fan-in)",
+        init_scale=float(init_scale), budget=budget, dense_sequential=dense_total,
+        sequential={"before": kept_total, "after": sequential_target, "removed": removed},
+        skip_nonzeros=skip_budget,
+        pairs=[_record(b, built[b.pair.base_name]) for b in branches],
+        left_out=[entry.to_dict() for entry in left_out],
+    )
+    return model.with_proto(proto)
+
+
+def _widths(pairs: list[Pair], counts: list[int], sampling: str, merge: str) -> list[int | None]:
+    """Block widths per pair (None for uniform sampling), aligned per skip layer."""
+    if sampling != "block":
+        return [None] * len(pairs)
+    widths: list[int | None] = [None] * len(pairs)
+    groups: dict[str, list[int]] = {}
+    for position, (pair, count) in enumerate(zip(pairs, counts, strict=True)):
+        if count > 0:
+            key = pair.target.name if merge == "target" else pair.base_name
+            groups.setdefault(key, []).append(position)
+    for members in groups.values():
+        found = block_widths([pairs[i] for i in members], [counts[i] for i in members])
+        for position, width in zip(members, found, strict=True):
+            widths[position] = width
+    return widths
+
+
+def _record(branch: Branch, built: Built) -> dict:
+    pair: Pair = branch.pair
+    return {
+        "source": pair.source.name, "target": pair.target.name, "k": pair.k,
+        "nonzeros": branch.connections.nonzeros, "dense_size": pair.dense_size,
+        "alignment": pair.alignment, "kernel": list(pair.kernel),
+        "source_units": len(branch.connections.used_sources), "weight": built.weight,
+        "weight_inputs": list(built.inputs), "activation": built.activation,
+    }
+
+
+def _check(density, skip_share, spread, sampling, init_scale) -> None:
+    if not isinstance(skip_share, (int, float)) or not 0.0 <= float(skip_share) < 1.0:
+        raise InvalidArgumentError(f"skip_share={skip_share!r} must be in [0, 1) (0.5: half the budget to skips)")
+    if density is not None and (not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0):
+        raise InvalidArgumentError(f"density={density!r} must be in (0, 1]")
+    if spread not in ("proportional", "equal"):
+        raise InvalidArgumentError(f"spread={spread!r}: choose 'proportional' or 'equal'")
+    if sampling not in SAMPLING_MODES:
+        raise InvalidArgumentError(f"sampling={sampling!r}: choose one of {list(SAMPLING_MODES)}")
+    if not isinstance(init_scale, (int, float)) or init_scale < 0:
+        raise InvalidArgumentError(f"init_scale={init_scale!r} must be a number >= 0")
