@@ -19,13 +19,15 @@ import numpy as np
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
 
+# Adam trains sparse plain MLPs where SGD at the paper's lr 0.05 stays at chance (see the
+# README's study); the CNNs train well with it too.
 RECIPE_DEFAULTS = {
-    "epochs": 30,
+    "epochs": 20,
     "batch_size": 128,
-    "optimizer": "sgd",
-    "lr": 0.05,
+    "optimizer": "adam",
+    "lr": 1e-3,
     "momentum": 0.9,
-    "weight_decay": 5e-4,
+    "weight_decay": 0.0,
     "schedule": "cosine",
 }
 
@@ -55,7 +57,7 @@ class JobConfig:
     sampling: str = "block"
     recipe: dict[str, Any] = field(default_factory=lambda: dict(RECIPE_DEFAULTS))
     seed: int = 0
-    rescale: bool = False
+    rescale: bool = True
     skip_options: dict[str, Any] = field(default_factory=dict)
     connectivity: bool = True
 

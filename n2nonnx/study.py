@@ -38,7 +38,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vgg1d": ("vgg1d", {"widths": [32, 32, 64, 64, 128, 128], "pool_after": [1, 3]}),
 }
 # One recipe for every cell: Adam trains the deep plain MLP, where SGD at lr 0.05 does not.
-STUDY_RECIPE: dict[str, Any] = {**RECIPE_DEFAULTS, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "epochs": 15}
+STUDY_RECIPE: dict[str, Any] = {**RECIPE_DEFAULTS, "epochs": 15}
 
 
 @dataclass
@@ -220,9 +220,13 @@ def _figure(rows, key, path: Path, ylabel: str, log_y: bool = False):
             axis.errorbar([100 * v for v in x], y, yerr=err if key == "accuracy_mean" else None,
                           marker="o", linestyle=style, capsize=3, label=variant)
         axis.set_xscale("log")
+        ticks = sorted({100 * r["density"] for r in rows if r["arch"] == arch and r["variant"] != "dense"})
+        axis.set_xticks(ticks, [f"{t:g}%" for t in ticks])
+        axis.minorticks_off()
         if log_y and any(r[key] for r in rows if r["arch"] == arch):
             axis.set_yscale("symlog", linthresh=1e-6)  # delta can be exactly 0
-        axis.set(xlabel="density (%)", ylabel=ylabel, title=arch)
+            axis.set_ylim(bottom=0)
+        axis.set(xlabel="density", ylabel=ylabel, title=arch)
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)
     figure.tight_layout()

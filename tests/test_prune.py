@@ -319,3 +319,29 @@ def test_top_k_equals_a_stable_sort_with_ties():
         expected = np.zeros(size, np.float32)
         expected[np.argsort(-values, kind="stable")[:k]] = 1
         np.testing.assert_array_equal(_top_k_mask(values, k), expected)
+
+
+def test_rescale_restores_each_units_fan_in_scale(mlp_model):
+    plain = prune(mlp_model, "expander", 0.25, allocation="uniform", seed=1)
+    scaled = prune(mlp_model, "expander", 0.25, allocation="uniform", seed=1, rescale=True)
+    for layer in plain.layers:
+        before = np.moveaxis(plain.effective_weight(layer), layer.unit_axis, 0).reshape(layer.units, -1)
+        after = np.moveaxis(scaled.effective_weight(layer), layer.unit_axis, 0).reshape(layer.units, -1)
+        kept = np.count_nonzero(before, axis=1)
+        np.testing.assert_array_equal(np.count_nonzero(after, axis=1), kept)
+        np.testing.assert_allclose(after, before * np.sqrt(layer.fan_in / kept)[:, None], rtol=1e-6)
+    assert scaled.metadata["stages"][-1]["rescale"] is True
+
+
+def test_cli_prune_with_n2nskip(tmp_path, capsys, zoo_models):
+    out = tmp_path / "n2n.onnx"
+    assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--method", "expander", "--density", "0.2",
+                 "--n2nskip", "--skip-share", "0.5", "--sampling", "uniform", "--rescale", "--seed", "3"]) == 0
+    model = n2nonnx.load(out)
+    record = model.metadata["stages"][-1]
+    assert record["stage"] == "n2nskip" and record["sampling"] == "uniform" and record["seed"] == 3
+    sequential = [layer for layer in model.layers if not layer.is_skip]
+    total = sum(layer.parameters for layer in sequential)
+    nonzeros = sum(int(np.count_nonzero(model.effective_weight(layer))) for layer in model.layers)
+    assert abs(nonzeros - round(0.2 * total)) <= len(sequential)
+    assert any(layer.is_skip for layer in model.layers)

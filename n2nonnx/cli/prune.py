@@ -6,6 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from n2nonnx.cli.skip import add_skip_options
     from n2nonnx.prune.allocation import ALLOCATIONS
 
     parser = subparsers.add_parser(
@@ -31,11 +32,12 @@ def register(subparsers) -> None:
     parser.add_argument("--masks", help="use these masks (.npz keyed by weight name) instead of a method")
     parser.add_argument("--temperature", type=float, default=200.0, help="GraSP logit temperature")
     parser.add_argument("--iterations", type=int, default=100, help="SynFlow rounds (default 100)")
-    parser.add_argument("--n2nskip", action="store_true",
-                        help="then add N2NSkip connections within the same budget (see `n2nonnx skip`)")
-    parser.add_argument("--skip-share", type=float, default=0.5,
-                        help="with --n2nskip: share of the budget spent on skip connections")
+    parser.add_argument("--rescale", action="store_true",
+                        help="scale each unit's kept weights by sqrt(fan-in / kept fan-in) (fan-in-corrected init)")
     parser.add_argument("--force", action="store_true", help="allow -o to overwrite the input file")
+    parser.add_argument("--n2nskip", action="store_true",
+                        help="then add N2NSkip connections within the same budget (options below; see `n2nonnx skip`)")
+    add_skip_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -44,10 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.prune import format_prune_table, prune, prune_table
 
     model = load(args.model)
+    from n2nonnx.cli.skip import skip_options
+
     density = args.density
     if args.n2nskip:
         from n2nonnx.errors import InvalidArgumentError
 
+        options = skip_options(args)
         if not 0 <= args.skip_share < 1:
             raise InvalidArgumentError(f"--skip-share must be in [0, 1), got {args.skip_share}")
         density = args.density * (1 - args.skip_share)  # the sequential part of the budget
@@ -55,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
         model, args.method, density, allocation=args.allocation, data=args.data,
         batch_size=args.batch_size, seed=args.seed, exclude=args.exclude,
         first_last_density=args.first_last_density, masks=args.masks,
-        options={"temperature": args.temperature, "iterations": args.iterations},
+        options={"temperature": args.temperature, "iterations": args.iterations}, rescale=args.rescale,
     )
     if args.n2nskip:
         from n2nonnx.skip import add_n2nskip
 
-        pruned = add_n2nskip(pruned, density=args.density, skip_share=args.skip_share, seed=args.seed)
+        pruned = add_n2nskip(pruned, density=args.density, **options)
     path = save(pruned, args.output, overwrite_source=args.force)
     print(format_prune_table(prune_table(pruned)))
     print(f"\nwrote {path}")
