@@ -273,7 +273,8 @@ def format_report(numbers: dict[str, Any]) -> str:
         "| | |",
         "|---|---|",
         f"| method | {config['method']} ({config['allocation']} allocation) |",
-        f"| N2NSkip share of the budget | {config['skip_share']:.0%} ({config['sampling']} sampling) |",
+        f"| N2NSkip share of the budget | {config['skip_share']:.0%} ({config['sampling']} sampling"
+        + "".join(f", {key} {value}" for key, value in config["skip_options"].items()) + ") |",
         f"| achieved density | {numbers['density']:.4%} ({numbers['sequential_nonzeros']:,} sequential + "
         f"{numbers['skip_nonzeros']:,} skip non-zeros of {numbers['dense_weights']:,} dense weights) |",
         f"| test accuracy, onnxruntime | {numbers['onnxruntime_test_accuracy']:.2%} |",
