@@ -53,10 +53,12 @@ def load(
         InvalidModelError: the model fails onnx.checker.
         ShapeError, UnsupportedOpError, NoPrunableLayerError: from the layer view.
     """
-    proto, path = _read(source)
+    proto, path, external_files = _read(source)
     _check(proto, path)
-    owned = path is not None or isinstance(source, (bytes, bytearray, memoryview))
+    # A proto read here from a file or bytes is ours to normalise in place; never a caller's.
+    owned = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview))
     model = Model(normalize(proto, input_shapes, upgrade=upgrade, copy_input=not owned), source=path)
+    model.external_files = external_files
     if analyze:
         _ = model.layers
     return model
@@ -98,6 +100,12 @@ def save(
         )
     if not target.parent.is_dir():
         raise SaveError(f"cannot write {target}: folder {target.parent} does not exist")
+    data_target = target.parent / (target.name + ".data")
+    if data_target in getattr(model, "external_files", ()) and not overwrite_source:
+        raise SaveError(
+            f"refusing to write {data_target}: it holds the weights of the model this one was "
+            "loaded from; write to another path (or pass overwrite_source=True / --force)"
+        )
     if target.is_dir():
         raise SaveError(f"cannot write {target}: it is a folder; give a file name ending in .onnx")
     use_external = external_data if external_data is not None else initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
@@ -134,13 +142,14 @@ def is_large(proto: onnx.ModelProto) -> bool:
     return initializer_bytes(proto) > PROTOBUF_LIMIT - 64 * 2**20
 
 
-def _read(source: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
+def _read(source: ModelSource) -> tuple[onnx.ModelProto, Path | None, frozenset[Path]]:
+    """The proto, the file it came from, and the external data files that came with it."""
     if isinstance(source, Model):
-        return source.proto, source.source
+        return source.proto, source.source, source.external_files
     if isinstance(source, onnx.ModelProto):
-        return source, None
+        return source, None, frozenset()
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _parse(bytes(source), "the given bytes"), None
+        return _parse(bytes(source), "the given bytes"), None, frozenset()
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelLoadError(f"no such file: {path}; check the path")
@@ -151,7 +160,14 @@ def _read(source: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
     except OSError as error:
         raise ModelLoadError(f"cannot read {path}: {error.strerror}") from None
     proto = _parse(data, str(path))
-    if _uses_external_data(proto):
+    external_files = frozenset(
+        (path.parent / entry.value).resolve()
+        for tensor in proto.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    )
+    if external_files:
         try:
             onnx.load_external_data_for_model(proto, str(path.parent))
         except (OSError, ValueError, onnx.checker.ValidationError) as error:
@@ -159,7 +175,7 @@ def _read(source: ModelSource) -> tuple[onnx.ModelProto, Path | None]:
                 f"{path}: its external data could not be read ({error}); keep the data file "
                 "next to the model under the name the model records"
             ) from None
-    return proto, path.resolve()
+    return proto, path.resolve(), external_files
 
 
 def _parse(data: bytes, what: str) -> onnx.ModelProto:
@@ -179,12 +195,6 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
             "re-export it"
         )
     return proto
-
-
-def _uses_external_data(proto: onnx.ModelProto) -> bool:
-    return any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer
-    )
 
 
 def _check(proto: onnx.ModelProto, path: Path | None) -> None:

@@ -32,6 +32,8 @@ class Model:
     def __init__(self, proto: onnx.ModelProto, source: Path | None = None) -> None:
         self.proto = proto
         self.source = source
+        # External data files of the source (save() refuses to overwrite them).
+        self.external_files: frozenset[Path] = frozenset()
 
     def __repr__(self) -> str:
         where = f" from {self.source}" if self.source else ""
@@ -107,7 +109,9 @@ class Model:
 
     def with_proto(self, proto: onnx.ModelProto) -> Model:
         """A new model around ``proto``, remembering the same source file."""
-        return Model(proto, source=self.source)
+        model = Model(proto, source=self.source)
+        model.external_files = self.external_files
+        return model
 
     def with_initializers(self, values: Mapping[str, np.ndarray]) -> Model:
         """A copy whose named initializers hold new values (same names, dtypes and shapes)."""

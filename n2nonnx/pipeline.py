@@ -108,8 +108,7 @@ def sparsify(
     from n2nonnx.prune import prune
     from n2nonnx.runtime import accuracy
 
-    if not 0 <= config.skip_share < 1:
-        raise InvalidArgumentError(f"skip share must be in [0, 1), got {config.skip_share}")
+    validate(config)
     started = time.perf_counter()
     info = dense.graph_inputs[0]
     dataset = resolve_data(data, input_shape=info.shape, seed=config.seed, input_name=info.name)
@@ -160,6 +159,31 @@ def sparsify(
     return JobResult(config, numbers, model, trained, result.history, report)
 
 
+def validate(config: JobConfig) -> None:
+    """Refuse a bad option before any work is done (not after minutes of pruning)."""
+    from n2nonnx.backend.trainer import OPTIMIZERS, SCHEDULES
+    from n2nonnx.prune.allocation import ALLOCATIONS
+    from n2nonnx.prune.registry import get_criterion
+    from n2nonnx.skip import SAMPLING_MODES
+
+    if config.method != "dense":
+        get_criterion(config.method)
+    if not 0 < config.density <= 1:
+        raise InvalidArgumentError(f"density must be in (0, 1], got {config.density}")
+    if not 0 <= config.skip_share < 1:
+        raise InvalidArgumentError(f"skip share must be in [0, 1), got {config.skip_share}")
+    choices = [
+        ("allocation", config.allocation, ALLOCATIONS),
+        ("sampling", config.sampling, SAMPLING_MODES),
+        ("optimizer", config.recipe.get("optimizer"), tuple(OPTIMIZERS)),
+        ("schedule", config.recipe.get("schedule"), (None, *SCHEDULES)),
+    ]
+    for what, value, allowed in choices:
+        if value not in allowed:
+            names = ", ".join(str(a) for a in allowed if a is not None)
+            raise InvalidArgumentError(f"unknown {what} {value!r}; choose from {names}")
+
+
 def density_figures(model: Model) -> dict[str, Any]:
     """Achieved densities of a model: sequential, skip and total, over the dense sequential weights."""
     sequential = [layer for layer in model.layers if not layer.is_skip]
@@ -202,10 +226,21 @@ def run_job(
     Returns:
         The :class:`JobResult`.
     """
+    from n2nonnx.errors import SaveError
     from n2nonnx.io import load, save
 
+    validate(config)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a file; give a folder for the report")
+    if model is not None and Path(model).resolve() == (out / "model.onnx").resolve():
+        raise InvalidArgumentError(
+            f"the input {model} would be overwritten by the trained model; choose another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SaveError(f"cannot create the report folder {out}: {error.strerror or error}") from None
     dense = load(model) if model is not None else load(default_model(arch, out / "dense.onnx", config.seed))
     result = sparsify(dense, data, config, progress=progress, log=log)
     path = save(result.trained, out / "model.onnx")
@@ -266,15 +301,21 @@ def format_report(numbers: dict[str, Any]) -> str:
     """The Markdown report of one job."""
     config = numbers["config"]
     lines = [
-        f"# n2nonnx: {numbers['label']} at {config['density']:.1%} density",
+        f"# n2nonnx: {numbers['label']} at {numbers['density']:.1%} density",
         "",
         f"Data: {numbers['data']}. Seed {config['seed']}.",
         "",
         "| | |",
         "|---|---|",
-        f"| method | {config['method']} ({config['allocation']} allocation) |",
-        f"| N2NSkip share of the budget | {config['skip_share']:.0%} ({config['sampling']} sampling"
-        + "".join(f", {key} {value}" for key, value in config["skip_options"].items()) + ") |",
+        f"| method | {config['method']}"
+        + (f" ({config['allocation']} allocation) |" if config["method"] != "dense" else " |"),
+    ]
+    if config["method"] != "dense":
+        lines.append(
+            f"| N2NSkip share of the budget | {config['skip_share']:.0%} ({config['sampling']} sampling"
+            + "".join(f", {key} {value}" for key, value in config["skip_options"].items()) + ") |"
+        )
+    lines += [
         f"| achieved density | {numbers['density']:.4%} ({numbers['sequential_nonzeros']:,} sequential + "
         f"{numbers['skip_nonzeros']:,} skip non-zeros of {numbers['dense_weights']:,} dense weights) |",
         f"| test accuracy, onnxruntime | {numbers['onnxruntime_test_accuracy']:.2%} |",

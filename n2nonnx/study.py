@@ -71,8 +71,25 @@ class StudyPlan:
         return grid
 
 
+    def settings(self, arch: str) -> dict[str, Any]:
+        """What, besides variant, density and seed, decides a cell's numbers."""
+        factory, options = ARCHS[arch]
+        return {"recipe": dict(self.recipe), "data": self.data, "sampling": self.sampling,
+                "rescale": self.rescale, "arch": [factory, options]}
+
+
 def cell_path(out: Path, arch: str, variant: str, density: float, seed: int) -> Path:
     return out / "cells" / arch / f"{variant}-d{density:g}-s{seed}.json"
+
+
+def _done(path: Path, settings: dict[str, Any]) -> bool:
+    """A finished cell run with the same settings (a cell from other settings is redone)."""
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text()).get("settings") == json.loads(json.dumps(settings))
+    except (OSError, ValueError):
+        return False
 
 
 def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
@@ -93,8 +110,10 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
     import n2nonnx
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(f"--out {out} is a file; give a folder for the study")
     cells = plan.cells()
-    todo = [c for c in cells if not cell_path(out, *c).exists()]
+    todo = [c for c in cells if not _done(cell_path(out, *c), plan.settings(c[0]))]
     if len(todo) < len(cells):
         log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
     models: dict[str, Any] = {}
@@ -112,7 +131,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
                                sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed,
                                rescale=plan.rescale)
             numbers = sparsify(models[arch], plan.data, config, progress=False, log=lambda _: None).numbers
-            numbers.update(arch=arch, variant=variant, seed=seed)
+            numbers.update(arch=arch, variant=variant, seed=seed, settings=plan.settings(arch))
             target = cell_path(out, arch, variant, density, seed)
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = target.with_suffix(".tmp")
@@ -134,7 +153,13 @@ def load_cells(out: Path) -> list[dict[str, Any]]:
 def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
     """Aggregate the cells of ``out`` into tables and figures."""
     out = Path(out)
-    cells = [c for c in load_cells(out) if c["arch"] in plan.archs and c["variant"] in plan.variants]
+    settings = {arch: json.loads(json.dumps(plan.settings(arch))) for arch in plan.archs}
+    cells = [
+        c for c in load_cells(out)
+        if c["arch"] in plan.archs and c["variant"] in plan.variants and c["seed"] in plan.seeds
+        and (c["variant"] == "dense" or c["config"]["density"] in plan.densities)
+        and c.get("settings") == settings[c["arch"]]
+    ]
     groups: dict[tuple[str, str, float], list[dict]] = defaultdict(list)
     for cell in cells:
         groups[(cell["arch"], cell["variant"], cell["config"]["density"])].append(cell)

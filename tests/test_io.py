@@ -147,4 +147,29 @@ def test_masks_survive_normalisation():
     fc_layer = model.layer("fc")
     assert fc_layer.weight == "fw"
     np.testing.assert_array_equal(model.mask("fw"), mask)
-    assert np.count_nonzero(model.effective_weight(fc_layer)) == np.count_nonzero(model.initializer("fw") * mask)
+    np.testing.assert_array_equal(model.effective_weight(fc_layer)[:, ::2], 0)
+    np.testing.assert_array_equal(model.effective_weight(fc_layer)[:, 1::2], model.initializer("fw")[:, 1::2])
+
+
+def test_load_of_a_model_leaves_it_alone(tmp_path):
+    source = tmp_path / "m.onnx"
+    source.write_bytes(builders.symbolic_spatial().SerializeToString())
+    first = n2nonnx.load(source, input_shapes={"x": (1, 3, 8, 8)})
+    again = n2nonnx.load(first)
+    assert again.proto is not first.proto and again.source == first.source
+    assert first.layers[0].spatial_in == (8, 8)
+
+
+def test_save_never_overwrites_the_sources_external_data(tmp_path):
+    from n2nonnx.masks import apply_masks
+
+    source = tmp_path / "a.onnx"
+    onnx.save_model(builders.conv_net(11), source, save_as_external_data=True, location="b.onnx.data",
+                    size_threshold=0)
+    before = (tmp_path / "b.onnx.data").read_bytes()
+    model = n2nonnx.load(source)
+    masked = apply_masks(model, {"fw": np.zeros((5, 64), np.float32)})
+    with pytest.raises(SaveError, match="holds the weights"):
+        n2nonnx.save(masked, tmp_path / "b.onnx", external_data=True)
+    assert (tmp_path / "b.onnx.data").read_bytes() == before
+    assert not (tmp_path / "b.onnx").exists()

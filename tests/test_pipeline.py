@@ -31,7 +31,11 @@ def test_run_default_writes_a_checked_report(tmp_path, capsys):
     data = resolve_data("mnist1d", input_shape=saved.graph_inputs[0].shape)
     assert accuracy(str(out / "model.onnx"), data.x_test.numpy(), data.y_test.numpy()) == numbers["onnxruntime_test_accuracy"]
     assert abs(numbers["torch_test_accuracy"] - numbers["onnxruntime_test_accuracy"]) < 0.002
-    assert numbers["connectivity"]["saturation_delta"] >= 0
+    # The reported delta is the saved model's, recomputed here from the file.
+    from n2nonnx.connectivity import analyze
+
+    recomputed = analyze(None, n2nonnx.load(out / "model.onnx")).models[0].saturation_delta
+    assert numbers["connectivity"]["saturation_delta"] == pytest.approx(recomputed, rel=1e-9, abs=1e-12)
     assert len(numbers["history"]["epochs"]) == 2
     report = (out / "report.md").read_text()
     assert f"{numbers['onnxruntime_test_accuracy']:.2%}" in report and "![connectivity](connectivity.png)" in report
@@ -74,7 +78,7 @@ def test_study_runs_resumes_and_summarises(tmp_path, capsys):
     seeds = [json.loads((out / "cells" / "mlp" / f"RP-d0.1-s{s}.json").read_text())["onnxruntime_test_accuracy"] for s in (0, 1)]
     assert rows[("RP", 0.1)]["accuracy_mean"] == pytest.approx(100 * np.mean(seeds))
     assert rows[("RP", 0.1)]["accuracy_std"] == pytest.approx(100 * np.std(seeds, ddof=1))
-    assert cell["connectivity"]["saturation_delta"] >= 0 and cell["skip_nonzeros"] == 0
+    assert cell["skip_nonzeros"] == 0 and cell["settings"]["recipe"]["epochs"] == 1
     assert (out / "accuracy_vs_density.png").exists() and (out / "delta_vs_density.png").exists()
     table = (out / "results.md").read_text()
     assert "| N2NSkip-RP |" in table and "+-" in table
@@ -84,3 +88,32 @@ def test_study_runs_resumes_and_summarises(tmp_path, capsys):
     assert main(args) == 0
     assert "6 of 6 cells already done" in capsys.readouterr().out
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "cells" / "mlp").iterdir()}
+    # Other settings: the old cells are not reused, and the summary shows only this plan's seeds.
+    changed = ["study", "--out", str(out), "--arch", "mlp", "--variants", "RP", "--densities", "0.1",
+               "--seeds", "0", "--epochs", "2", "--no-progress"]
+    assert main(changed) == 0
+    redone = json.loads((out / "cells" / "mlp" / "RP-d0.1-s0.json").read_text())
+    assert redone["settings"]["recipe"]["epochs"] == 2
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["variant"], r["seeds"]) for r in rows] == [("RP", [0])]
+
+
+def test_run_refuses_bad_options_before_any_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for extra, words in [(["--out", str(tmp_path / "file")], "is a file"),
+                         (["--allocation", "bogus"], "unknown allocation"),
+                         (["--optimizer", "bogus"], "unknown optimizer"),
+                         (["--density", "2"], "density must be in")]:
+        args = ["run", "--epochs", "1", "--no-progress", *extra]
+        if "--out" not in extra:
+            args += ["--out", str(tmp_path / "o")]
+        assert main(args) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before the folder was made
+
+
+def test_run_dense_report(tmp_path):
+    out = tmp_path / "dense"
+    assert main(["run", "--method", "dense", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert report.startswith("# n2nonnx: dense at 100.0% density") and "N2NSkip share" not in report

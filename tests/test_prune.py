@@ -79,7 +79,9 @@ def test_exact_accounting(method, allocation, cnn_model):
         assert all(abs(r.kept - min(r.total, scale * factors[r.weight] * r.total)) <= 1 for r in rows)
     record = pruned.metadata["stages"][-1]
     assert record["stage"] == "prune" and record["method"] == method
-    assert [entry["kept"] for entry in record["layers"]] == [r.kept for r in rows]
+    # The record's counts are the masks' (counted here from the mask tensors themselves).
+    assert [entry["kept"] for entry in record["layers"]] == [
+        int(pruned.mask(layer.weight).sum()) for layer in pruned.layers]
 
 
 def test_expander_gives_every_unit_the_same_fan_in(mlp_model):
@@ -345,3 +347,20 @@ def test_cli_prune_with_n2nskip(tmp_path, capsys, zoo_models):
     nonzeros = sum(int(np.count_nonzero(model.effective_weight(layer))) for layer in model.layers)
     assert abs(nonzeros - round(0.2 * total)) <= len(sequential)
     assert any(layer.is_skip for layer in model.layers)
+
+
+def test_nan_scores_and_bad_options_are_refused(mlp_model, tmp_path, capsys, zoo_models):
+    from n2nonnx.prune.allocation import masks_from_scores
+
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        masks_from_scores({"a": np.array([1.0, np.nan, 3.0])}, 0.5, None)
+    out = tmp_path / "o.onnx"
+    for extra, words in [(["--method", "grasp", "--data", "mnist1d", "--temperature", "0"], "temperature"),
+                         (["--method", "snip", "--data", "mnist1d", "--batch-size", "0"], "batch size"),
+                         (["--method", "synflow", "--iterations", "0"], "iterations")]:
+        assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--density", "0.1", *extra]) == 2
+        assert words in capsys.readouterr().err and not out.exists()
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
+    assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--density", "0.1", "--masks",
+                 str(tmp_path / "bad.npz")]) == 2
+    assert "cannot read masks" in capsys.readouterr().err

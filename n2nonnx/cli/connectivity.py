@@ -58,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.plot, args.json):
         if path and Path(path).resolve() in {Path(f).resolve() for f in files}:
             raise SaveError(f"refusing to overwrite input model {path!r}")
+        if path and (not Path(path).resolve().parent.is_dir() or Path(path).is_dir()):
+            raise SaveError(f"cannot write {path!r}: its folder does not exist, or it is a folder")
     shapes = parse_input_shapes(args.input_shape)
     reference = None if reference_file is None else load(reference_file, shapes)
     models = [load(path, shapes) for path in model_files]

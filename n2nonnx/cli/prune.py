@@ -6,6 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from n2nonnx.cli import add_input_shape_option
     from n2nonnx.cli.skip import add_skip_options
     from n2nonnx.prune.allocation import ALLOCATIONS
 
@@ -16,6 +17,7 @@ def register(subparsers) -> None:
         "--allocation) and write the model with a mask initializer per pruned weight.",
     )
     parser.add_argument("model", help="the .onnx file to prune (not modified)")
+    add_input_shape_option(parser)
     parser.add_argument("-o", "--output", required=True, help="where to write the pruned model")
     parser.add_argument("--method", default="snip",
                         help="random, expander, magnitude, snip (csp), grasp, synflow (default: snip)")
@@ -42,10 +44,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from n2nonnx.cli import parse_input_shapes
     from n2nonnx.io import load, save
     from n2nonnx.prune import format_prune_table, prune, prune_table
 
-    model = load(args.model)
+    model = load(args.model, parse_input_shapes(args.input_shape))
     from n2nonnx.cli.skip import skip_options
 
     density = args.density

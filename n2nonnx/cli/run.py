@@ -71,10 +71,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, rescale=not args.no_rescale, connectivity=not args.no_connectivity,
         skip_options={"join": args.join},
     )
-    if not 0 < args.density <= 1:
-        from n2nonnx.errors import InvalidArgumentError
-
-        raise InvalidArgumentError(f"--density must be in (0, 1], got {args.density}")
     result = run_job(args.model, args.data, config, args.out, arch=args.arch, progress=not args.no_progress)
     numbers = result.numbers
     print(f"{numbers['label']}: density {numbers['density']:.2%}, test accuracy "

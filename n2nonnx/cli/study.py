@@ -41,10 +41,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.pipeline import JobConfig, validate
     from n2nonnx.study import VARIANTS, StudyPlan, run_study
 
-    if args.threads:
+    if args.threads is not None:
         import torch
+
+        if args.threads < 1:
+            raise InvalidArgumentError(f"--threads must be at least 1, got {args.threads}")
 
         torch.set_num_threads(args.threads)
     size = FULL if args.full else QUICK
@@ -57,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         densities=args.densities, seeds=args.seeds if args.seeds is not None else size["seeds"],
         data=args.data, recipe=recipe_from(args), sampling=args.sampling, rescale=not args.no_rescale,
     )
+    plan.cells()  # unknown architectures or variants fail here, before any work
+    validate(JobConfig(method="random", density=1.0, sampling=plan.sampling, recipe=plan.recipe))
     summary = run_study(plan, args.out, progress=not args.no_progress)
     print()
     print(Path(args.out, "results.md").read_text())

@@ -122,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
             f"--output {str(target)!r} is the input file; n2nonnx never modifies its input, "
             f"choose another output path"
         )
-    if args.history and not Path(args.history).resolve().parent.is_dir():
-        raise InvalidArgumentError(f"--history: directory of {args.history!r} does not exist")
+    if args.history and (not Path(args.history).resolve().parent.is_dir() or Path(args.history).is_dir()):
+        raise InvalidArgumentError(f"--history {args.history!r}: its folder does not exist, or it is a folder")
+    if not target.resolve().parent.is_dir() or target.is_dir():
+        raise InvalidArgumentError(f"--output {str(target)!r}: its folder does not exist, or it is a folder")
     schedule = None if args.schedule.lower() == "none" else args.schedule.lower()
     config = TrainConfig(  # validated before any slow work
         epochs=args.epochs,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,7 @@ def prune(
         )
     if allocation not in ALLOCATIONS:
         raise InvalidArgumentError(f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+    _check_options(batch_size, dict(options or {}))
     selected = select_layers(model, exclude)
     weights = [layer.weight for layer in selected]
     if masks is not None:
@@ -119,7 +121,8 @@ def prune(
         context = ScoringContext(
             model=model, weights=weights, density=float(density), rng=rng, data=dataset,
             batch_size=batch_size, allocate=allocate,
-            options={"sample_shape": _sample_shape(model), **dict(options or {})},
+            options={"sample_shape": _sample_shape(model) if criterion.name == "synflow" else (),
+                     **dict(options or {})},
         )
         scores = criterion.score(context)
         existing = mask_arrays(model)
@@ -199,6 +202,19 @@ def format_prune_table(rows: Sequence[LayerCount]) -> str:
     return "\n".join(lines)
 
 
+def _check_options(batch_size: int, options: dict[str, Any]) -> None:
+    checks = [
+        ("batch size", batch_size, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        ("temperature", options.get("temperature", 200.0), lambda v: v > 0, "a number > 0"),
+        ("iterations", options.get("iterations", 100), lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+        ("samples per class", options.get("samples_per_class", 10), lambda v: isinstance(v, int) and v >= 1,
+         "an integer >= 1"),
+    ]
+    for what, value, ok, expected in checks:
+        if not ok(value):
+            raise InvalidArgumentError(f"{what} must be {expected}, got {value!r}")
+
+
 def _matches(pattern: str, layer) -> bool:
     for name in (layer.name, layer.weight):
         if name == pattern or fnmatch.fnmatchcase(name, pattern):
@@ -222,8 +238,16 @@ def _first_last(layers, density: float | None) -> dict[str, float]:
 
 
 def _sample_shape(model: Model) -> tuple[int, ...]:
-    shape = model.graph_inputs[0].shape or ()
-    return tuple(d if isinstance(d, int) else 1 for d in shape[1:])
+    info = model.graph_inputs[0]
+    shape = info.shape or ()
+    if any(not isinstance(d, int) for d in shape[1:]):
+        from n2nonnx.errors import ShapeError
+
+        raise ShapeError(
+            f"input {info.name!r} has shape {shape} with unknown sizes besides the batch; pass "
+            "input_shapes to load (CLI: --input-shape NAME=1x3x32x32)"
+        )
+    return tuple(int(d) for d in shape[1:])
 
 
 def _resolve(model: Model, data: Any, seed: int):
@@ -243,7 +267,7 @@ def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weig
         try:
             with np.load(path) as archive:
                 masks = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise DataError(f"cannot read masks from {path}: {error}; save them with numpy.savez") from None
     unknown = sorted(set(masks) - set(weights))
     if unknown:

@@ -109,6 +109,12 @@ def masks_from_scores(
 
     Ties are broken by position (stable), so equal inputs give equal masks.
     """
+    for name, score in scores.items():
+        if np.isnan(score).any() or np.isposinf(score).any():
+            raise InvalidArgumentError(
+                f"the scores of {name!r} contain NaN or +inf (the criterion overflowed or the data "
+                "holds NaN); check the data and options, or use another method"
+            )
     masks: dict[str, np.ndarray] = {}
     global_names = [n for n in scores if counts is None or counts.get(n, -1) == -1]
     for name, score in scores.items():
