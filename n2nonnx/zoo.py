@@ -12,19 +12,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from n2nonnx.registry import name_registry
+
 ZOO: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register(name: str):
-    """Add a factory to :data:`ZOO` under ``name``."""
-
-    def wrap(factory):
-        if name in ZOO:
-            raise ValueError(f"zoo model {name!r} registered twice")
-        ZOO[name] = factory
-        return factory
-
-    return wrap
+register = name_registry(ZOO, "zoo model")  # @register("name") adds a factory to ZOO
 
 
 @register("mlp")

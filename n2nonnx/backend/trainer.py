@@ -31,6 +31,7 @@ from n2nonnx.backend.module import OnnxModule
 from n2nonnx.data import TrainTestData, model_input, resolve_data
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.model import Model
+from n2nonnx.registry import name_registry
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter], "TrainConfig"], torch.optim.Optimizer]
 ScheduleFactory = Callable[[torch.optim.Optimizer, "TrainConfig", int], Any]
@@ -39,28 +40,10 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {}
 SCHEDULES: dict[str, ScheduleFactory] = {}
 
 
-def register_optimizer(name: str) -> Callable[[OptimizerFactory], OptimizerFactory]:
-    """Decorator adding an optimizer factory ``(params, config) -> Optimizer`` by name."""
-
-    def decorate(factory: OptimizerFactory) -> OptimizerFactory:
-        if name in OPTIMIZERS:
-            raise ValueError(f"optimizer {name!r} is already registered")
-        OPTIMIZERS[name] = factory
-        return factory
-
-    return decorate
-
-
-def register_schedule(name: str) -> Callable[[ScheduleFactory], ScheduleFactory]:
-    """Decorator adding a per-step LR schedule ``(optimizer, config, total_steps) -> scheduler``."""
-
-    def decorate(factory: ScheduleFactory) -> ScheduleFactory:
-        if name in SCHEDULES:
-            raise ValueError(f"schedule {name!r} is already registered")
-        SCHEDULES[name] = factory
-        return factory
-
-    return decorate
+# Decorators: an optimizer factory is ``(params, config) -> Optimizer``; a per-step LR
+# schedule is ``(optimizer, config, total_steps) -> scheduler``.
+register_optimizer = name_registry(OPTIMIZERS, "optimizer")
+register_schedule = name_registry(SCHEDULES, "schedule")
 
 
 @register_optimizer("sgd")

@@ -141,7 +141,7 @@ def prune(
         "achieved_density": kept / max(total, 1),
         "allocation": allocation if masks is None else "given",
         "seed": seed,
-        "batch_size": batch_size if masks is None and get_criterion(method).name == "snip" else None,
+        "batch_size": batch_size if method_name == "snip" else None,
         "exclude": list(exclude),
         "first_last_density": first_last_density,
         "rescale": rescale,
@@ -150,8 +150,8 @@ def prune(
             {"layer": c.layer, "weight": c.weight, "kept": c.kept, "total": c.total} for c in counts
         ],
     }
-    metadata.append_stage(pruned.proto, "prune", **record)
-    return pruned.with_proto(pruned.proto)
+    metadata.append_stage(pruned.proto, "prune", **record)  # our own fresh proto
+    return pruned
 
 
 def rescaled_weight(model: Model, weight: str) -> np.ndarray:
