@@ -11,10 +11,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from n2nonnx import masks, metadata
+from n2nonnx import metadata
 from n2nonnx.graph.index import GraphIndex, TensorInfo
 from n2nonnx.graph.layers import Layer, find_layers
+from n2nonnx.graph.masking import MaskSite, find_mask_sites
 from n2nonnx.graph.normalize import default_opset
+from n2nonnx.tags import replace_tensor
 
 
 class Model:
@@ -80,10 +82,17 @@ class Model:
             raise KeyError(f"no initializer named {name!r}")
         return self.index.array(name)
 
+    @cached_property
+    def mask_sites(self) -> dict[str, MaskSite]:
+        """Masked weight -> where its mask lives in the graph (see :mod:`n2nonnx.graph.masking`)."""
+        return find_mask_sites(self.proto.graph)
+
     def mask(self, weight: str) -> np.ndarray | None:
-        """The mask of initializer ``weight`` (0/1 array), or None if it is not masked."""
-        name = masks.mask_name(weight)
-        return self.initializer(name) if name in self.index.initializers else None
+        """The mask of initializer ``weight`` (0/1 in the weight's dtype), or None if unmasked."""
+        site = self.mask_sites.get(weight)
+        if site is None:
+            return None
+        return np.asarray(self.initializer(site.mask)).astype(self.initializer(weight).dtype)
 
     def effective_weight(self, layer: Layer | str) -> np.ndarray:
         """The weight a layer really uses: ``weight * mask`` when masked."""
@@ -101,9 +110,10 @@ class Model:
     def parameter_count(self) -> int:
         """Elements in all floating-point initializers except masks."""
         total = 0
+        mask_names = {site.mask for site in self.mask_sites.values()}
         for tensor in self.proto.graph.initializer:
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            if np.issubdtype(dtype, np.floating) and not masks.is_mask(tensor.name):
+            if np.issubdtype(dtype, np.floating) and tensor.name not in mask_names:
                 total += int(np.prod(tensor.dims))
         return total
 
@@ -126,5 +136,5 @@ class Model:
             array = np.asarray(value, dtype=dtype)
             if tuple(array.shape) != tuple(old.dims):
                 raise ValueError(f"initializer {name!r}: shape {array.shape} != {tuple(old.dims)}")
-            old.CopyFrom(numpy_helper.from_array(array, name))
+            replace_tensor(old, numpy_helper.from_array(array, name))
         return self.with_proto(proto)

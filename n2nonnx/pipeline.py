@@ -105,7 +105,7 @@ def sparsify(
     """
     from n2nonnx.backend.trainer import train
     from n2nonnx.data import resolve_data
-    from n2nonnx.prune import prune
+    from n2nonnx.pruning import prune
     from n2nonnx.runtime import accuracy
 
     validate(config)
@@ -162,8 +162,8 @@ def sparsify(
 def validate(config: JobConfig) -> None:
     """Refuse a bad option before any work is done (not after minutes of pruning)."""
     from n2nonnx.backend.trainer import OPTIMIZERS, SCHEDULES
-    from n2nonnx.prune.allocation import ALLOCATIONS
-    from n2nonnx.prune.registry import get_criterion
+    from n2nonnx.pruning.allocation import ALLOCATIONS
+    from n2nonnx.pruning.registry import get_criterion
     from n2nonnx.skip import SAMPLING_MODES
 
     if config.method != "dense":

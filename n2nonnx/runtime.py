@@ -12,7 +12,6 @@ import onnxruntime as ort
 if TYPE_CHECKING:
     from n2nonnx.model import Model
 
-ort.set_default_logger_severity(3)  # errors only: no optimizer chatter on stderr
 
 _LEVELS = {
     "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -68,7 +67,7 @@ def make_session(
         The session.
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
     options.graph_optimization_level = _LEVELS[optimization]
     if threads is not None:
         options.intra_op_num_threads = threads

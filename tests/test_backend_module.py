@@ -14,7 +14,7 @@ from torch import nn
 
 from n2nonnx.backend import OnnxModule, register_op, resolve, supported_ops
 from n2nonnx.errors import InvalidArgumentError, UnsupportedOpError
-from n2nonnx.masks import apply_node_name, mask_name, masked_name
+from n2nonnx.graph.masking import find_mask_sites, gate
 from n2nonnx.runtime import run
 
 torch.manual_seed(0)
@@ -184,21 +184,12 @@ def test_float16_model_matches_onnxruntime(name):
 
 
 def add_mask(proto: onnx.ModelProto, weight: str, density: float = 0.5, seed: int = 0) -> onnx.ModelProto:
-    """Gate initializer ``weight`` by ``weight/mask`` through a Mul node (the n2nonnx convention)."""
+    """Gate initializer ``weight`` by a random mask (n2nonnx's in-graph mask representation)."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
-    graph = model.graph
-    init = next(t for t in graph.initializer if t.name == weight)
-    values = numpy_helper.to_array(init)
-    mask = (np.random.default_rng(seed).random(values.shape) < density).astype(values.dtype)
-    init.CopyFrom(numpy_helper.from_array(values * mask, weight))
-    graph.initializer.append(numpy_helper.from_array(mask, mask_name(weight)))
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == weight:
-                node.input[i] = masked_name(weight)
-    graph.node.insert(0, helper.make_node("Mul", [weight, mask_name(weight)], [masked_name(weight)],
-                                          name=apply_node_name(weight)))
+    init = next(t for t in model.graph.initializer if t.name == weight)
+    mask = np.random.default_rng(seed).random(tuple(init.dims)) < density
+    gate(model.graph, weight, mask)
     return model
 
 
@@ -213,7 +204,7 @@ def test_masked_model_matches_onnxruntime_and_keeps_zeros():
     masked = add_mask(proto, weight)
     module = assert_matches_onnxruntime(masked, (12,))
     assert module.is_trainable(weight)
-    assert not module.is_trainable(mask_name(weight))
+    assert not module.is_trainable(find_mask_sites(masked.graph)[weight].mask)
     assert set(module.masks()) == {weight}
     # a training step moves masked-out weights; apply_masks_ zeroes them again
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)

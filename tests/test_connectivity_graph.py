@@ -11,9 +11,10 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from n2nonnx import masks
+from n2nonnx import tags
 from n2nonnx.connectivity import analyze, build_unit_graph
 from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.graph.masking import gate
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, names=None) -> onnx.ModelProto:
@@ -29,20 +30,9 @@ def _export(module: torch.nn.Module, example: torch.Tensor, names=None) -> onnx.
 
 
 def _mask(proto: onnx.ModelProto, weight: str, keep: np.ndarray) -> onnx.ModelProto:
-    """Gate initializer ``weight`` with a mask (the n2nonnx convention of masks.py)."""
+    """Gate initializer ``weight`` with a mask (n2nonnx's in-graph representation)."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    inits = {i.name: i for i in proto.graph.initializer}
-    value = numpy_helper.to_array(inits[weight]) * keep
-    inits[weight].CopyFrom(numpy_helper.from_array(value.astype(np.float32), weight))
-    proto.graph.initializer.append(
-        numpy_helper.from_array(keep.astype(np.float32), masks.mask_name(weight)))
-    for node in proto.graph.node:
-        for i, name in enumerate(node.input):
-            if name == weight:
-                node.input[i] = masks.masked_name(weight)
-    apply = helper.make_node("Mul", [weight, masks.mask_name(weight)],
-                             [masks.masked_name(weight)], name=masks.apply_node_name(weight))
-    proto.graph.node.insert(0, apply)
+    gate(proto.graph, weight, keep)
     return proto
 
 
@@ -73,6 +63,8 @@ def _add_skip(proto: onnx.ModelProto, indices: list[int], weight: np.ndarray) ->
         helper.make_node("Relu", [f"{prefix}/z"], [f"{prefix}/act"], name=f"{prefix}/relu"),
         helper.make_node("Add", ["fc3_preact", f"{prefix}/act"], [final], name=f"{prefix}/add"),
     ])
+    for node in proto.graph.node[-4:]:
+        tags.tag(node, tags.SKIP_JOIN if node.op_type == "Add" else tags.SKIP)
     onnx.checker.check_model(proto)
     return proto
 
@@ -240,7 +232,7 @@ def test_benchmark_example_quick():
 
 def test_pruned_and_n2nskip_models_from_the_pipeline():
     import n2nonnx
-    from n2nonnx.prune import prune
+    from n2nonnx.pruning import prune
     from n2nonnx.skip import add_n2nskip
 
     class Net(torch.nn.Module):
@@ -259,7 +251,7 @@ def test_pruned_and_n2nskip_models_from_the_pipeline():
     dense = n2nonnx.load(_export(Net(), torch.randn(1, 3, 8, 8)))
     pruned = prune(dense, method="random", density=0.1, seed=0)
     skipped = add_n2nskip(pruned, seed=0)
-    assert any(layer.name.startswith("n2nskip/") for layer in skipped.layers)
+    assert any(layer.is_skip for layer in skipped.layers)
     graphs = {name: build_unit_graph(m) for name, m in
               [("dense", dense), ("pruned", pruned), ("skipped", skipped)]}
     reference = build_unit_graph(skipped, reference=True)

@@ -133,15 +133,12 @@ def test_same_input_gives_identical_bytes(tmp_path):
 
 
 def test_masks_survive_normalisation():
-    from n2nonnx.masks import mask_name, masked_name
+    from n2nonnx.graph.masking import gate
 
     proto = builders.conv_net(13)
     mask = np.ones((5, 64), np.float32)
     mask[:, ::2] = 0
-    proto.graph.initializer.append(onnx.numpy_helper.from_array(mask, mask_name("fw")))
-    fc = next(n for n in proto.graph.node if n.name == "fc")
-    fc.input[1] = masked_name("fw")
-    proto.graph.node.insert(0, onnx.helper.make_node("Mul", ["fw", mask_name("fw")], [masked_name("fw")], name="fw/apply_mask"))
+    gate(proto.graph, "fw", mask, zero_weight=False)
     model = n2nonnx.load(proto)
     assert any(n.op_type == "Mul" for n in model.proto.graph.node)
     fc_layer = model.layer("fc")

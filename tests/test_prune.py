@@ -15,8 +15,8 @@ from n2nonnx.cli import main
 from n2nonnx.data.dataset import TrainTestData
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.masks import mask_arrays
-from n2nonnx.prune import prune, prune_table
-from n2nonnx.prune.registry import ScoringContext, get_criterion
+from n2nonnx.pruning import prune, prune_table
+from n2nonnx.pruning.registry import ScoringContext, get_criterion
 from n2nonnx.runtime import run
 
 METHODS = ["random", "expander", "magnitude", "snip", "grasp", "synflow"]
@@ -138,7 +138,7 @@ def hand_synflow(net: nn.Module, sample_shape, density, iterations) -> dict[str,
 
 
 def context_for(model, data=None, density=0.2, batch_size=40, options=None):
-    from n2nonnx.prune.allocation import masks_from_scores
+    from n2nonnx.pruning.allocation import masks_from_scores
 
     return ScoringContext(
         model=model, weights=weights_of(model), density=density, rng=np.random.default_rng(0),
@@ -310,7 +310,7 @@ def test_cli_prune_bad_input(tmp_path, capsys, zoo_models, extra, words):
 
 
 def test_top_k_equals_a_stable_sort_with_ties():
-    from n2nonnx.prune.allocation import _top_k_mask
+    from n2nonnx.pruning.allocation import _top_k_mask
 
     rng = np.random.default_rng(0)
     for _ in range(300):
@@ -350,7 +350,7 @@ def test_cli_prune_with_n2nskip(tmp_path, capsys, zoo_models):
 
 
 def test_nan_scores_and_bad_options_are_refused(mlp_model, tmp_path, capsys, zoo_models):
-    from n2nonnx.prune.allocation import masks_from_scores
+    from n2nonnx.pruning.allocation import masks_from_scores
 
     with pytest.raises(InvalidArgumentError, match="NaN"):
         masks_from_scores({"a": np.array([1.0, np.nan, 3.0])}, 0.5, None)

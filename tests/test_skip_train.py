@@ -49,7 +49,7 @@ def test_backend_step_on_conv_skips_matches_onnxruntime(zoo_models, name):
     model = add_n2nskip(pruned(zoo_models[name]), seed=1)
     module = backend.OnnxModule(model)
     for weight in skip_weights(model):
-        assert module.is_trainable(weight) and not module.is_trainable(masks.mask_name(weight))
+        assert module.is_trainable(weight) and not module.is_trainable(model.mask_sites[weight].mask)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
     module.train()
     x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -19,7 +19,7 @@ from n2nonnx import io, metadata
 from n2nonnx.backend.trainer import History, TrainResult, evaluate, train
 from n2nonnx.cli import main
 from n2nonnx.errors import DataError, InvalidArgumentError
-from n2nonnx.masks import apply_node_name, mask_name, masked_name
+from n2nonnx.graph.masking import find_mask_sites, gate
 from n2nonnx.runtime import run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -94,15 +94,7 @@ def with_mask(proto: onnx.ModelProto, weight: str, density: float, zero_stored: 
     init = next(t for t in model.graph.initializer if t.name == weight)
     value = numpy_helper.to_array(init)
     mask = (np.random.default_rng(0).random(value.shape) < density).astype(value.dtype)
-    if zero_stored:
-        init.CopyFrom(numpy_helper.from_array(value * mask, weight))
-    for node in model.graph.node:
-        node.input[:] = [masked_name(weight) if name == weight else name for name in node.input]
-    model.graph.initializer.append(numpy_helper.from_array(mask, mask_name(weight)))
-    apply = helper.make_node(
-        "Mul", [weight, mask_name(weight)], [masked_name(weight)], name=apply_node_name(weight)
-    )
-    model.graph.node.insert(0, apply)
+    gate(model.graph, weight, mask, zero_weight=zero_stored)
     onnx.checker.check_model(model, full_check=True)
     return model, mask
 
@@ -180,7 +172,8 @@ def test_masked_weights_stay_exactly_zero(mlp20, optimizer, settings, zero_store
     assert np.all(after[mask == 0] == 0.0)  # exactly, even under momentum and weight decay
     assert np.all(result.module.tensor(weight).detach().numpy()[mask == 0] == 0.0)
     assert not np.allclose(after[mask == 1], before[mask == 1])
-    assert np.array_equal(initializers(result.model.proto)[mask_name(weight)], mask)
+    mask_name = find_mask_sites(result.model.proto.graph)[weight].mask
+    assert np.array_equal(initializers(result.model.proto)[mask_name], mask)
 
 
 # ------------------------------------------------------------------------- determinism

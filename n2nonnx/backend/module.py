@@ -22,7 +22,8 @@ from onnx import numpy_helper
 from n2nonnx.backend.registry import NodeSpec, resolve
 from n2nonnx.backend.trainability import TrainableRule, resolve_trainable
 from n2nonnx.errors import DataError, InvalidArgumentError, InvalidModelError, UnsupportedOpError
-from n2nonnx.masks import is_mask, weight_of_mask
+from n2nonnx.graph.masking import find_mask_sites
+from n2nonnx.tags import replace_tensor
 
 # ops never evaluated at construction even when their inputs are constant
 _NOT_FOLDABLE = {
@@ -179,6 +180,9 @@ class OnnxModule(torch.nn.Module):
         self._onnx_types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
         self.initializer_names: list[str] = [t.name for t in graph.initializer]
         self._trainable = resolve_trainable(graph, trainable)
+        #: masked weight -> its mask initializer (see :mod:`n2nonnx.graph.masking`)
+        self.mask_of: dict[str, str] = {w: site.mask for w, site in find_mask_sites(graph).items()}
+        mask_names = set(self.mask_of.values())
         # the train/eval flag kernels read: set at the start of every forward, so copies of
         # this module (deepcopy shares the kernels) always see the mode of the one running
         self._mode = _ModeFlag()
@@ -198,7 +202,7 @@ class OnnxModule(torch.nn.Module):
                 self.register_parameter(key, torch.nn.Parameter(value))
             else:
                 self.register_buffer(key, value)
-                if not is_mask(tensor.name) and value.numel() <= _MAX_CONSTANT_ELEMENTS:
+                if tensor.name not in mask_names and value.numel() <= _MAX_CONSTANT_ELEMENTS:
                     constants[tensor.name] = value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
                     if tensor.data_type not in _FLOAT_ONNX:
                         foldable.add(tensor.name)
@@ -403,12 +407,8 @@ class OnnxModule(torch.nn.Module):
         return name in self._trainable
 
     def masks(self) -> dict[str, torch.Tensor]:
-        """Weight initializer name -> its mask buffer, for every weight gated by a ``W/mask``."""
-        found = {}
-        for name in self.initializer_names:
-            if is_mask(name) and weight_of_mask(name) in self._keys:
-                found[weight_of_mask(name)] = self.tensor(name)
-        return found
+        """Weight initializer name -> its mask buffer (bool or 0/1), for every masked weight."""
+        return {weight: self.tensor(mask) for weight, mask in self.mask_of.items()}
 
     @torch.no_grad()
     def apply_masks_(self) -> None:
@@ -452,8 +452,7 @@ class OnnxModule(torch.nn.Module):
                 new = onnx.helper.make_tensor(tensor.name, tensor.data_type, raw.shape, raw.tobytes(), raw=True)
             else:
                 new = numpy_helper.from_array(values[tensor.name], tensor.name)
-            new.doc_string = tensor.doc_string
-            proto.graph.initializer[index].CopyFrom(new)
+            replace_tensor(proto.graph.initializer[index], new)  # keeps n2nonnx's tags
         self._materialise_stats(proto)
         return proto
 

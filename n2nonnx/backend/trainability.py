@@ -3,22 +3,21 @@
 Default rule: a floating-point initializer is trainable when it feeds a weight, bias,
 scale or shift slot (see ``_PARAM_SLOTS``; the constant operand of an Add/Sub after a
 MatMul/Gemm/Conv; a per-feature vector multiplied with or added to activations), directly or
-through a chain of mask Muls, Identity, Transpose, Reshape, Cast, Unsqueeze or Squeeze nodes. Masks (``W/mask``),
+through a chain of mask Muls, Identity, Transpose, Reshape, Cast, Unsqueeze or Squeeze nodes. Masks,
 integer tensors, shapes, indices and BatchNorm running statistics are never trainable by
 default. The user narrows or widens the rule with a callable or include/exclude patterns.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import onnx
 
 from n2nonnx.errors import InvalidArgumentError
-from n2nonnx.masks import is_mask
+from n2nonnx.graph.masking import find_mask_sites, mask_initializer_names
+from n2nonnx.patterns import matches
 
 _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT,
@@ -50,7 +49,9 @@ _BIASED = {"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum"}
 TrainableRule = Callable[[str], bool] | Mapping[str, Iterable[str]] | None
 
 
-def _walk_to_initializer(name: str, producers: dict[str, onnx.NodeProto], inits: set[str]) -> str | None:
+def _walk_to_initializer(
+    name: str, producers: dict[str, onnx.NodeProto], inits: set[str], mask_outputs: set[str] = frozenset()
+) -> str | None:
     """Follow ``name`` back through pass-through nodes and mask Muls to an initializer."""
     seen = set()
     while name not in inits:
@@ -60,11 +61,8 @@ def _walk_to_initializer(name: str, producers: dict[str, onnx.NodeProto], inits:
         seen.add(name)
         if node.op_type in _PASS_THROUGH:
             name = node.input[0]
-        elif node.op_type == "Mul" and len(node.input) == 2:
-            masks = [i for i in node.input if is_mask(i)]
-            if len(masks) != 1:
-                return None
-            name = node.input[0] if node.input[1] == masks[0] else node.input[1]
+        elif name in mask_outputs:
+            name = node.input[0]
         else:
             return None
     return name
@@ -82,11 +80,17 @@ def default_trainable(graph: onnx.GraphProto) -> set[str]:
     inits = {t.name: t for t in graph.initializer}
     names = set(inits)
     producers = {out: node for node in graph.node for out in node.output}
+    sites = find_mask_sites(graph)
+    mask_outputs = {site.output for site in sites.values()}
+    mask_names = {site.mask for site in sites.values()} | {s.cast for s in sites.values() if s.cast}
     found: set[str] = set()
 
+    def walk(tensor: str) -> str | None:
+        return _walk_to_initializer(tensor, producers, names, mask_outputs)
+
     def mark(tensor: str) -> None:
-        source = _walk_to_initializer(tensor, producers, names)
-        if source is not None and inits[source].data_type in _FLOAT_TYPES and not is_mask(source):
+        source = walk(tensor)
+        if source is not None and inits[source].data_type in _FLOAT_TYPES and source not in mask_names:
             found.add(source)
 
     for node in graph.node:
@@ -99,9 +103,9 @@ def default_trainable(graph: onnx.GraphProto) -> set[str]:
             # BatchNorm as Mul+Add). Scalars and matrices (attention masks, tables) stay
             # constants; widen with include=[...] for e.g. learned position embeddings.
             for here, other in ((0, 1), (1, 0)):
-                source = _walk_to_initializer(node.input[here], producers, names)
-                if (source is not None and not is_mask(source) and not is_mask(node.input[other])
-                        and _walk_to_initializer(node.input[other], producers, names) is None
+                source = walk(node.input[here])
+                if (source is not None and source not in mask_names and node.input[other] not in mask_names
+                        and walk(node.input[other]) is None
                         and _is_feature_vector(inits[source])):
                     mark(node.input[here])
         if node.op_type in ("Add", "Sub") and len(node.input) == 2:
@@ -117,18 +121,6 @@ def default_trainable(graph: onnx.GraphProto) -> set[str]:
 def _is_feature_vector(tensor: onnx.TensorProto) -> bool:
     """Exactly one axis longer than 1 (shapes like (C,), (C, 1, 1), (1, C, 1, 1))."""
     return sum(1 for dim in tensor.dims if dim > 1) == 1
-
-
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    for pattern in patterns:
-        if fnmatch.fnmatchcase(name, pattern):
-            return True
-        try:
-            if re.fullmatch(pattern, name):
-                return True
-        except re.error:
-            continue
-    return False
 
 
 def resolve_trainable(graph: onnx.GraphProto, rule: TrainableRule = None) -> set[str]:
@@ -148,9 +140,8 @@ def resolve_trainable(graph: onnx.GraphProto, rule: TrainableRule = None) -> set
     Raises:
         InvalidArgumentError: the rule is of an unknown kind or has unknown keys.
     """
-    candidates = {
-        t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES and not is_mask(t.name)
-    }
+    mask_names = mask_initializer_names(graph)
+    candidates = {t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES and t.name not in mask_names}
     if rule is None:
         return default_trainable(graph)
     if callable(rule):
@@ -163,8 +154,8 @@ def resolve_trainable(graph: onnx.GraphProto, rule: TrainableRule = None) -> set
             )
         include = _as_list(rule.get("include", ()))
         exclude = _as_list(rule.get("exclude", ()))
-        chosen = default_trainable(graph) | {n for n in candidates if _matches(n, include)}
-        return {n for n in chosen if not _matches(n, exclude)}
+        chosen = default_trainable(graph) | {n for n in candidates if matches(n, include)}
+        return {n for n in chosen if not matches(n, exclude)}
     raise InvalidArgumentError(
         f"trainable must be None, a callable name -> bool, or dict(include=..., exclude=...); got {type(rule).__name__}"
     )

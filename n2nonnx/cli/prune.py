@@ -8,7 +8,7 @@ import argparse
 def register(subparsers) -> None:
     from n2nonnx.cli import add_input_shape_option
     from n2nonnx.cli.skip import add_skip_options
-    from n2nonnx.prune.allocation import ALLOCATIONS
+    from n2nonnx.pruning.allocation import ALLOCATIONS
 
     parser = subparsers.add_parser(
         "prune",
@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from n2nonnx.cli import parse_input_shapes
     from n2nonnx.io import load, save
-    from n2nonnx.prune import format_prune_table, prune, prune_table
+    from n2nonnx.pruning import format_prune_table, prune, prune_table
 
     model = load(args.model, parse_input_shapes(args.input_shape))
     from n2nonnx.cli.skip import skip_options

@@ -8,7 +8,7 @@ comes from the layer view's edges (:class:`n2nonnx.graph.Edge`): their unit maps
 residual adds, concat, pooling, flatten/reshape and gathers; an edge without a map links
 every source unit to every target unit that has a non-zero weight.
 
-N2NSkip layers (names ``n2nskip/...``) add no nodes: their output units are the units of
+N2NSkip layers (``Layer.is_skip``) add no nodes: their output units are the units of
 the layer they add into (``Layer.merges_into``), so a skip weight ``S[o, i]`` is an edge
 from source unit ``i`` straight to target unit ``o``. The *reference* graph of a model is
 the same graph with the skip layers left out and masks ignored (every weight position is
@@ -23,10 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from n2nonnx import masks
 from n2nonnx.errors import InvalidModelError
-
-SKIP_PREFIX = "n2nskip/"
+from n2nonnx.graph.trace import input_units
 
 
 @dataclass(frozen=True)
@@ -147,23 +145,11 @@ def load_layers(model):
     return load(model)
 
 
-def _mask_of(view, weight: str) -> np.ndarray | None:
-    if hasattr(view, "mask"):
-        return view.mask(weight)
-    try:
-        return view.initializer(masks.mask_name(weight))
-    except KeyError:
-        return None
-
-
 def _layer_weight(view, layer, dense: bool, weighted: bool) -> np.ndarray:
     """The weight as the graph sees it: masked (model) or every position kept (reference)."""
     weight = np.asarray(view.initializer(layer.weight), dtype=np.float64)
-    mask = _mask_of(view, layer.weight)
     if not dense:
-        if hasattr(view, "effective_weight"):
-            return np.asarray(view.effective_weight(layer), dtype=np.float64)
-        return weight if mask is None else weight * np.asarray(mask, dtype=np.float64)
+        return np.asarray(view.effective_weight(layer), dtype=np.float64)
     if not weighted:
         return np.ones_like(weight)
     magnitude = np.abs(weight)
@@ -208,7 +194,7 @@ def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) 
     """
     view = load_layers(model)
     layers = sorted(view.layers, key=lambda layer: layer.index)
-    skips = {layer.name for layer in layers if layer.name.startswith(SKIP_PREFIX)}
+    skips = {layer.name for layer in layers if layer.is_skip}
     blocks: dict[str, Block] = {}
     start = 0
     for name, size in _input_sizes(view, layers).items():
@@ -301,13 +287,9 @@ def _input_sizes(view, layers) -> dict[str, int]:
 
 
 def _input_size(view, name: str, layers) -> int:
-    index = getattr(view, "index", None)
-    if index is not None:
-        from n2nonnx.graph.trace import _input_feature_axis, _size
-
-        size = _size(index, name, _input_feature_axis(index, name, list(layers)))
-        if size:
-            return int(size)
+    size = input_units(view.index, name, list(layers))
+    if size:
+        return int(size)
     mapped = [
         int(np.max(e.unit_map)) + 1
         for layer in layers for e in layer.fed_by

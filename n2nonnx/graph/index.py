@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from n2nonnx import masks
+from n2nonnx import tags
 
 Dim = int | str | None  # a static size, a symbolic name, or unknown
 
@@ -97,7 +97,7 @@ class GraphIndex:
         return None if shape is None else len(shape)
 
     def is_constant(self, name: str) -> bool:
-        """True for an initializer, or a masked initializer (``W * W/mask``)."""
+        """True for an initializer, or a masked initializer (``W * mask``)."""
         return self.weight_initializer(name) is not None
 
     def weight_initializer(self, name: str) -> str | None:
@@ -108,12 +108,7 @@ class GraphIndex:
         if position is None:
             return None
         node = self.nodes[position]
-        if (
-            node.op_type == "Mul"
-            and len(node.input) == 2
-            and masks.is_mask(node.input[1])
-            and node.input[0] in self.initializers
-        ):
+        if tags.role(node) == tags.MASK_APPLY and node.input[0] in self.initializers:
             return node.input[0]
         return None
 

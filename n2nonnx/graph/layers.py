@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from n2nonnx import tags
 from n2nonnx.errors import NoPrunableLayerError, ShapeError, UnsupportedOpError
 from n2nonnx.graph.index import GraphIndex
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-SKIP_PREFIX = "n2nskip/"
 
 # Ops that may follow a layer's pre-activation and still belong to "the layer".
 CHAIN_OPS = frozenset(
@@ -85,7 +85,9 @@ class Layer:
         spatial_in / spatial_out: sizes other than batch and units (H, W; sequence; ()).
         feeds: edges to later layers and graph outputs.
         fed_by: edges from earlier layers and graph inputs.
-        merges_into: for an N2NSkip layer, the layer whose pre-activation (or chain, after its
+        is_skip: the layer belongs to a skip branch (its node is tagged ``skip``, see
+            :mod:`n2nonnx.tags`).
+        merges_into: for a skip layer, the layer whose pre-activation (or chain, after its
             normalisation) its branch is added to; read from the graph.
     """
 
@@ -113,16 +115,12 @@ class Layer:
     feeds: tuple[Edge, ...] = field(default=())
     fed_by: tuple[Edge, ...] = field(default=())
     merges_into: str | None = None
+    is_skip: bool = False
 
     @property
     def parameters(self) -> int:
         """Number of weights (bias excluded)."""
         return int(np.prod(self.weight_shape))
-
-    @property
-    def is_skip(self) -> bool:
-        """True for an N2NSkip connection layer."""
-        return self.name.startswith(SKIP_PREFIX)
 
     @property
     def kernel_size(self) -> tuple[int, ...]:
@@ -224,7 +222,7 @@ def _describe(index: GraphIndex, node: onnx.NodeProto, name: str, position: int)
         in_units=in_units, groups=groups, fan_in=int(np.prod(shape)) // max(units, 1),
         input=data, preact=preact, output=output, chain=chain,
         in_feature_axis=in_feature_axis, out_feature_axis=out_feature_axis,
-        spatial_in=spatial_in, spatial_out=spatial_out,
+        spatial_in=spatial_in, spatial_out=spatial_out, is_skip=tags.role(node) == tags.SKIP,
     )
 
 
@@ -287,7 +285,7 @@ def _follow_chain(index: GraphIndex, preact: str) -> tuple[tuple[str, ...], str]
         consumers = index.consumer_nodes(tensor)
         if len(consumers) == 1 and consumers[0].op_type in CHAIN_OPS:
             node = consumers[0]
-        elif len(consumers) == 1 and _is_skip_add(index, consumers[0], tensor):
+        elif len(consumers) == 1 and _joins_a_skip(index, consumers[0], tensor):
             node = consumers[0]
         elif len(consumers) == 2:  # x * gate(x)
             gate = [c for c in consumers if c.op_type in _GATE_OPS]
@@ -306,12 +304,10 @@ def _follow_chain(index: GraphIndex, preact: str) -> tuple[tuple[str, ...], str]
     return tuple(chain), tensor
 
 
-def _is_skip_add(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
-    """The Add that brings an N2NSkip branch into a target's pre-activation."""
-    if node.op_type != "Add" or len(node.input) != 2:
-        return False
-    other = node.input[1] if node.input[0] == tensor else node.input[0]
-    return other.startswith(SKIP_PREFIX)
+def _joins_a_skip(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
+    """The tagged Add that brings a skip branch into ``tensor`` (seen from the target's side)."""
+    producer = index.producer_node(tensor)
+    return tags.role(node) == tags.SKIP_JOIN and (producer is None or tags.role(producer) != tags.SKIP)
 
 
 def _rank_or_fail(index: GraphIndex, tensor: str, layer: str) -> int:
@@ -406,12 +402,11 @@ def _attach_edges(layers: list[Layer], edges: list[Edge], index: GraphIndex) -> 
 def _skip_target(
     index: GraphIndex, layer: Layer, by_preact: dict[str, str], layer_nodes: set[str]
 ) -> str | None:
-    """The layer whose pre-activation an N2NSkip layer's branch is added into.
+    """The layer whose pre-activation a skip layer's branch is added into.
 
-    Read from the graph, not from the name (layer names may contain ``/``): walk forward
-    from the skip layer's output through non-layer ops (activation, Sum, scatter ...)
-    to the first ``Add`` whose other input is a sequential layer's pre-activation, or a
-    tensor of its chain (after its BatchNorm).
+    Read from the graph: walk forward from the skip layer's output through non-layer ops
+    (activation, Sum, scatter ...) to the first ``Add`` whose other input is a sequential
+    layer's pre-activation, or a tensor of its chain (after its BatchNorm).
     """
     stack, seen = [layer.output], {layer.output}
     while stack:

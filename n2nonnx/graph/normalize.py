@@ -5,7 +5,8 @@ nodes, Identity/Cast/Transpose/Reshape ... of constants) are folded into initial
 onnx-graphsurgeon, nodes are topologically sorted, opsets older than
 :data:`ANALYSIS_OPSET` are upgraded with onnx's version converter (so Split, Squeeze,
 Clip, Slice and Dropout take inputs rather than attributes), and shapes are inferred.
-n2nonnx masks (``W/mask`` applied by a Mul) are protected from folding.
+n2nonnx's mask nodes (recognised by their tags) are protected from folding, and every tag
+survives the tools used here (graphsurgeon and the version converter drop ``metadata_props``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import onnx_graphsurgeon as gs
 from onnx import shape_inference, version_converter
 from onnx_graphsurgeon.logger import G_LOGGER
 
-from n2nonnx import masks, runtime  # noqa: F401  (runtime quiets onnxruntime's logger)
+from n2nonnx import tags
 from n2nonnx.errors import InvalidModelError, ShapeError, UnsupportedOpError
 
 MIN_OPSET = 7
@@ -28,7 +29,6 @@ ANALYSIS_OPSET = 13
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 log = logging.getLogger(__name__)
-G_LOGGER.severity = G_LOGGER.CRITICAL
 
 
 def default_opset(proto: onnx.ModelProto) -> int:
@@ -67,9 +67,14 @@ def normalize(
             "re-export the model with a newer opset"
         )
     model = copy.deepcopy(proto) if copy_input else proto
+    from n2nonnx.metadata import METADATA_KEY
+
+    tags.upgrade_legacy(model, METADATA_KEY)
+    saved_tags = tags.snapshot(model.graph)
     if upgrade and opset < ANALYSIS_OPSET:
         model = _upgrade(model, opset)
     model = _fold_constants(model)
+    tags.restore(model.graph, saved_tags)
     if input_shapes:
         _set_input_shapes(model, input_shapes)
     return infer_shapes(model)
@@ -146,21 +151,25 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constant subgraphs into initializers, keeping n2nonnx mask nodes intact."""
     if not _has_constant_subgraph(model):
         return model  # nothing to fold: skip the copy through graphsurgeon (large models)
-    mask_nodes = [n for n in model.graph.node if _is_mask_apply(n)]
+    mask_nodes = [n for n in model.graph.node if _is_protected(n)]
     ir_version = model.ir_version
     opsets = list(model.opset_import)
     mask_inputs = {name for n in mask_nodes for name in n.input}
     mask_initializers = [copy.deepcopy(i) for i in model.graph.initializer if i.name in mask_inputs]
     if mask_nodes:
         # Hide the mask Muls from the folder: their outputs become temporary graph inputs.
-        keep = [n for n in model.graph.node if not _is_mask_apply(n)]
+        keep = [n for n in model.graph.node if not _is_protected(n)]
         del model.graph.node[:]
         model.graph.node.extend(keep)
         for node in mask_nodes:
             model.graph.input.append(onnx.helper.make_empty_tensor_value_info(node.output[0]))
-    graph = gs.import_onnx(model)
-    graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False).toposort()
-    folded = gs.export_onnx(graph, do_type_check=False)
+    severity, G_LOGGER.severity = G_LOGGER.severity, G_LOGGER.CRITICAL
+    try:
+        graph = gs.import_onnx(model)
+        graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False).toposort()
+        folded = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        G_LOGGER.severity = severity
     folded.ir_version = ir_version
     del folded.opset_import[:]
     folded.opset_import.extend(opsets)
@@ -181,21 +190,22 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _has_constant_subgraph(model: onnx.ModelProto) -> bool:
-    """Whether any node (besides mask Muls) computes from constants only."""
+    """Whether any node (besides n2nonnx's mask nodes) computes from constants only."""
     constant = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             return True
         inputs = [name for name in node.input if name]
-        if inputs and all(name in constant for name in inputs) and not _is_mask_apply(node):
-            return True
+        if _is_protected(node):
+            continue
         if inputs and all(name in constant for name in inputs):
-            constant.update(node.output)
+            return True
     return False
 
 
-def _is_mask_apply(node: onnx.NodeProto) -> bool:
-    return node.op_type == "Mul" and len(node.input) == 2 and masks.is_mask(node.input[1])
+def _is_protected(node: onnx.NodeProto) -> bool:
+    """n2nonnx's mask nodes: folding them would bake the mask into the weight."""
+    return tags.role(node) in tags.PROTECTED_NODE_ROLES
 
 
 def _set_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> None:

@@ -79,6 +79,20 @@ def trace_edges(index: GraphIndex, layers: list[Layer]) -> list[Edge]:
     return edges
 
 
+def input_units(index: GraphIndex, name: str, layers: list[Layer]) -> int | None:
+    """Units of graph input ``name``: its size on the axis its first layers read units from.
+
+    Args:
+        index: the graph.
+        name: a graph input.
+        layers: the layers of the graph.
+
+    Returns:
+        The number of input units, or None where the shape is unknown.
+    """
+    return _size(index, name, _input_feature_axis(index, name, layers))
+
+
 def _input_feature_axis(index: GraphIndex, name: str, layers: list[Layer]) -> int | None:
     rank = index.rank(name)
     if rank is None:

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from n2nonnx import tags
 from n2nonnx.graph.index import GraphIndex
 from n2nonnx.graph.layers import Layer
 from n2nonnx.skip.budget import Connections
@@ -152,7 +153,12 @@ def add_branches(
             renamed[joined] = preact
         else:
             _replace_input(graph, preact, joined)
-        new_nodes.append(helper.make_node("Add", [preact, total], [joined], name=f"n2nskip/{name}/add"))
+        join_node = helper.make_node("Add", [preact, total], [joined], name=f"n2nskip/{name}/add")
+        tags.tag(join_node, tags.SKIP_JOIN)
+        new_nodes.append(join_node)
+    for node in new_nodes:
+        if tags.role(node) is None:
+            tags.tag(node, tags.SKIP)
     for node in graph.node:
         for position, out in enumerate(node.output):
             if out in renamed:

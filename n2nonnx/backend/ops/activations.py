@@ -3,83 +3,90 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from n2nonnx.backend.ops._util import static_or_runtime
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
 
-for _name, _fn in {
-    "Relu": torch.relu, "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Softsign": F.softsign,
-    "Mish": F.mish,
+# op -> (torch function, schema versions); the version changes drop consumed_inputs or add types
+for _name, (_fn, _versions) in {
+    "Relu": (torch.relu, (1, 6, 13, 14)), "Sigmoid": (torch.sigmoid, (1, 6, 13)),
+    "Tanh": (torch.tanh, (1, 6, 13)), "Softsign": (F.softsign, (1, 22)), "Mish": (F.mish, (18, 22)),
 }.items():
-    register_op(_name)(lambda spec, fn=_fn: fn)
+    register_op(_name, versions=_versions)(lambda spec, fn=_fn: fn)
 
 
-@register_op("Softplus")
-def softplus(spec: NodeSpec):
+@register_op("Softplus", versions=(1, 22))
+def softplus(spec: NodeSpec) -> Kernel:
     """Softplus: log(1 + exp(x)), exact for large x."""
     return lambda x: F.softplus(x, threshold=30.0 if x.dtype != torch.float16 else 10.0)
 
 
-@register_op("HardSwish", since=14)
-def hard_swish(spec: NodeSpec):
+@register_op("HardSwish", versions=(14, 22))
+def hard_swish(spec: NodeSpec) -> Kernel:
     """HardSwish: x * clamp(x/6 + 1/2, 0, 1)."""
     return F.hardswish
 
 
-@register_op("LeakyRelu")
-def leaky_relu(spec: NodeSpec):
+@register_op("LeakyRelu", versions=(1, 6, 16))
+def leaky_relu(spec: NodeSpec) -> Kernel:
     """LeakyRelu with slope ``alpha`` (default 0.01)."""
     alpha = spec.attr("alpha", 0.01)
     return lambda x: F.leaky_relu(x, alpha)
 
 
-@register_op("PRelu")
-def prelu(spec: NodeSpec):
-    """PRelu with a slope broadcast against the input (any broadcastable shape)."""
+@register_op("PRelu", versions=(1, 6, 7, 9, 16))
+def prelu(spec: NodeSpec) -> Kernel:
+    """PRelu with a slope broadcast against the input.
+
+    Before opset 7 the slope had size 1 or the input's shape, both numpy-broadcastable.
+    """
     return lambda x, slope: torch.where(x >= 0, x, x * slope)
 
 
-@register_op("Elu")
-def elu(spec: NodeSpec):
+@register_op("Elu", versions=(1, 6, 22))
+def elu(spec: NodeSpec) -> Kernel:
     """Elu with ``alpha`` (default 1)."""
     alpha = spec.attr("alpha", 1.0)
     return lambda x: F.elu(x, alpha)
 
 
-@register_op("Celu", since=12)
-def celu(spec: NodeSpec):
+@register_op("Celu", versions=(12, 28))
+def celu(spec: NodeSpec) -> Kernel:
     """Celu with ``alpha`` (default 1)."""
     alpha = spec.attr("alpha", 1.0)
     return lambda x: F.celu(x, alpha)
 
 
-@register_op("Selu")
-def selu(spec: NodeSpec):
-    """Selu with ``alpha`` and ``gamma``."""
-    alpha = spec.attr("alpha", 1.67326319217681884765625)
-    gamma = spec.attr("gamma", 1.05070102214813232421875)
+@register_op("Selu", versions=(1, 6, 22))
+def selu(spec: NodeSpec) -> Kernel:
+    """Selu with ``alpha`` and ``gamma`` (opset 1 had shorter default constants)."""
+    legacy = spec.schema_version == 1
+    alpha = spec.attr("alpha", 1.6732 if legacy else 1.67326319217681884765625)
+    gamma = spec.attr("gamma", 1.0507 if legacy else 1.05070102214813232421875)
     return lambda x: gamma * torch.where(x > 0, x, alpha * torch.expm1(x))
 
 
-@register_op("HardSigmoid")
-def hard_sigmoid(spec: NodeSpec):
+@register_op("HardSigmoid", versions=(1, 6, 22))
+def hard_sigmoid(spec: NodeSpec) -> Kernel:
     """HardSigmoid: clamp(alpha * x + beta, 0, 1)."""
     alpha, beta = spec.attr("alpha", 0.2), spec.attr("beta", 0.5)
     return lambda x: torch.clamp(x * alpha + beta, 0.0, 1.0)
 
 
-@register_op("ThresholdedRelu", since=10)
-def thresholded_relu(spec: NodeSpec):
+@register_op("ThresholdedRelu", versions=(10, 22))
+def thresholded_relu(spec: NodeSpec) -> Kernel:
     """x where x > alpha, else 0."""
     alpha = spec.attr("alpha", 1.0)
     return lambda x: torch.where(x > alpha, x, torch.zeros_like(x))
 
 
-@register_op("Shrink", since=9)
-def shrink(spec: NodeSpec):
+@register_op("Shrink", versions=(9,))
+def shrink(spec: NodeSpec) -> Kernel:
     """Shrink with ``lambd`` and ``bias``."""
     lambd, bias = spec.attr("lambd", 0.5), spec.attr("bias", 0.0)
 
@@ -90,33 +97,33 @@ def shrink(spec: NodeSpec):
     return kernel
 
 
-@register_op("Gelu", since=20)
-def gelu(spec: NodeSpec):
+@register_op("Gelu", versions=(20,))
+def gelu(spec: NodeSpec) -> Kernel:
     """Gelu, exact (``approximate="none"``) or tanh approximation."""
     approximate = spec.attr("approximate", "none")
     return lambda x: F.gelu(x, approximate=approximate)
 
 
-@register_op("Swish", since=24)
-def swish(spec: NodeSpec):
+@register_op("Swish", versions=(24,))
+def swish(spec: NodeSpec) -> Kernel:
     """Swish: x * sigmoid(alpha * x)."""
     alpha = spec.attr("alpha", 1.0)
     return lambda x: x * torch.sigmoid(alpha * x)
 
 
-@register_op("Clip", since=1)
-def clip_attr(spec: NodeSpec):
-    """Clip before opset 11: ``min`` / ``max`` attributes."""
+@register_op("Clip", versions=(1, 6))
+def clip_attr(spec: NodeSpec) -> Kernel:
+    """Clip before opset 11: ``min`` / ``max`` attributes (opset 6 only spelled out the defaults)."""
     low, high = spec.attr("min", float("-inf")), spec.attr("max", float("inf"))
     return lambda x: torch.clamp(x, low, high)
 
 
-def _scalar(value) -> float | int:
+def _scalar(value: Any) -> float | int:
     return value.reshape(-1)[0].item()
 
 
-@register_op("Clip", since=11)
-def clip(spec: NodeSpec):
+@register_op("Clip", versions=(11, 12, 13))
+def clip(spec: NodeSpec) -> Kernel:
     """Clip from opset 11: optional ``min`` / ``max`` inputs."""
     low, low_dynamic = static_or_runtime(spec, 1, convert=_scalar)
     high, high_dynamic = static_or_runtime(spec, 2, convert=_scalar)
@@ -125,7 +132,8 @@ def clip(spec: NodeSpec):
             return lambda x, *_: x
         return lambda x, *_: torch.clamp(x, low, high)
 
-    def kernel(x, low_t=None, high_t=None):
+    def kernel(x: torch.Tensor, low_t: torch.Tensor | None = None,
+               high_t: torch.Tensor | None = None) -> torch.Tensor:
         out = x
         if low_t is not None:
             out = torch.maximum(out, low_t.to(x.dtype))
@@ -136,8 +144,8 @@ def clip(spec: NodeSpec):
     return kernel
 
 
-def _softmax_family(fn):
-    def legacy(spec: NodeSpec):
+def _softmax_family(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> tuple[Builder, Builder]:
+    def legacy(spec: NodeSpec) -> Kernel:
         axis = spec.attr("axis", 1)
 
         def kernel(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +155,7 @@ def _softmax_family(fn):
 
         return kernel
 
-    def modern(spec: NodeSpec):
+    def modern(spec: NodeSpec) -> Kernel:
         axis = spec.attr("axis", -1)
         return lambda x: fn(x, axis)
 
@@ -161,5 +169,5 @@ def _hardmax(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 for _name, _fn in {"Softmax": torch.softmax, "LogSoftmax": torch.log_softmax, "Hardmax": _hardmax}.items():
     _legacy, _modern = _softmax_family(_fn)
-    register_op(_name, since=1)(_legacy)
-    register_op(_name, since=13)(_modern)
+    register_op(_name, versions=(1, 11))(_legacy)  # input coerced to 2-D at axis (default 1)
+    register_op(_name, versions=(13,))(_modern)  # along one axis (default -1)

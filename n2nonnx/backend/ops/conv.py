@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def same_pads(sizes, kernel, strides, dilations, upper: bool) -> list[int]:
+def same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
+              upper: bool) -> list[int]:
     """ONNX SAME_UPPER / SAME_LOWER pads as [begin..., end...] for the given input sizes."""
     begins, ends = [], []
     for size, k, s, d in zip(sizes, kernel, strides, dilations, strict=True):
@@ -34,8 +36,8 @@ def torch_pad_order(pads: list[int]) -> list[int]:
     return order
 
 
-@register_op("Conv", since=1)
-def conv(spec: NodeSpec):
+@register_op("Conv", versions=(1, 11, 22))
+def conv(spec: NodeSpec) -> Kernel:
     """Conv: N-D convolution; symmetric pads go to torch, asymmetric ones through F.pad."""
     auto_pad = spec.attr("auto_pad", "NOTSET")
     group = spec.attr("group", 1)
@@ -45,7 +47,7 @@ def conv(spec: NodeSpec):
     pads_attr = spec.attr("pads")
     cache: dict[int, tuple] = {}
 
-    def settings(rank: int, kernel_shape, sizes):
+    def settings(rank: int, kernel_shape: Sequence[int], sizes: Sequence[int]) -> tuple:
         strides = list(strides_attr or [1] * rank)
         dilations = list(dilations_attr or [1] * rank)
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -73,9 +75,13 @@ def conv(spec: NodeSpec):
     return kernel
 
 
-@register_op("ConvTranspose", since=1)
-def conv_transpose(spec: NodeSpec):
-    """ConvTranspose with output_padding, output_shape, auto_pad and groups."""
+@register_op("ConvTranspose", versions=(1, 11, 22))
+def conv_transpose(spec: NodeSpec) -> Kernel:
+    """ConvTranspose with output_padding, output_shape, auto_pad and groups.
+
+    Opset 1's text puts SAME_UPPER's odd padding cell at the start; opset 11 moved it to the
+    end as for Conv, and onnxruntime applies the opset-11 rule to both, as this does.
+    """
     auto_pad = spec.attr("auto_pad", "NOTSET")
     group = spec.attr("group", 1)
     kernel_attr = spec.attr("kernel_shape")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from n2nonnx.backend.ops._util import int_list, torch_dtype
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 from n2nonnx.errors import UnsupportedOpError
 
 _VALUE_ATTRS = {
@@ -15,9 +15,12 @@ _VALUE_ATTRS = {
 }
 
 
-@register_op("Constant", since=1)
-def constant(spec: NodeSpec):
-    """Constant from ``value`` / ``value_float(s)`` / ``value_int(s)``."""
+@register_op("Constant", versions=(1, 9, 11, 12, 13, 19, 21, 23, 24, 25))
+def constant(spec: NodeSpec) -> Kernel:
+    """Constant from ``value`` / ``value_float(s)`` / ``value_int(s)`` (sparse and string values refused).
+
+    The versions after 12 only add element types; a type torch lacks is refused.
+    """
     for name, np_type in _VALUE_ATTRS.items():
         if name in spec.attrs:
             array = np.array(spec.attrs[name], dtype=np_type) if np_type else np.array(spec.attrs[name])
@@ -33,8 +36,8 @@ def constant(spec: NodeSpec):
     return lambda: value
 
 
-@register_op("ConstantOfShape", since=9)
-def constant_of_shape(spec: NodeSpec):
+@register_op("ConstantOfShape", versions=(9, 20, 21, 23, 24, 25))
+def constant_of_shape(spec: NodeSpec) -> Kernel:
     """A tensor of the given shape filled with ``value`` (default float32 zero)."""
     fill = spec.attr("value")
     value = torch.from_numpy(np.array(fill).reshape(-1)[:1].copy()) if fill is not None else torch.zeros(1)
@@ -45,9 +48,13 @@ def constant_of_shape(spec: NodeSpec):
     return kernel
 
 
-@register_op("Range", since=11)
-def range_op(spec: NodeSpec):
-    """Range(start, limit, delta) with ONNX's element count max(ceil((limit-start)/delta), 0)."""
+@register_op("Range", versions=(11, 27))
+def range_op(spec: NodeSpec) -> Kernel:
+    """Range(start, limit, delta) with ONNX's element count max(ceil((limit-start)/delta), 0).
+
+    Values are computed in float64 and cast, which is what opset 27's ``stash_type`` (float
+    or double) asks of float16 / bfloat16 ranges.
+    """
 
     def kernel(start: torch.Tensor, limit: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         first, last, step = start.item(), limit.item(), delta.item()
@@ -58,8 +65,8 @@ def range_op(spec: NodeSpec):
     return kernel
 
 
-@register_op("EyeLike", since=9)
-def eye_like(spec: NodeSpec):
+@register_op("EyeLike", versions=(9, 22))
+def eye_like(spec: NodeSpec) -> Kernel:
     """Ones on diagonal ``k`` of a 2-D tensor shaped like the input."""
     offset = spec.attr("k", 0)
     target = spec.attr("dtype")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 
 def _positive(indices: torch.Tensor, size: int) -> torch.Tensor:
@@ -13,8 +13,8 @@ def _positive(indices: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(indices < 0, indices + size, indices)
 
 
-@register_op("Gather", since=1)
-def gather(spec: NodeSpec):
+@register_op("Gather", versions=(1, 11, 13))
+def gather(spec: NodeSpec) -> Kernel:
     """Gather along ``axis`` (an embedding lookup when axis is 0 and the data is 2-D)."""
     axis = spec.attr("axis", 0)
 
@@ -29,14 +29,15 @@ def gather(spec: NodeSpec):
     return kernel
 
 
-@register_op("GatherElements", since=11)
-def gather_elements(spec: NodeSpec):
+@register_op("GatherElements", versions=(11, 13))
+def gather_elements(spec: NodeSpec) -> Kernel:
     """GatherElements (torch.gather) with negative indices allowed."""
     axis = spec.attr("axis", 0)
     return lambda data, indices: torch.gather(data, axis, _positive(indices, data.shape[axis]))
 
 
-def _nd_index(data: torch.Tensor, indices: torch.Tensor, batch_dims: int):
+def _nd_index(data: torch.Tensor, indices: torch.Tensor,
+              batch_dims: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Flattened batch index, per-axis index tuples and the batch-flattened data."""
     depth = indices.shape[-1]
     batch_shape = data.shape[:batch_dims]
@@ -49,9 +50,9 @@ def _nd_index(data: torch.Tensor, indices: torch.Tensor, batch_dims: int):
     return flat_data, (batch_index,) + tuple(flat_index.unbind(-1))
 
 
-@register_op("GatherND", since=11)
-def gather_nd(spec: NodeSpec):
-    """GatherND with ``batch_dims``."""
+@register_op("GatherND", versions=(11, 12, 13))
+def gather_nd(spec: NodeSpec) -> Kernel:
+    """GatherND with ``batch_dims`` (opset 12; 0 before)."""
     batch_dims = spec.attr("batch_dims", 0)
 
     def kernel(data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -62,9 +63,9 @@ def gather_nd(spec: NodeSpec):
     return kernel
 
 
-@register_op("ScatterND", since=11)
-def scatter_nd(spec: NodeSpec):
-    """ScatterND with reduction none / add / mul / max / min."""
+@register_op("ScatterND", versions=(11, 13, 16, 18))
+def scatter_nd(spec: NodeSpec) -> Kernel:
+    """ScatterND with reduction none / add / mul (opset 16) / max / min (opset 18)."""
     reduction = spec.attr("reduction", "none")
 
     def kernel(data: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
@@ -89,9 +90,9 @@ def scatter_nd(spec: NodeSpec):
 _REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 
 
-@register_op("ScatterElements", since=11)
-def scatter_elements(spec: NodeSpec):
-    """ScatterElements with reduction none / add / mul / max / min."""
+@register_op("ScatterElements", versions=(11, 13, 16, 18))
+def scatter_elements(spec: NodeSpec) -> Kernel:
+    """ScatterElements with reduction none / add / mul (opset 16) / max / min (opset 18)."""
     axis = spec.attr("axis", 0)
     reduction = spec.attr("reduction", "none")
 
@@ -104,12 +105,13 @@ def scatter_elements(spec: NodeSpec):
     return kernel
 
 
-register_op("Scatter", since=9)(scatter_elements)
+# Scatter-11 is deprecated (removed from ONNX; the checker and onnxruntime reject it)
+register_op("Scatter", versions=(9,))(scatter_elements)
 
 
-@register_op("OneHot", since=9)
-def one_hot(spec: NodeSpec):
-    """OneHot(indices, depth, values=[off, on]) along ``axis``."""
+@register_op("OneHot", versions=(9, 11, 28))
+def one_hot(spec: NodeSpec) -> Kernel:
+    """OneHot(indices, depth, values=[off, on]) along ``axis``; negative indices count from the end (opset 11)."""
     axis = spec.attr("axis", -1)
 
     def kernel(indices: torch.Tensor, depth: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

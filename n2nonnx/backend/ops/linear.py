@@ -5,18 +5,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 
-@register_op("MatMul", since=1)
-def matmul(spec: NodeSpec):
+@register_op("MatMul", versions=(1, 9, 13))
+def matmul(spec: NodeSpec) -> Kernel:
     """MatMul with numpy broadcasting semantics."""
     return torch.matmul
 
 
-@register_op("Gemm", since=1)
-def gemm(spec: NodeSpec):
-    """Gemm: alpha * A' @ B' + beta * C, with optional transposes and optional C."""
+@register_op("Gemm", versions=(1, 6, 7, 9, 11, 13))
+def gemm(spec: NodeSpec) -> Kernel:
+    """Gemm: alpha * A' @ B' + beta * C, with optional transposes and optional C (opset 11).
+
+    Before opset 7, C had the output's shape or was broadcast (``broadcast=1``) to it, which
+    the unidirectional broadcasting used here computes alike.
+    """
     alpha, beta = spec.attr("alpha", 1.0), spec.attr("beta", 1.0)
     trans_a, trans_b = spec.attr("transA", 0), spec.attr("transB", 0)
 
@@ -47,8 +51,8 @@ def gemm(spec: NodeSpec):
     return linear_kernel
 
 
-@register_op("Einsum", since=12)
-def einsum(spec: NodeSpec):
+@register_op("Einsum", versions=(12, 28))
+def einsum(spec: NodeSpec) -> Kernel:
     """Einsum with the node's equation."""
     equation = spec.attr("equation").replace(" ", "")
     return lambda *operands: torch.einsum(equation, *operands)

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from n2nonnx.backend.ops._util import int_list
 from n2nonnx.backend.ops.conv import torch_pad_order
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 
-def _index(size: int, begin: int, end: int, mode: str, device) -> torch.Tensor:
+def _index(size: int, begin: int, end: int, mode: str, device: torch.device) -> torch.Tensor:
     positions = torch.arange(-begin, size + end, device=device)
     if mode == "edge":
         return positions.clamp(0, size - 1)
@@ -21,7 +21,8 @@ def _index(size: int, begin: int, end: int, mode: str, device) -> torch.Tensor:
     return torch.where(folded >= size, period - folded, folded)
 
 
-def pad_tensor(x: torch.Tensor, pads: list[int], mode: str, value, axes=None) -> torch.Tensor:
+def pad_tensor(x: torch.Tensor, pads: list[int], mode: str, value: float | int | None,
+               axes: list[int] | None = None) -> torch.Tensor:
     """Pad ``x`` by ONNX ``pads`` ([begin..., end...] over ``axes``, default all axes)."""
     rank = x.dim()
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
@@ -42,21 +43,26 @@ def pad_tensor(x: torch.Tensor, pads: list[int], mode: str, value, axes=None) ->
     return x
 
 
-@register_op("Pad", since=2)
-def pad_attr(spec: NodeSpec):
-    """Pad before opset 11 (``pads``, ``mode``, ``value`` attributes)."""
-    pads, mode, value = list(spec.attr("pads")), spec.attr("mode", "constant"), spec.attr("value", 0.0)
+@register_op("Pad", versions=(1, 2))
+def pad_attr(spec: NodeSpec) -> Kernel:
+    """Pad before opset 11: ``pads`` (``paddings`` in opset 1), ``mode`` and ``value`` attributes."""
+    pads = list(spec.attr("pads") if "pads" in spec.attrs else spec.attr("paddings"))
+    mode, value = spec.attr("mode", "constant"), spec.attr("value", 0.0)
     return lambda x: pad_tensor(x, pads, mode, value)
 
 
-@register_op("Pad", since=11)
-def pad(spec: NodeSpec):
-    """Pad with ``pads``, optional ``constant_value`` and (opset 18) ``axes`` inputs."""
+@register_op("Pad", versions=(11, 13, 18, 19, 21, 23, 24, 25))
+def pad(spec: NodeSpec) -> Kernel:
+    """Pad with ``pads``, optional ``constant_value`` and (opset 18) ``axes`` inputs; ``wrap`` mode from opset 19.
+
+    Versions 13 and 21 on only add element types.
+    """
     mode = spec.attr("mode", "constant")
     static_pads = spec.const(1)
     static_axes = spec.const(3)
 
-    def kernel(x, pads_t, value_t=None, axes_t=None):
+    def kernel(x: torch.Tensor, pads_t: torch.Tensor | None, value_t: torch.Tensor | None = None,
+               axes_t: torch.Tensor | None = None) -> torch.Tensor:
         pads = int_list(static_pads) if static_pads is not None else int_list(pads_t)
         axes = int_list(static_axes) if static_axes is not None else (None if axes_t is None else int_list(axes_t))
         value = None if value_t is None or value_t.numel() == 0 else value_t.reshape(-1)[0].item()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from n2nonnx.backend.ops.conv import same_pads, torch_pad_order
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 _MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -29,7 +30,7 @@ class _Window:
         self.ceil = bool(spec.attr("ceil_mode", 0))
         self._plans: dict[tuple[int, ...], tuple[list[int], list[int], list[int]]] = {}
 
-    def plan(self, sizes) -> tuple[list[int], list[int], list[int]]:
+    def plan(self, sizes: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
         """(pads, output sizes, extra end padding) for these input sizes, cached per size."""
         key = tuple(sizes)
         found = self._plans.get(key)
@@ -39,7 +40,7 @@ class _Window:
             self._plans[key] = found
         return found
 
-    def resolve(self, sizes) -> tuple[list[int], list[int]]:
+    def resolve(self, sizes: list[int]) -> tuple[list[int], list[int]]:
         """Pads [begin..., end...] and the output sizes for these input sizes."""
         rank = self.rank
         effective = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations, strict=True)]
@@ -61,7 +62,7 @@ class _Window:
             outs.append(out)
         return pads, outs
 
-    def extra_end(self, sizes, pads, outs) -> list[int]:
+    def extra_end(self, sizes: list[int], pads: list[int], outs: list[int]) -> list[int]:
         """Padding needed past the end pad so that every output window fits."""
         rank = self.rank
         extra = []
@@ -72,9 +73,12 @@ class _Window:
         return extra
 
 
-@register_op("MaxPool", since=1)
-def max_pool(spec: NodeSpec):
-    """MaxPool; the optional Indices output uses ONNX's flattened (N, C, spatial) indexing."""
+@register_op("MaxPool", versions=(1, 8, 10, 11, 12, 22))
+def max_pool(spec: NodeSpec) -> Kernel:
+    """MaxPool; the optional Indices output (opset 8) uses ONNX's flattened (N, C, spatial) indexing.
+
+    ``ceil_mode`` and ``dilations`` arrived in opset 10 and default to the older behaviour.
+    """
     window = _Window(spec)
     rank = window.rank
     with_indices = len(spec.outputs) > 1 and spec.outputs[1] != ""
@@ -113,7 +117,7 @@ def max_pool(spec: NodeSpec):
     return kernel
 
 
-def _onnx_indices(index: torch.Tensor, shape, storage_order: int) -> torch.Tensor:
+def _onnx_indices(index: torch.Tensor, shape: Sequence[int], storage_order: int) -> torch.Tensor:
     spatial = math.prod(shape[2:])
     n, c = shape[0], shape[1]
     if storage_order == 1 and len(shape) == 4:
@@ -124,9 +128,9 @@ def _onnx_indices(index: torch.Tensor, shape, storage_order: int) -> torch.Tenso
     return index + base
 
 
-@register_op("AveragePool", since=1)
-def average_pool(spec: NodeSpec):
-    """AveragePool with count_include_pad, asymmetric pads, ceil_mode and dilations."""
+@register_op("AveragePool", versions=(1, 7, 10, 11, 19, 22))
+def average_pool(spec: NodeSpec) -> Kernel:
+    """AveragePool with count_include_pad (opset 7), asymmetric pads, ceil_mode (10) and dilations (19)."""
     window = _Window(spec)
     rank = window.rank
     include_pad = bool(spec.attr("count_include_pad", 0))
@@ -157,9 +161,12 @@ def average_pool(spec: NodeSpec):
     return kernel
 
 
-@register_op("LpPool", since=1)
-def lp_pool(spec: NodeSpec):
-    """LpPool: (sum |x|^p over the window) ^ (1/p), zero padding."""
+@register_op("LpPool", versions=(1, 2, 11, 18, 22))
+def lp_pool(spec: NodeSpec) -> Kernel:
+    """LpPool: (sum |x|^p over the window) ^ (1/p), zero padding; ceil_mode and dilations from opset 18.
+
+    ``p`` was a float before opset 2 and an integer since; both are used as given.
+    """
     window = _Window(spec)
     rank = window.rank
     p = spec.attr("p", 2)
@@ -177,20 +184,20 @@ def lp_pool(spec: NodeSpec):
     return kernel
 
 
-@register_op("GlobalAveragePool", since=1)
-def global_average_pool(spec: NodeSpec):
+@register_op("GlobalAveragePool", versions=(1, 22))
+def global_average_pool(spec: NodeSpec) -> Kernel:
     """Mean over all spatial axes, kept as size-1 axes."""
     return lambda x: x.mean(tuple(range(2, x.dim())), keepdim=True)
 
 
-@register_op("GlobalMaxPool", since=1)
-def global_max_pool(spec: NodeSpec):
+@register_op("GlobalMaxPool", versions=(1, 22))
+def global_max_pool(spec: NodeSpec) -> Kernel:
     """Max over all spatial axes, kept as size-1 axes."""
     return lambda x: x.amax(tuple(range(2, x.dim())), keepdim=True)
 
 
-@register_op("GlobalLpPool", since=2)
-def global_lp_pool(spec: NodeSpec):
-    """Lp norm over all spatial axes, kept as size-1 axes."""
+@register_op("GlobalLpPool", versions=(1, 2, 22))
+def global_lp_pool(spec: NodeSpec) -> Kernel:
+    """Lp norm over all spatial axes, kept as size-1 axes (``p`` a float before opset 2)."""
     p = spec.attr("p", 2)
     return lambda x: x.abs().pow(p).sum(tuple(range(2, x.dim())), keepdim=True).pow(1.0 / p)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from n2nonnx.backend.ops._util import int_list, static_or_runtime
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
 
 
 def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
@@ -14,7 +16,10 @@ def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor
     return x
 
 
-def _extreme(fn, empty_value: float):
+Reducer = Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]
+
+
+def _extreme(fn: Reducer, empty_value: float) -> Reducer:
     def reduce(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
         if x.numel() == 0:
             shape = [1 if d in dims else s for d, s in enumerate(x.shape)]
@@ -30,7 +35,7 @@ def _extreme(fn, empty_value: float):
     return reduce
 
 
-_REDUCERS = {
+_REDUCERS: dict[str, Reducer] = {
     "ReduceSum": lambda x, d, k: torch.sum(x, d, keepdim=k),
     "ReduceMean": lambda x, d, k: torch.mean(x, d, keepdim=k),
     "ReduceProd": _prod,
@@ -42,12 +47,17 @@ _REDUCERS = {
     "ReduceLogSum": lambda x, d, k: torch.log(torch.sum(x, d, keepdim=k)),
     "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, d, keepdim=k) if x.numel() else torch.log(torch.sum(torch.exp(x), d, keepdim=k)),
 }
-# opset from which axes is an input instead of an attribute
-_AXES_INPUT_SINCE = {name: 18 for name in _REDUCERS} | {"ReduceSum": 13}
+# op -> (schema versions with an ``axes`` attribute, versions with an ``axes`` input); opset 11
+# allowed negative axes, the other changes only add element types
+_VERSIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {name: ((1, 11, 13), (18,)) for name in _REDUCERS} | {
+    "ReduceSum": ((1, 11), (13,)),
+    "ReduceMax": ((1, 11, 12, 13), (18, 20)), "ReduceMin": ((1, 11, 12, 13), (18, 20)),
+    "ReduceLogSum": ((1, 11, 13), (18, 28)), "ReduceLogSumExp": ((1, 11, 13), (18, 28)),
+}
 
 
-def _reduce_builder(reducer, axes_as_input: bool):
-    def build(spec: NodeSpec):
+def _reduce_builder(reducer: Reducer, axes_as_input: bool) -> Builder:
+    def build(spec: NodeSpec) -> Kernel:
         keepdim = bool(spec.attr("keepdims", 1))
         noop = bool(spec.attr("noop_with_empty_axes", 0))
         if axes_as_input:
@@ -55,7 +65,7 @@ def _reduce_builder(reducer, axes_as_input: bool):
         else:
             axes, dynamic = spec.attr("axes"), False
 
-        def run(x: torch.Tensor, chosen) -> torch.Tensor:
+        def run(x: torch.Tensor, chosen: list[int] | None) -> torch.Tensor:
             if not chosen:
                 if noop:
                     return x
@@ -75,12 +85,13 @@ def _reduce_builder(reducer, axes_as_input: bool):
 
 
 for _name, _reducer in _REDUCERS.items():
-    register_op(_name, since=1)(_reduce_builder(_reducer, False))
-    register_op(_name, since=_AXES_INPUT_SINCE[_name])(_reduce_builder(_reducer, True))
+    _attribute_versions, _input_versions = _VERSIONS[_name]
+    register_op(_name, versions=_attribute_versions)(_reduce_builder(_reducer, False))
+    register_op(_name, versions=_input_versions)(_reduce_builder(_reducer, True))
 
 
-def _arg(fn, flip_fn):
-    def build(spec: NodeSpec):
+def _arg(fn: Callable[[torch.Tensor, int, bool], torch.Tensor]) -> Builder:
+    def build(spec: NodeSpec) -> Kernel:
         axis, keepdim = spec.attr("axis", 0), bool(spec.attr("keepdims", 1))
         last = bool(spec.attr("select_last_index", 0))
 
@@ -95,12 +106,13 @@ def _arg(fn, flip_fn):
     return build
 
 
-register_op("ArgMax", since=1)(_arg(lambda x, a, k: torch.argmax(x, a, keepdim=k), None))
-register_op("ArgMin", since=1)(_arg(lambda x, a, k: torch.argmin(x, a, keepdim=k), None))
+# opset 11 allowed a negative axis, 12 added select_last_index (default 0), 13 bfloat16
+register_op("ArgMax", versions=(1, 11, 12, 13))(_arg(lambda x, a, k: torch.argmax(x, a, keepdim=k)))
+register_op("ArgMin", versions=(1, 11, 12, 13))(_arg(lambda x, a, k: torch.argmin(x, a, keepdim=k)))
 
 
-def _cumulative(accumulate, identity: int):
-    def build(spec: NodeSpec):
+def _cumulative(accumulate: Callable[[torch.Tensor, int], torch.Tensor], identity: int) -> Builder:
+    def build(spec: NodeSpec) -> Kernel:
         exclusive, reverse = spec.attr("exclusive", 0), spec.attr("reverse", 0)
 
         def kernel(x: torch.Tensor, axis_t: torch.Tensor) -> torch.Tensor:
@@ -117,31 +129,28 @@ def _cumulative(accumulate, identity: int):
     return build
 
 
-register_op("CumSum", since=11)(_cumulative(torch.cumsum, 0))
-register_op("CumProd", since=26)(_cumulative(torch.cumprod, 1))
+register_op("CumSum", versions=(11, 14))(_cumulative(torch.cumsum, 0))
+register_op("CumProd", versions=(26,))(_cumulative(torch.cumprod, 1))
 
 
-def _topk(largest: bool, sort: bool, axis: int):
-    def run(x: torch.Tensor, k: int):
+def _topk(largest: bool, sort: bool, axis: int) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+    def run(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
         return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)
 
     return run
 
 
-@register_op("TopK", since=1)
-def topk_attr(spec: NodeSpec):
+@register_op("TopK", versions=(1,))
+def topk_attr(spec: NodeSpec) -> Kernel:
     """TopK before opset 10 (``k`` attribute)."""
     run = _topk(True, True, spec.attr("axis", -1))
     k = spec.attr("k")
     return lambda x: run(x, k)
 
 
-@register_op("TopK", since=10)
-def topk(spec: NodeSpec):
-    """TopK with ``k`` input; ties keep the lower index first."""
+@register_op("TopK", versions=(10, 11, 24))
+def topk(spec: NodeSpec) -> Kernel:
+    """TopK with ``k`` input; ``largest`` / ``sorted`` from opset 11; ties keep the lower index first."""
     run = _topk(bool(spec.attr("largest", 1)), bool(spec.attr("sorted", 1)), spec.attr("axis", -1))
     return lambda x, k: run(x, int(k.reshape(-1)[0]))
-
-
-

@@ -9,21 +9,26 @@ input shape.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from n2nonnx.backend.ops._util import int_list
-from n2nonnx.backend.registry import NodeSpec, register_op
+from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 
-def _source_coordinate(x: int, mode: str, scale: float, size_in: int, size_out: int, roi) -> float:
+def _source_coordinate(x: int, mode: str, scale: float, size_in: int, size_out: int,
+                       roi: Sequence[float] | None) -> float:
     width = scale * size_in
     # like onnxruntime, align_corners and tf_crop_and_resize use the integer output size
     if mode == "align_corners":
         return 0.0 if size_out == 1 else x * (size_in - 1) / (size_out - 1)
     if mode == "asymmetric":
         return x / scale
+    if mode == "tf_half_pixel_for_nn":  # opset 11 only
+        return (x + 0.5) / scale
     if mode == "tf_crop_and_resize":
         if size_out == 1:
             origin = (roi[1] - roi[0]) * (size_in - 1) / 2
@@ -38,7 +43,8 @@ def _source_coordinate(x: int, mode: str, scale: float, size_in: int, size_out: 
     return (x + 0.5) / scale - 0.5
 
 
-def _coefficients(kind: str, ratio: float, scale: float, nearest_mode: str, cubic_a: float, antialias: bool):
+def _coefficients(kind: str, ratio: float, scale: float, nearest_mode: str, cubic_a: float,
+                  antialias: bool) -> np.ndarray:
     if kind == "nearest":
         if float(ratio).is_integer():
             return np.array([0.0, 1.0])
@@ -80,7 +86,8 @@ def _coefficients(kind: str, ratio: float, scale: float, nearest_mode: str, cubi
     return coeffs / coeffs.sum()
 
 
-def axis_matrix(size_in: int, size_out: int, scale: float, options: dict, roi=None):
+def axis_matrix(size_in: int, size_out: int, scale: float, options: dict,
+                roi: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The (out, in) interpolation matrix and the rows to fill with the extrapolation value."""
     matrix = np.zeros((size_out, size_in))
     outside = np.zeros(size_out, dtype=bool)
@@ -104,12 +111,13 @@ def axis_matrix(size_in: int, size_out: int, scale: float, options: dict, roi=No
 
 
 def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, sizes_index: int | None,
-                   roi_index: int | None, static_scales=None):
+                   roi_index: int | None, static_scales: list[float] | None = None) -> Kernel:
     axes_attr = spec.attr("axes")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
     cache: dict = {}
 
-    def plan(shape, scales, sizes, roi):
+    def plan(shape: list[int], scales: list[float] | None, sizes: list[int] | None,
+             roi: list[float] | None) -> list:
         rank = len(shape)
         axes = [a % rank for a in axes_attr] if axes_attr is not None else list(range(rank))
         full_roi = None
@@ -138,7 +146,7 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
             steps.append((axis, torch.from_numpy(matrix), torch.from_numpy(outside) if outside.any() else None))
         return steps
 
-    def read(tensor, index, cast):
+    def read(tensor: torch.Tensor | None, index: int | None, cast: Callable[[Any], list]) -> list | None:
         if index is None or not spec.has_input(index):
             return None
         value = spec.const(index) if tensor is None else tensor
@@ -147,7 +155,7 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
         values = cast(value)
         return values if len(values) else None
 
-    def kernel(x: torch.Tensor, *rest):
+    def kernel(x: torch.Tensor, *rest: torch.Tensor | None) -> torch.Tensor:
         args = {i + 1: t for i, t in enumerate(rest)}
         scales = static_scales or read(args.get(scales_index), scales_index, _floats)
         sizes = read(args.get(sizes_index), sizes_index, int_list)
@@ -172,7 +180,7 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
     return kernel
 
 
-def _floats(value) -> list[float]:
+def _floats(value: Any) -> list[float]:
     if isinstance(value, torch.Tensor):
         return [float(v) for v in value.reshape(-1).tolist()]
     return [float(v) for v in np.asarray(value).reshape(-1).tolist()]
@@ -191,20 +199,26 @@ def _options(spec: NodeSpec, coordinate_default: str, nearest_default: str) -> d
     }
 
 
-@register_op("Resize", since=10)
-def resize_10(spec: NodeSpec):
+@register_op("Resize", versions=(10,))
+def resize_10(spec: NodeSpec) -> Kernel:
     """Resize (opset 10): X, scales; asymmetric coordinates, nearest rounds down."""
     return _resize_kernel(spec, _options(spec, "asymmetric", "floor"), 1, None, None)
 
 
-@register_op("Resize", since=11)
-def resize(spec: NodeSpec):
-    """Resize (opset 11+): X, roi, scales, sizes with every ONNX mode and option."""
+@register_op("Resize", versions=(11, 13, 18, 19))
+def resize(spec: NodeSpec) -> Kernel:
+    """Resize (opset 11+): X, roi, scales, sizes with every ONNX mode and option.
+
+    Opset 13 dropped ``tf_half_pixel_for_nn``, 18 added ``antialias``, ``axes`` and
+    ``keep_aspect_ratio_policy``, 19 ``half_pixel_symmetric``.
+    """
     return _resize_kernel(spec, _options(spec, "half_pixel", "round_prefer_floor"), 2, 3, 1)
 
 
-@register_op("Upsample", since=7)
-def upsample(spec: NodeSpec):
+# Upsample-1 (height_scale / width_scale attributes) is not implemented; Upsample-10 is
+# deprecated (removed from ONNX: the checker and onnxruntime reject it)
+@register_op("Upsample", versions=(7, 9))
+def upsample(spec: NodeSpec) -> Kernel:
     """Upsample: ``scales`` attribute (opset 7) or input (opset 9)."""
     scales = spec.attr("scales")
     return _resize_kernel(spec, _options(spec, "asymmetric", "floor"), 1, None, None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from n2nonnx.prune.registry import ScoringContext, criterion
+from n2nonnx.pruning.registry import ScoringContext, criterion
 
 
 def _module(context: ScoringContext):

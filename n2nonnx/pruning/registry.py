@@ -1,7 +1,7 @@
 """The registry of pruning criteria: one scoring function per method, added by decorator.
 
 A criterion turns a model into one score array per prunable weight (same shape as the
-weight); *higher scores are kept*. Allocation (:mod:`n2nonnx.prune.allocation`) then
+weight); *higher scores are kept*. Allocation (:mod:`n2nonnx.pruning.allocation`) then
 decides how many weights each layer keeps. A criterion that prunes iteratively
 (SynFlow) may also return final masks itself.
 """
@@ -31,6 +31,7 @@ class ScoringContext:
         batch_size: mini-batch size for data-driven criteria.
         options: criterion-specific options (``temperature``, ``iterations`` ...).
         allocate: the allocation function, for criteria that prune iteratively.
+        progress: show progress bars over long loops (rounds, passes, batches) on a terminal.
     """
 
     model: Model
@@ -41,6 +42,7 @@ class ScoringContext:
     batch_size: int = 128
     options: dict[str, Any] = field(default_factory=dict)
     allocate: Callable[[dict[str, np.ndarray], float], dict[str, np.ndarray]] | None = None
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def criterion(name: str, *, needs_data: bool, summary: str):
 
 def get_criterion(name: str) -> Criterion:
     """The criterion called ``name`` (case-insensitive; ``csp`` is SNIP, ``rp`` random)."""
-    from n2nonnx.prune import criteria  # noqa: F401  (fills the registry)
+    from n2nonnx.pruning import criteria  # noqa: F401  (fills the registry)
 
     key = {"csp": "snip", "rp": "random"}.get(name.lower(), name.lower())
     if key not in CRITERIA:

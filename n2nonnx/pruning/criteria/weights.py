@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from n2nonnx.prune.registry import ScoringContext, criterion
+from n2nonnx.pruning.registry import ScoringContext, criterion
 
 
 @criterion("magnitude", needs_data=False, summary="keep the largest |w|")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from n2nonnx.prune.registry import ScoringContext, criterion
+from n2nonnx.pruning.registry import ScoringContext, criterion
 
 
 @criterion("random", needs_data=False, summary="uniformly random mask at the allocated per-layer density")

@@ -2,7 +2,7 @@
 
     pruned = n2nonnx.prune(model, "snip", density=0.05, data="mnist1d", allocation="global")
 
-Methods (:data:`n2nonnx.prune.registry.CRITERIA`): ``random`` (RP), ``expander`` (RP with
+Methods (:data:`n2nonnx.pruning.registry.CRITERIA`): ``random`` (RP), ``expander`` (RP with
 equal fan-in per unit), ``magnitude``, ``snip`` (CSP), ``grasp``, ``synflow``, plus
 user-supplied masks (``masks=...npz``). The result carries a mask initializer per pruned
 weight (see :mod:`n2nonnx.masks`) and a ``prune`` record in its metadata.
@@ -24,8 +24,8 @@ from n2nonnx import metadata
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.masks import apply_masks, mask_arrays
 from n2nonnx.model import Model
-from n2nonnx.prune.allocation import ALLOCATIONS, layer_counts, masks_from_scores
-from n2nonnx.prune.registry import CRITERIA, ScoringContext, get_criterion
+from n2nonnx.pruning.allocation import ALLOCATIONS, layer_counts, masks_from_scores
+from n2nonnx.pruning.registry import CRITERIA, ScoringContext, get_criterion
 
 __all__ = ["ALLOCATIONS", "CRITERIA", "LayerCount", "prune", "prune_table", "select_layers"]
 

@@ -1,0 +1,121 @@
+"""SynFlow (Tanaka et al. 2020): data-free, iterative synaptic-flow pruning.
+
+Every parameter is replaced by its absolute value, an all-ones input (batch 1) is fed,
+``R = sum(output)`` and the score is ``|w * dR/dw|``. Over ``iterations`` rounds the
+density follows ``density ** (k / iterations)``, pruning by the allocation each round.
+BatchNorm runs in eval mode.
+
+Products of many ``|w|`` leave float32's range on deep networks, so by default each
+round rescales the positive network by powers of two chosen per layer
+(:mod:`n2nonnx.pruning.criteria.scaling`): every score is multiplied by the same
+``2**E``, the ranking is unchanged, and the returned scores are divided by it again.
+``options={"precision": "float64"}`` runs the unscaled float64 computation instead (the
+reference; also used when a graph admits no exact rescaling).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.pruning.criteria.scaling import InfeasibleScaling, ScalePlan
+from n2nonnx.pruning.registry import ScoringContext, criterion
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def synflow_round(module, names: list[str], input_shape) -> dict[str, np.ndarray]:
+    """One SynFlow scoring pass: ``|w * dR/dw|`` of ``module`` (already holding masked |w|)."""
+    weights = [module.tensor(name) for name in names]
+    ones = torch.ones(input_shape, dtype=weights[0].dtype)
+    output = module(ones)
+    output = output[0] if isinstance(output, tuple) else output
+    grads = torch.autograd.grad(output.sum(), weights)
+    with torch.no_grad():
+        return {name: g.mul_(w).abs_().numpy() for name, w, g in zip(names, weights, grads, strict=True)}
+
+
+def absolute_module(context: ScoringContext, dtype: torch.dtype = torch.float64):
+    """An OnnxModule in ``dtype``, eval mode, with every floating tensor made |x|."""
+    from n2nonnx.backend import OnnxModule
+
+    module = OnnxModule(context.model, dtype=dtype)
+    module.eval()
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_floating_point():
+                tensor.abs_()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    for name in context.weights:
+        module.tensor(name).requires_grad_(True)
+    return module
+
+
+class _Rescaler:
+    """Applies a :class:`ScalePlan`'s exponents to a module's tensors, round after round."""
+
+    def __init__(self, module, graph, weights: list[str]) -> None:
+        names = [*module.initializer_names, *getattr(module, "_stat_sources", {})]
+        self.tensors = {n: module.tensor(n) for n in names if module.tensor(n).is_floating_point()}
+        values = {n: t.detach().numpy() for n, t in self.tensors.items()}
+        self.plan = ScalePlan(graph, values, dict(getattr(module, "_stat_renames", {})), weights)
+        self.current = {n: 0.0 for n in self.tensors}
+        self.output_exponent = 0.0
+
+    @torch.no_grad()
+    def rescale(self) -> None:
+        values = {n: t.detach().numpy() for n, t in self.tensors.items()}
+        exponents, self.output_exponent = self.plan.exponents(values)
+        for name, exponent in exponents.items():
+            step = exponent - self.current[name]
+            if step:
+                self.tensors[name].mul_(2.0**step)
+            self.current[name] = exponent
+
+
+@criterion("synflow", needs_data=False, summary="iterative synaptic flow |w * dR/dw|, data-free")
+def synflow_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    from tqdm.auto import tqdm
+
+    iterations = int(context.options.get("iterations", 100))
+    precision = context.options.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"SynFlow precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    module, rescaler = _scaled_module(context, PRECISIONS[precision])
+    input_shape = [1, *context.options["sample_shape"]]
+    masks = {name: np.ones(module.tensor(name).shape, dtype=bool) for name in context.weights}
+    scores: dict[str, np.ndarray] = {}
+    rounds = tqdm(range(1, iterations + 1), desc="synflow", unit="round", disable=None if context.progress else True)
+    for round_index in rounds:
+        if rescaler is not None:
+            rescaler.rescale()
+        scores = synflow_round(module, context.weights, input_shape)
+        if context.allocate is None:
+            break
+        density = context.density ** (round_index / iterations)
+        masked_scores = {n: np.where(masks[n], s, -np.inf) for n, s in scores.items()}
+        masks = {n: m > 0 for n, m in context.allocate(masked_scores, density).items()}
+        with torch.no_grad():  # pruned weights never come back: mask in place
+            for name in context.weights:
+                module.tensor(name).mul_(torch.from_numpy(masks[name]))
+    # Final scores: survivors rank above everything pruned in earlier rounds.
+    unscale = 2.0 ** -(rescaler.output_exponent if rescaler is not None else 0.0)
+    return {n: np.where(masks[n], scores[n].astype(np.float64) * unscale, -np.inf) for n in context.weights}
+
+
+def _scaled_module(context: ScoringContext, dtype: torch.dtype):
+    """The |theta| module in ``dtype`` and, for float32, the rescaler that keeps it in range."""
+    module = absolute_module(context, dtype)
+    if dtype == torch.float64:
+        return module, None
+    try:
+        return module, _Rescaler(module, context.model.proto.graph, context.weights)
+    except InfeasibleScaling as reason:
+        logger.info("SynFlow runs in float64: this graph admits no exact rescaling (%s)", reason)
+        return absolute_module(context, torch.float64), None
