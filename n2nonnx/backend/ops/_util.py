@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import torch
 
-from n2nonnx.backend.registry import NodeSpec
+from n2nonnx.backend.registry import Builder, Kernel, NodeSpec
 from n2nonnx.errors import UnsupportedOpError
 
 TP = onnx.TensorProto
@@ -28,6 +28,22 @@ ONNX_TO_TORCH: dict[int, torch.dtype] = {
     TP.UINT64: torch.uint64,
     TP.BOOL: torch.bool,
 }
+
+
+def fixed(kernel: Kernel) -> Builder:
+    """A builder for a kernel that reads nothing from the node.
+
+    Args:
+        kernel: the kernel every node of the op runs.
+
+    Returns:
+        The builder.
+    """
+
+    def build(spec: NodeSpec) -> Kernel:
+        return kernel
+
+    return build
 
 
 def torch_dtype(spec: NodeSpec, onnx_type: int) -> torch.dtype:

@@ -9,15 +9,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from n2nonnx.backend.ops._util import static_or_runtime
+from n2nonnx.backend.ops._util import fixed, static_or_runtime
 from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
 
 # op -> (torch function, schema versions); the version changes drop consumed_inputs or add types
-for _name, (_fn, _versions) in {
+_ELEMENTWISE: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] = {
     "Relu": (torch.relu, (1, 6, 13, 14)), "Sigmoid": (torch.sigmoid, (1, 6, 13)),
     "Tanh": (torch.tanh, (1, 6, 13)), "Softsign": (F.softsign, (1, 22)), "Mish": (F.mish, (18, 22)),
-}.items():
-    register_op(_name, versions=_versions)(lambda spec, fn=_fn: fn)
+}
+
+
+for _name, (_fn, _versions) in _ELEMENTWISE.items():
+    register_op(_name, versions=_versions)(fixed(_fn))
 
 
 @register_op("Softplus", versions=(1, 22))
@@ -167,7 +170,10 @@ def _hardmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.zeros_like(x).scatter_(dim, index, 1.0)
 
 
-for _name, _fn in {"Softmax": torch.softmax, "LogSoftmax": torch.log_softmax, "Hardmax": _hardmax}.items():
-    _legacy, _modern = _softmax_family(_fn)
+_SOFTMAX_FAMILY: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "Softmax": torch.softmax, "LogSoftmax": torch.log_softmax, "Hardmax": _hardmax,
+}
+for _name, _axis_fn in _SOFTMAX_FAMILY.items():
+    _legacy, _modern = _softmax_family(_axis_fn)
     register_op(_name, versions=(1, 11))(_legacy)  # input coerced to 2-D at axis (default 1)
     register_op(_name, versions=(13,))(_modern)  # along one axis (default -1)

@@ -45,7 +45,7 @@ def conv(spec: NodeSpec) -> Kernel:
     strides_attr = spec.attr("strides")
     dilations_attr = spec.attr("dilations")
     pads_attr = spec.attr("pads")
-    cache: dict[int, tuple] = {}
+    cache: dict[int | tuple[int, ...], tuple] = {}
 
     def settings(rank: int, kernel_shape: Sequence[int], sizes: Sequence[int]) -> tuple:
         strides = list(strides_attr or [1] * rank)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from n2nonnx.backend.ops._util import fixed
 from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
 
 # unsigned types most torch CPU kernels lack: computed in int64 and cast back
@@ -21,15 +22,6 @@ def _widened(fn: Callable[..., torch.Tensor]) -> Kernel:
         return fn(*tensors)
 
     return kernel
-
-
-def _fixed(kernel: Kernel) -> Builder:
-    """A builder for a kernel that reads nothing from the node."""
-
-    def build(spec: NodeSpec) -> Kernel:
-        return kernel
-
-    return build
 
 
 def _legacy_broadcast(kernel: Kernel) -> Builder:
@@ -83,7 +75,7 @@ _UNARY: dict[str, tuple[Callable[..., torch.Tensor], tuple[int, ...]]] = {
     "Acosh": (torch.acosh, _HYPERBOLIC), "Atanh": (torch.atanh, _HYPERBOLIC),
 }
 for _name, (_fn, _versions) in _UNARY.items():
-    register_op(_name, versions=_versions)(_fixed(_widened(_fn)))
+    register_op(_name, versions=_versions)(fixed(_widened(_fn)))
 
 # op -> (torch function, versions with legacy broadcast attributes, numpy-broadcasting versions)
 _BINARY: dict[str, tuple[Callable[..., torch.Tensor], tuple[int, ...], tuple[int, ...]]] = {
@@ -99,7 +91,7 @@ _BINARY: dict[str, tuple[Callable[..., torch.Tensor], tuple[int, ...], tuple[int
 for _name, (_fn, _legacy, _modern) in _BINARY.items():
     if _legacy:
         register_op(_name, versions=_legacy)(_legacy_broadcast(_widened(_fn)))
-    register_op(_name, versions=_modern)(_fixed(_widened(_fn)))
+    register_op(_name, versions=_modern)(fixed(_widened(_fn)))
 
 
 def _variadic(fn: Callable[..., torch.Tensor]) -> Kernel:
@@ -118,9 +110,9 @@ def _minimum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 # before opset 8 the inputs had one shape, which numpy-style broadcasting also handles
-register_op("Sum", versions=(1, 6, 8, 13))(_fixed(_variadic(torch.add)))
-register_op("Max", versions=(1, 6, 8, 12, 13))(_fixed(_variadic(_maximum)))
-register_op("Min", versions=(1, 6, 8, 12, 13))(_fixed(_variadic(_minimum)))
+register_op("Sum", versions=(1, 6, 8, 13))(fixed(_variadic(torch.add)))
+register_op("Max", versions=(1, 6, 8, 12, 13))(fixed(_variadic(_maximum)))
+register_op("Min", versions=(1, 6, 8, 12, 13))(fixed(_variadic(_minimum)))
 
 
 @register_op("Mean", versions=(1, 6, 8, 13))

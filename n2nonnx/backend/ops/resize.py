@@ -30,11 +30,12 @@ def _source_coordinate(x: int, mode: str, scale: float, size_in: int, size_out: 
     if mode == "tf_half_pixel_for_nn":  # opset 11 only
         return (x + 0.5) / scale
     if mode == "tf_crop_and_resize":
+        start, end = roi if roi is not None else (0.0, 1.0)
         if size_out == 1:
-            origin = (roi[1] - roi[0]) * (size_in - 1) / 2
+            origin = (end - start) * (size_in - 1) / 2
         else:
-            origin = x * (roi[1] - roi[0]) * (size_in - 1) / (size_out - 1)
-        return origin + roi[0] * (size_in - 1)
+            origin = x * (end - start) * (size_in - 1) / (size_out - 1)
+        return origin + start * (size_in - 1)
     if mode == "pytorch_half_pixel":
         return -0.5 if width == 1 else (x + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
@@ -134,7 +135,7 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
                 factors = dict.fromkeys(axes, scale)
                 outs = {axis: int(scale * shape[axis] + 0.5) for axis in axes}
         else:
-            factors = {axis: float(scales[i]) for i, axis in enumerate(axes)}
+            factors = {axis: float(scales[i]) for i, axis in enumerate(axes)} if scales is not None else {}
             outs = {axis: int(factors[axis] * shape[axis]) for axis in axes}
         steps = []
         for axis in axes:
@@ -156,7 +157,7 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
         return values if len(values) else None
 
     def kernel(x: torch.Tensor, *rest: torch.Tensor | None) -> torch.Tensor:
-        args = {i + 1: t for i, t in enumerate(rest)}
+        args: dict[int | None, torch.Tensor | None] = {i + 1: t for i, t in enumerate(rest)}
         scales = static_scales or read(args.get(scales_index), scales_index, _floats)
         sizes = read(args.get(sizes_index), sizes_index, int_list)
         roi = read(args.get(roi_index), roi_index, _floats)
