@@ -11,12 +11,8 @@ preceding conv), because n2nonnx trains the exported graph: BatchNorm must keep 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import sys
-import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +23,7 @@ import torch
 
 from n2nonnx.errors import InvalidArgumentError, N2NError
 from n2nonnx.runtime import run
+from n2nonnx.torch_export import to_onnx
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,8 @@ def export(
             expected = module(*inputs)
         expected = (expected,) if isinstance(expected, torch.Tensor) else tuple(expected)
         output_names = list(output_names or (["y"] if len(expected) == 1 else [f"y{i}" for i in range(len(expected))]))
-        proto = _export(module, inputs, input_names, output_names, opset, dynamic_batch, keep_batchnorm, dynamo)
+        proto = to_onnx(module, inputs, input_names, output_names, opset=opset, dynamic_batch=dynamic_batch,
+                        keep_batchnorm=keep_batchnorm, dynamo=dynamo)
     finally:
         module.train(was_training)
     feeds = {name: t.detach().cpu().numpy() for name, t in zip(input_names, inputs, strict=True)}
@@ -100,24 +98,6 @@ def export(
         written = save(proto, path)
     opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return ExportReport(proto=proto, path=written, max_abs_diff=diff, opset=int(opset_used))
-
-
-def _export(module, inputs, input_names, output_names, opset, dynamic_batch, keep_batchnorm, dynamo):
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        target = Path(folder) / "model.onnx"
-        if dynamo:
-            shapes = [{0: torch.export.Dim.DYNAMIC} for _ in inputs] if dynamic_batch else None
-            with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(module, inputs, str(target), dynamo=True, opset_version=opset,
-                                  input_names=input_names, output_names=output_names,
-                                  dynamic_shapes=tuple(shapes) if shapes else None, external_data=False)
-        else:
-            axes = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
-            torch.onnx.export(module, inputs, str(target), dynamo=False, opset_version=opset,
-                              input_names=input_names, output_names=output_names,
-                              dynamic_axes=axes, do_constant_folding=not keep_batchnorm)
-        return onnx.load(str(target))
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:

@@ -1,19 +1,64 @@
-"""n2nonnx: prune ONNX models at initialization, add N2NSkip connections, train, deploy.
+"""n2nonnx: prune ONNX models, add N2NSkip connections, train them, measure connectivity, deploy.
 
-The public verbs: :func:`load`, :func:`save`, :func:`prune`, :func:`train`; the stages live
-in their subpackages (``n2nonnx.pruning``, ``n2nonnx.backend``, ``n2nonnx.connectivity`` ...).
+The public verbs, each a function from a model to a new model (or a report)::
+
+    model = n2nonnx.load("dense.onnx")
+    pruned = n2nonnx.prune(model, "snip", density=0.05, data="mnist1d")
+    skipped = n2nonnx.add_n2nskip(pruned, skip_share=0.2)
+    trained = n2nonnx.train(skipped, "mnist1d", epochs=20).model
+    report = n2nonnx.analyze(model, trained)          # heat-diffusion connectivity
+    deployed = n2nonnx.deploy(trained).model          # masks folded, dead units removed
+    n2nonnx.save(deployed, "deployed.onnx")
+
+The verbs are imported lazily, so ``import n2nonnx`` (and the ``n2nonnx`` command's
+``--help``) start quickly.
+
+Layering, bottom-up (each layer imports only from the layers below it; import-linter
+checks this in CI, see ``pyproject.toml``):
+
+1. ``errors``, ``tags``, ``metadata``, ``patterns``, ``registry``: no other n2nonnx import.
+2. ``graph``: the normalised graph, the mask representation and the layer view.
+3. ``model``, ``io``, ``runtime``, ``masks``, ``data``, ``zoo``: the model object, files,
+   onnxruntime sessions, data sets and built-in architectures.
+4. ``backend``: the ONNX-to-PyTorch executor.
+5. The stages, none importing another: ``pruning``, ``skip``, ``training``,
+   ``connectivity``, ``deploy``.
+6. ``pipeline``, ``study``: the main job and the study, built from the stages.
+7. ``cli``: the ``n2nonnx`` command.
 """
 
-from n2nonnx.backend.trainer import History, TrainResult, train
-from n2nonnx.data import resolve_data
-from n2nonnx.errors import N2NError
-from n2nonnx.io import load, save
-from n2nonnx.model import Model
-from n2nonnx.pruning import prune  # noqa: E402  (the verb shadows the subpackage name)
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-__all__ = [
-    "History", "Model", "N2NError", "TrainResult", "__version__", "load", "prune", "resolve_data",
-    "save", "train",
-]
+__version__ = "0.2.0"
+
+_VERBS = {
+    "load": "n2nonnx.io",
+    "save": "n2nonnx.io",
+    "Model": "n2nonnx.model",
+    "N2NError": "n2nonnx.errors",
+    "prune": "n2nonnx.pruning",
+    "add_n2nskip": "n2nonnx.skip",
+    "train": "n2nonnx.training",
+    "TrainConfig": "n2nonnx.training",
+    "analyze": "n2nonnx.connectivity",
+    "deploy": "n2nonnx.deploy",
+    "resolve_data": "n2nonnx.data",
+}
+
+__all__ = sorted(_VERBS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _VERBS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'n2nonnx' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_VERBS))

@@ -1,7 +1,9 @@
 """One exception family for n2nonnx: every user-facing failure says what is wrong and what to do.
 
-The CLI catches :class:`N2NError` and prints its message on one line (exit status 2, no
-traceback); anything else escaping is a bug in n2nonnx.
+The CLI catches :class:`N2NError` and prints its message on one line, with exit status 2
+for bad input and 1 for a :class:`WorkFailedError` (the input was fine, the work failed:
+training diverged, a deployed model disagrees with its input). Nothing is written in
+either case; anything else escaping is a bug in n2nonnx.
 """
 
 from __future__ import annotations
@@ -41,3 +43,15 @@ class DataError(N2NError):
 
 class SaveError(N2NError):
     """The model could not be written (would overwrite its source, fails validation, I/O error)."""
+
+
+class WorkFailedError(N2NError):
+    """The input was valid but the work failed (exit status 1 on the CLI)."""
+
+
+class TrainingDivergedError(WorkFailedError):
+    """Training produced a non-finite loss."""
+
+
+class VerificationError(WorkFailedError):
+    """A rewritten model's outputs disagree with its input model's beyond the tolerance."""

@@ -10,8 +10,9 @@ delta vs density, adjacency matrices at initialization).
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,11 @@ from typing import Any
 import numpy as np
 
 from n2nonnx.errors import InvalidArgumentError
-from n2nonnx.pipeline import RECIPE_DEFAULTS, JobConfig, default_model, json_default, sparsify
+from n2nonnx.paths import check_output_dir, write_text_atomic
+from n2nonnx.pipeline import RECIPE_DEFAULTS, JobConfig, json_default, sparsify
+from n2nonnx.zoo import export_builtin
+
+log = logging.getLogger(__name__)
 
 # variant -> (pruning method, allocation of the sequential budget, skip share)
 VARIANTS: dict[str, tuple[str, str, float]] = {
@@ -87,20 +92,19 @@ def _done(path: Path, settings: dict[str, Any]) -> bool:
     if not path.exists():
         return False
     try:
-        return json.loads(path.read_text()).get("settings") == json.loads(json.dumps(settings))
-    except (OSError, ValueError):
+        cell = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return False
+    return isinstance(cell, dict) and cell.get("settings") == json.loads(json.dumps(settings))
 
 
-def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
     """Run every missing cell of ``plan`` into ``out``, then summarise.
 
     Args:
         plan: the grid and recipe.
         out: the study folder; cells already there are kept (resume).
         progress: show a progress bar over the cells.
-        log: where per-cell lines go.
 
     Returns:
         The summary (also written to ``out/results.json``).
@@ -109,13 +113,11 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
 
     import n2nonnx
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InvalidArgumentError(f"--out {out} is a file; give a folder for the study")
+    out = check_output_dir(out)
     cells = plan.cells()
     todo = [c for c in cells if not _done(cell_path(out, *c), plan.settings(c[0]))]
     if len(todo) < len(cells):
-        log(f"resuming: {len(cells) - len(todo)} of {len(cells)} cells already done")
+        log.info("resuming: %d of %d cells already done", len(cells) - len(todo), len(cells))
     models: dict[str, Any] = {}
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study", unit="cell",
                disable=None if progress else True)
@@ -125,18 +127,16 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
                 path = out / "models" / f"{arch}.onnx"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 factory, options = ARCHS[arch]
-                models[arch] = n2nonnx.load(path if path.exists() else default_model(factory, path, 0, options))
+                models[arch] = n2nonnx.load(path if path.exists() else export_builtin(factory, path, 0, options))
             method, allocation, share = VARIANTS[variant]
             config = JobConfig(method=method, density=density, skip_share=share, allocation=allocation,
                                sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed,
                                rescale=plan.rescale)
-            numbers = sparsify(models[arch], plan.data, config, progress=False, log=lambda _: None).numbers
+            numbers = sparsify(models[arch], plan.data, config).numbers
             numbers.update(arch=arch, variant=variant, seed=seed, settings=plan.settings(arch))
             target = cell_path(out, arch, variant, density, seed)
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_suffix(".tmp")
-            temporary.write_text(json.dumps(numbers, default=json_default))
-            temporary.replace(target)  # a cell is either complete or absent
+            write_text_atomic(target, json.dumps(numbers, default=json_default))  # complete or absent
             bar.update()
             bar.write(f"{arch:6s} {variant:12s} density {density:<5g} seed {seed}: "
                       f"{numbers['onnxruntime_test_accuracy']:.2%}"
@@ -147,7 +147,18 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = True,
 
 
 def load_cells(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*/*.json"))]
+    """Every readable cell of a study folder; a damaged cell file is skipped with a warning."""
+    cells = []
+    for path in sorted((out / "cells").glob("*/*.json")):
+        try:
+            cell = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError):
+            cell = None
+        if isinstance(cell, dict) and "settings" in cell:
+            cells.append(cell)
+        else:
+            log.warning("skipping damaged study cell %s (it is redone on the next run)", path)
+    return cells
 
 
 def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
@@ -175,8 +186,8 @@ def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
             "dead_units_mean": float(np.mean([m["connectivity"]["dead_units"] for m in members if "connectivity" in m])) if deltas else None,
         })
     summary = {"plan": _plan_dict(plan), "rows": rows}
-    (out / "results.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(format_table(rows, plan))
+    write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "results.md", format_table(rows, plan))
     if rows:
         plot_accuracy(rows, out / "accuracy_vs_density.png")
         plot_delta(rows, out / "delta_vs_density.png")

@@ -1,13 +1,16 @@
 """Built-in PyTorch architectures: the default model of the main job and the test models.
 
 Each factory returns a freshly initialised ``nn.Module``; export it with
-:func:`converters.pytorch.export`. Sizes are small by default (CPU-friendly) and every
-width is a parameter.
+``converters.pytorch.export`` (which checks the export in onnxruntime) or, for the main
+job's built-in models, :func:`export_builtin`. Sizes are small by default (CPU-friendly)
+and every width is a parameter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,37 +39,38 @@ def mlp(in_features: int = 40, hidden: Sequence[int] = (256, 256, 256), classes:
     return nn.Sequential(*layers)
 
 
+_CONV_FAMILY = {1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d), 2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)}
+
+
+def _vgg_features(dims: int, in_channels: int, size: int, widths: Sequence[int],
+                  pool_after: Sequence[int]) -> tuple[list[nn.Module], int]:
+    """Conv-BN-ReLU blocks with 2x max pooling after the listed positions; (layers, flat size)."""
+    conv, norm, pool = _CONV_FAMILY[dims]
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for position, width in enumerate(widths):
+        layers += [conv(channels, width, 3, padding=1), norm(width), nn.ReLU()]
+        if position in pool_after:
+            layers.append(pool(2))
+            size //= 2
+        channels = width
+    return [*layers, nn.Flatten()], channels * size**dims
+
+
 @register("vgg1d")
 def vgg1d(in_channels: int = 1, length: int = 40, widths: Sequence[int] = (32, 32, 64, 64),
           pool_after: Sequence[int] = (1, 3), classes: int = 10) -> nn.Module:
     """A VGG-style 1-D CNN (conv-BN-ReLU blocks, max pooling) for MNIST-1D."""
-    layers: list[nn.Module] = []
-    channels, size = in_channels, length
-    for position, width in enumerate(widths):
-        layers += [nn.Conv1d(channels, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU()]
-        if position in pool_after:
-            layers.append(nn.MaxPool1d(2))
-            size //= 2
-        channels = width
-    layers += [nn.Flatten(), nn.Linear(channels * size, classes)]
-    return nn.Sequential(*layers)
+    layers, flat = _vgg_features(1, in_channels, length, widths, pool_after)
+    return nn.Sequential(*layers, nn.Linear(flat, classes))
 
 
 @register("vgg2d")
 def vgg2d(in_channels: int = 3, size: int = 32, widths: Sequence[int] = (16, 16, 32, 32),
           pool_after: Sequence[int] = (1, 3), classes: int = 10, hidden: int = 64) -> nn.Module:
     """A VGG-style 2-D CNN with a two-layer classifier."""
-    layers: list[nn.Module] = []
-    channels = in_channels
-    for position, width in enumerate(widths):
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
-        if position in pool_after:
-            layers.append(nn.MaxPool2d(2))
-            size //= 2
-        channels = width
-    layers += [nn.Flatten(), nn.Linear(channels * size * size, hidden), nn.ReLU(),
-               nn.Dropout(0.1), nn.Linear(hidden, classes)]
-    return nn.Sequential(*layers)
+    layers, flat = _vgg_features(2, in_channels, size, widths, pool_after)
+    return nn.Sequential(*layers, nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, classes))
 
 
 class BasicBlock(nn.Module):
@@ -174,3 +178,34 @@ def build(name: str, **options) -> nn.Module:
     if name not in ZOO:
         raise InvalidArgumentError(f"unknown built-in model {name!r}; choose from {sorted(ZOO)}")
     return ZOO[name](**options)
+
+
+# Example input shapes of the built-in models of the main job (MNIST-1D: 40 features).
+BUILTIN_INPUTS = {"mlp": (1, 40), "vgg1d": (1, 1, 40)}
+
+
+def export_builtin(arch: str, path: str | Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:
+    """Build the built-in ``arch`` (with ``options``) for MNIST-1D and save it as ONNX.
+
+    Args:
+        arch: ``mlp`` or ``vgg1d``.
+        path: the ``.onnx`` file to write.
+        seed: seed of the initial weights.
+        options: keyword arguments of the factory (widths ...).
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidArgumentError: an unknown architecture.
+    """
+    from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.io import save
+    from n2nonnx.torch_export import to_onnx
+
+    if arch not in BUILTIN_INPUTS:
+        raise InvalidArgumentError(f"unknown built-in architecture {arch!r}; choose from {sorted(BUILTIN_INPUTS)}")
+    torch.manual_seed(seed)
+    module = build(arch, **(options or {})).eval()
+    proto = to_onnx(module, (torch.randn(*BUILTIN_INPUTS[arch]),), ["x"], ["y"])
+    return save(proto, path)

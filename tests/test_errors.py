@@ -55,7 +55,7 @@ def test_cli_exits_2_without_traceback(case, tmp_path, zoo_models, capsys):
     listing = sorted(p.name for p in tmp_path.iterdir())
     assert main(["inspect", str(path)]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("error: ") and words in captured.err
+    assert captured.err.startswith("n2nonnx inspect: error: ") and words in captured.err
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert captured.out == ""
     if before is not None:

@@ -23,9 +23,3 @@ def test_benchmark_prune_quick():
     rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert set(rows) == {"random", "magnitude", "snip", "grasp", "synflow"}
     assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows.values())
-
-
-def test_n2nskip_study_quick(tmp_path):
-    out = run_example("n2nskip_study.py", "--quick", "--out", str(tmp_path / "study"))
-    assert "| RP |" in out and "| N2NSkip-RP |" in out
-    assert len(list((tmp_path / "study" / "cells" / "mlp").glob("*.json"))) == 2

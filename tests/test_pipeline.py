@@ -64,7 +64,7 @@ def test_run_bad_data_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "o" / "model.onnx").exists()
 
 
-def test_study_runs_resumes_and_summarises(tmp_path, capsys):
+def test_study_runs_resumes_and_summarises(tmp_path, capsys, caplog):
     out = tmp_path / "study"
     args = ["study", "--out", str(out), "--arch", "mlp", "--variants", "dense", "RP", "N2NSkip-RP",
             "--densities", "0.1", "--seeds", "0", "1", "--epochs", "1", "--no-progress"]
@@ -85,8 +85,9 @@ def test_study_runs_resumes_and_summarises(tmp_path, capsys):
     capsys.readouterr()
     # Resume: a second run does no cell again.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells" / "mlp").iterdir()}
+    caplog.clear()
     assert main(args) == 0
-    assert "6 of 6 cells already done" in capsys.readouterr().out
+    assert "6 of 6 cells already done" in caplog.text
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "cells" / "mlp").iterdir()}
     # Other settings: the old cells are not reused, and the summary shows only this plan's seeds.
     changed = ["study", "--out", str(out), "--arch", "mlp", "--variants", "RP", "--densities", "0.1",
@@ -101,9 +102,9 @@ def test_study_runs_resumes_and_summarises(tmp_path, capsys):
 def test_run_refuses_bad_options_before_any_work(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     for extra, words in [(["--out", str(tmp_path / "file")], "is a file"),
-                         (["--allocation", "bogus"], "unknown allocation"),
-                         (["--optimizer", "bogus"], "unknown optimizer"),
-                         (["--density", "2"], "density must be in")]:
+                         (["--allocation", "bogus"], "invalid choice: 'bogus'"),
+                         (["--optimizer", "bogus"], "invalid choice: 'bogus'"),
+                         (["--density", "2"], "--density: 2 is not in (0, 1]")]:
         args = ["run", "--epochs", "1", "--no-progress", *extra]
         if "--out" not in extra:
             args += ["--out", str(tmp_path / "o")]

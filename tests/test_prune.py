@@ -213,7 +213,7 @@ def test_pruned_model_runs_in_onnxruntime_and_matches_backend(cnn_model, tmp_pat
 
 
 def test_masked_weights_stay_zero_through_training(mlp_model):
-    from n2nonnx.backend.trainer import train
+    from n2nonnx.training import train
 
     pruned = prune(mlp_model, "random", 0.1)
     data = toy_data((20,), count=64)
@@ -305,7 +305,7 @@ def test_cli_prune_bad_input(tmp_path, capsys, zoo_models, extra, words):
     out = tmp_path / "out.onnx"
     assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), *extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and words in err and "Traceback" not in err
+    assert err.startswith("n2nonnx prune: error: ") and words in err and "Traceback" not in err
     assert not out.exists()
 
 

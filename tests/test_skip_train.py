@@ -7,12 +7,10 @@ import pytest
 import torch
 
 import n2nonnx
-from n2nonnx import masks
+from n2nonnx import backend, masks
+from n2nonnx import training as trainer
 from n2nonnx.runtime import run
 from n2nonnx.skip import add_n2nskip
-
-backend = pytest.importorskip("n2nonnx.backend")
-trainer = pytest.importorskip("n2nonnx.backend.trainer")
 
 
 def pruned(path, density: float = 0.3, seed: int = 0) -> n2nonnx.Model:

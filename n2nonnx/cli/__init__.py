@@ -1,81 +1,103 @@
-"""The ``n2nonnx`` command: one module per verb in this package, discovered automatically.
+"""The ``n2nonnx`` command: ``n2nonnx VERB INPUT.onnx -o OUTPUT.onnx [options]``.
 
-A verb module defines ``register(subparsers)`` (adding its subparser, with
-``set_defaults(func=run)``) and ``run(args) -> int``. Errors of the n2nonnx family are
-printed on one line with exit status 2 and no traceback.
+Each verb is a module of this package with ``register(subparsers)`` (its parser, with
+``set_defaults(func=run)``) and ``run(args) -> int``. Verbs are listed in :data:`VERBS`
+and imported only when named, so ``n2nonnx --help`` and ``n2nonnx VERB --help`` start
+without importing torch, onnx or onnxruntime.
+
+Exit status: 0 on success, 2 for bad input (one ``error:`` line naming the problem and the
+fix, nothing written), 1 when the work itself fails (training diverged, a deployed model
+disagrees with its input), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
+import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from n2nonnx import __version__
-from n2nonnx.errors import N2NError
+from n2nonnx.errors import N2NError, WorkFailedError
+
+#: verb -> (module, one-line summary), in the order ``--help`` lists them.
+VERBS: dict[str, tuple[str, str]] = {
+    "inspect": ("n2nonnx.cli.inspect", "print a model's prunable layers, units and wiring"),
+    "prune": ("n2nonnx.cli.prune", "prune a model (at initialization, learned, or structured)"),
+    "skip": ("n2nonnx.cli.skip", "add sparse N2NSkip connections within the model's non-zero budget"),
+    "train": ("n2nonnx.cli.train", "train an ONNX model (masked weights stay zero) and save the trained copy"),
+    "connectivity": ("n2nonnx.cli.connectivity", "compare models' connectivity by heat diffusion"),
+    "deploy": ("n2nonnx.cli.deploy", "fold masks, remove dead units, store compactly, int8; verified"),
+    "run": ("n2nonnx.cli.run", "the main job: prune + N2NSkip + train + deploy + report"),
+    "study": ("n2nonnx.cli.study", "the N2NSkip comparison over densities and seeds (resumable)"),
+}
+
+DESCRIPTION = """\
+Framework-agnostic model surgery via ONNX: prune a model (random, magnitude, SNIP, GraSP,
+SynFlow, SCL, SNACS), add N2NSkip connections, train it with PyTorch, measure its
+connectivity by heat diffusion, and deploy it smaller and faster on onnxruntime.
+`n2nonnx VERB --help` describes each verb."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every verb module's subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="n2nonnx",
-        description=(
-            "Prune ONNX models at initialization, add sparse N2NSkip connections, measure "
-            "connectivity, train with PyTorch and deploy with onnxruntime."
-        ),
-    )
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser(verb: str | None = None) -> Parser:
+    """The parser; only ``verb``'s module is imported (the others are listed by name).
+
+    Args:
+        verb: the verb whose options are needed, or None for the overview.
+
+    Returns:
+        The parser.
+    """
+    from n2nonnx.cli.options import HelpFormatter
+
+    parser = Parser(prog="n2nonnx", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"n2nonnx {__version__}")
-    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(subparsers)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every stage's details")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    for name, (module, summary) in VERBS.items():
+        if name == verb:
+            importlib.import_module(module).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in arguments if not a.startswith("-")), None)
+    parser = build_parser(verb if verb in VERBS else None)
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as stop:  # --help, --version, or a usage error (already printed)
+        return stop.code if isinstance(stop.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("n2nonnx").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.captureWarnings(True)
     try:
         return int(args.func(args) or 0)
+    except WorkFailedError as error:
+        print(f"n2nonnx {verb}: failed: {_one_line(error)}", file=sys.stderr)
+        return 1
     except N2NError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"n2nonnx {verb}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"n2nonnx {verb}: interrupted; nothing was written", file=sys.stderr)
         return 130
 
 
-def parse_input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
-    """``["x=1x3x32x32", ...]`` -> ``{"x": (1, 3, 32, 32)}`` (shared by verbs)."""
-    from n2nonnx.errors import InvalidArgumentError
-
-    if not values:
-        return None
-    shapes = {}
-    for value in values:
-        name, _, dims = value.partition("=")
-        try:
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            raise InvalidArgumentError(
-                f"--input-shape {value!r} is not NAME=DIMS like x=1x3x32x32"
-            ) from None
-        if not name or not shapes[name] or min(shapes[name]) < 1:
-            raise InvalidArgumentError(f"--input-shape {value!r} is not NAME=DIMS like x=1x3x32x32")
-    return shapes
-
-
-def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
-    """The ``--input-shape NAME=1x3x32x32`` option (repeatable)."""
-    parser.add_argument(
-        "--input-shape", action="append", metavar="NAME=DIMS",
-        help="fix a symbolic input shape, e.g. x=1x3x32x32 (repeat for several inputs)",
-    )
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

@@ -5,28 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 
-from n2nonnx.cli import add_input_shape_option, parse_input_shapes
+from n2nonnx.cli import options
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect",
-        help="print a model's prunable layers, their shapes, units and wiring",
-        description="Print the layer table of an ONNX model: layer, op, weight shape, "
-        "parameters, units, spatial sizes, depth and which layers each one feeds.",
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``inspect`` verb."""
+    parser = options.add_verb(
+        subparsers, "inspect", "print a model's prunable layers, units and wiring",
+        "Print the layer table of an ONNX model: layer, op, weight shape, parameters, density,\n"
+        "units, spatial sizes, depth and which layers each one feeds.",
+        "example:\n  n2nonnx inspect model.onnx --json",
     )
-    parser.add_argument("model", help="the .onnx file")
-    add_input_shape_option(parser)
+    options.add_input(parser, "the ONNX model")
+    options.add_input_shape(parser)
     parser.add_argument("--json", action="store_true",
-                        help="print JSON instead of a table (schema: n2nonnx.inspect/1, see n2nonnx.summary)")
+                        help="print JSON instead of a table (schema n2nonnx.inspect/1)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the table (or JSON) of ``args.input``."""
     from n2nonnx.io import load
     from n2nonnx.summary import describe, format_table
 
-    model = load(args.model, parse_input_shapes(args.input_shape))
+    model = load(args.input, options.parse_input_shapes(args.input_shape))
     document = describe(model)
     print(json.dumps(document, indent=2) if args.json else format_table(document))
     return 0

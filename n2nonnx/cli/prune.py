@@ -1,75 +1,154 @@
-"""``n2nonnx prune``: prune at initialization, masks in the graph (optionally + N2NSkip)."""
+"""``n2nonnx prune``: prune a model, at initialization, learned (SCL) or structured (SNACS)."""
 
 from __future__ import annotations
 
 import argparse
 
+from n2nonnx.cli import options
+from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
 
-def register(subparsers) -> None:
-    from n2nonnx.cli import add_input_shape_option
-    from n2nonnx.cli.skip import add_skip_options
-    from n2nonnx.pruning.allocation import ALLOCATIONS
+AT_INIT = options.AT_INIT_METHODS
+LEARNED = ("scl",)
+STRUCTURED = ("snacs", "l1-filter", "random-filter")
 
-    parser = subparsers.add_parser(
-        "prune",
-        help="prune a model at initialization (random, expander, magnitude, snip, grasp, synflow)",
-        description="Score the prunable weights, keep --density of them (allocated per layer by "
-        "--allocation) and write the model with a mask initializer per pruned weight.",
-    )
-    parser.add_argument("model", help="the .onnx file to prune (not modified)")
-    add_input_shape_option(parser)
-    parser.add_argument("-o", "--output", required=True, help="where to write the pruned model")
-    parser.add_argument("--method", default="snip",
-                        help="random, expander, magnitude, snip (csp), grasp, synflow (default: snip)")
-    parser.add_argument("--density", type=float, required=True, help="fraction of weights kept, e.g. 0.05")
-    parser.add_argument("--allocation", choices=ALLOCATIONS, default="global",
-                        help="how the budget is split over layers (default: global)")
-    parser.add_argument("--data", help="data for snip/grasp: mnist1d, digits, synthetic, or an .npz file")
-    parser.add_argument("--batch-size", type=int, default=128, help="SNIP mini-batch size (default 128)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                        help="leave layers matching a name / glob / regex dense (repeatable)")
-    parser.add_argument("--first-last-density", type=float,
-                        help="keep the first and last layers at this density")
-    parser.add_argument("--masks", help="use these masks (.npz keyed by weight name) instead of a method")
-    parser.add_argument("--temperature", type=float, default=200.0, help="GraSP logit temperature")
-    parser.add_argument("--iterations", type=int, default=100, help="SynFlow rounds (default 100)")
-    parser.add_argument("--rescale", action="store_true",
-                        help="scale each unit's kept weights by sqrt(fan-in / kept fan-in) (fan-in-corrected init)")
-    parser.add_argument("--force", action="store_true", help="allow -o to overwrite the input file")
+DESCRIPTION = """\
+Prune INPUT and write it with a mask per pruned weight (or, for structured methods, with
+whole filters and neurons removed).
+
+  at initialization  random (RP), expander (RP, equal fan-in per unit), magnitude,
+                     snip (= csp), grasp, synflow: score once, keep --density of the
+                     weights, allocated per layer by --allocation.
+  learned            scl: trainable masks with an identity straight-through estimator,
+                     learned on --data for --epochs (target --density, or free with
+                     --scl-lambda).
+  structured         snacs (adaptive connectivity scores on a trained model), l1-filter,
+                     random-filter: remove --prune-percent of the filters / neurons (or
+                     down to --target-params), then optionally fine-tune."""
+
+EXAMPLE = """\
+examples:
+  n2nonnx prune dense.onnx -o pruned.onnx --method snip --density 0.05 --data mnist1d
+  n2nonnx prune dense.onnx -o skip.onnx --method random --density 0.05 --n2nskip
+  n2nonnx prune dense.onnx -o scl.onnx --method scl --density 0.05 --data mnist1d --epochs 10
+  n2nonnx prune trained.onnx -o slim.onnx --method snacs --data mnist1d --prune-percent 50"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``prune`` verb."""
+    parser = options.add_verb(subparsers, "prune", "prune a model (at init, learned, structured)",
+                              DESCRIPTION, EXAMPLE)
+    options.add_input(parser)
+    options.add_output(parser, "where to write the pruned model")
+    parser.add_argument("--method", default="snip", choices=AT_INIT + LEARNED + STRUCTURED,
+                        help="pruning method (see above)")
+    parser.add_argument("--density", type=options.fraction, metavar="D",
+                        help="fraction of the weights kept, e.g. 0.05 (skip weights included with --n2nskip)")
+    options.add_data(parser, help="data for data-driven methods (snip, grasp, scl, snacs): " + options.DATA_HELP)
+    options.add_seed(parser)
+    options.add_input_shape(parser)
+    options.add_progress(parser)
+    at_init = parser.add_argument_group("pruning at initialization")
+    at_init.add_argument("--allocation", choices=options.ALLOCATIONS, default="global",
+                         help="how the budget is split over layers")
+    at_init.add_argument("--batch-size", type=options.positive_int, default=128, metavar="N",
+                         help="mini-batch size of data-driven scoring")
+    at_init.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                         help="leave layers matching a name / glob / regex dense (repeatable)")
+    at_init.add_argument("--first-last-density", type=options.fraction, metavar="D",
+                         help="keep the first and last layers at this density")
+    at_init.add_argument("--masks", metavar="FILE.npz",
+                         help="use these masks (keyed by weight name) instead of a method")
+    at_init.add_argument("--temperature", type=float, default=200.0, metavar="T", help="GraSP logit temperature")
+    at_init.add_argument("--iterations", type=options.positive_int, default=100, metavar="N", help="SynFlow rounds")
+    at_init.add_argument("--rescale", action="store_true",
+                         help="scale each unit's kept weights by sqrt(fan-in / kept fan-in)")
+    learned = parser.add_argument_group("learned (scl)")
+    learned.add_argument("--epochs", type=options.positive_int, default=10, metavar="N",
+                         help="training epochs of SCL (mask search, then weights with frozen masks)")
+    learned.add_argument("--scl-lambda", type=float, metavar="L",
+                         help="regulariser weight (free mode: the density is what is learned)")
+    structured = parser.add_argument_group("structured (snacs, l1-filter, random-filter)")
+    structured.add_argument("--prune-percent", type=float, metavar="P",
+                            help="percent of the prunable parameters to remove")
+    structured.add_argument("--target-params", type=float, metavar="F",
+                            help="or: fraction of the prunable parameters to keep")
+    structured.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                            help="fine-tune the slimmed model on --data for N epochs")
     parser.add_argument("--n2nskip", action="store_true",
-                        help="then add N2NSkip connections within the same budget (options below; see `n2nonnx skip`)")
+                        help="then add N2NSkip connections within the same budget (options below)")
     add_skip_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from n2nonnx.cli import parse_input_shapes
+    """Prune ``args.input`` with ``args.method`` and save to ``args.output``."""
+    from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.paths import check_output_file
+
+    check_output_file(args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",))
+    if args.method in STRUCTURED:
+        return _structured(args)
+    if args.density is None and args.masks is None:
+        raise InvalidArgumentError(f"--method {args.method} needs --density (e.g. --density 0.05)")
+    skip = skip_kwargs(args) if args.n2nskip else None
+    if args.method in LEARNED:
+        return _learned(args, skip)
+    return _at_init(args, skip)
+
+
+def _at_init(args: argparse.Namespace, skip: dict | None) -> int:
     from n2nonnx.io import load, save
     from n2nonnx.pruning import format_prune_table, prune, prune_table
 
-    model = load(args.model, parse_input_shapes(args.input_shape))
-    from n2nonnx.cli.skip import skip_options
-
-    density = args.density
-    if args.n2nskip:
-        from n2nonnx.errors import InvalidArgumentError
-
-        options = skip_options(args)
-        if not 0 <= args.skip_share < 1:
-            raise InvalidArgumentError(f"--skip-share must be in [0, 1), got {args.skip_share}")
-        density = args.density * (1 - args.skip_share)  # the sequential part of the budget
+    model = load(args.input, options.parse_input_shapes(args.input_shape))
+    density = args.density or 1.0
+    sequential = density * (1 - skip["skip_share"]) if skip else density
     pruned = prune(
-        model, args.method, density, allocation=args.allocation, data=args.data,
-        batch_size=args.batch_size, seed=args.seed, exclude=args.exclude,
+        model, args.method if args.masks is None else "masks", sequential, allocation=args.allocation,
+        data=args.data, batch_size=args.batch_size, seed=args.seed, exclude=args.exclude,
         first_last_density=args.first_last_density, masks=args.masks,
         options={"temperature": args.temperature, "iterations": args.iterations}, rescale=args.rescale,
+        progress=not args.no_progress,
     )
-    if args.n2nskip:
+    if skip:
         from n2nonnx.skip import add_n2nskip
 
-        pruned = add_n2nskip(pruned, density=args.density, **options)
-    path = save(pruned, args.output, overwrite_source=args.force)
+        pruned = add_n2nskip(pruned, density=density, **skip)
+    path = save(pruned, args.output)
     print(format_prune_table(prune_table(pruned)))
+    print(f"\nwrote {path}")
+    return 0
+
+
+def _learned(args: argparse.Namespace, skip: dict | None) -> int:
+    from n2nonnx.io import load, save
+    from n2nonnx.pruning import format_prune_table, prune_table
+    from n2nonnx.scl import learn_masks
+
+    model = load(args.input, options.parse_input_shapes(args.input_shape))
+    if skip:
+        from n2nonnx.skip import add_n2nskip
+
+        model = add_n2nskip(model, density=args.density, **skip)
+    result = learn_masks(model, args.data, density=args.density, scl_lambda=args.scl_lambda,
+                         epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+    path = save(result.model, args.output)
+    print(format_prune_table(prune_table(result.model)))
+    print(f"\n{result.summary()}\nwrote {path}")
+    return 0
+
+
+def _structured(args: argparse.Namespace) -> int:
+    from n2nonnx.io import load, save
+    from n2nonnx.structured import prune_structured
+
+    model = load(args.input, options.parse_input_shapes(args.input_shape))
+    result = prune_structured(
+        model, args.method.removesuffix("-filter"), data=args.data, prune_percent=args.prune_percent,
+        target_params=args.target_params, seed=args.seed, progress=not args.no_progress,
+        finetune_epochs=args.finetune_epochs,
+    )
+    path = save(result.model, args.output)
+    print(result.format())
     print(f"\nwrote {path}")
     return 0

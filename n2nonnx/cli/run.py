@@ -1,79 +1,85 @@
-"""``n2nonnx run``: the main job, from an exported model and data to a trained sparse model and a report."""
+"""``n2nonnx run``: the main job, from an exported model and data to a deployed sparse model and a report."""
 
 from __future__ import annotations
 
 import argparse
 
-from n2nonnx.pipeline import RECIPE_DEFAULTS
+from n2nonnx.cli import options
+from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
+
+DESCRIPTION = """\
+Prune INPUT at initialization, add N2NSkip connections within the same budget, train it,
+check the saved model in onnxruntime, measure its heat-diffusion connectivity against the
+dense graph, deploy it, and write a report folder (report.md, results.json, figures,
+model.onnx, deployed.onnx). The report compares the dense model, the same density without
+skips and the N2NSkip model, all trained with the same recipe and deployed (accuracy,
+non-zeros, file size, onnxruntime latency at batch 1 and 64). Without INPUT: the built-in
+MLP (or --arch vgg1d) on MNIST-1D.
+
+The defaults (skip share 0.2, skips joined before the target's BatchNorm, ERK allocation,
+Adam) come from the study in the README; `n2nonnx skip` keeps the paper's share 0.5."""
+
+EXAMPLE = """\
+examples:
+  n2nonnx run                                    # built-in MLP on MNIST-1D, 5% density
+  n2nonnx run model.onnx --data data.npz --density 0.02 --out runs/mine
+  n2nonnx run --arch vgg1d --method random --epochs 10 --no-baselines"""
 
 
-def add_recipe_options(parser: argparse.ArgumentParser, defaults: dict = RECIPE_DEFAULTS) -> None:
-    """The training-recipe options shared by ``run`` and ``study``."""
-    recipe = parser.add_argument_group("training recipe")
-    recipe.add_argument("--epochs", type=int, default=defaults["epochs"])
-    recipe.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    recipe.add_argument("--optimizer", default=defaults["optimizer"], help="sgd, adam or adamw")
-    recipe.add_argument("--lr", type=float, default=defaults["lr"])
-    recipe.add_argument("--momentum", type=float, default=defaults["momentum"])
-    recipe.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
-    recipe.add_argument("--schedule", default=defaults["schedule"], help="cosine, step, onecycle or none")
-
-
-def recipe_from(args: argparse.Namespace) -> dict:
-    return {
-        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
-        "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
-        "schedule": None if args.schedule in (None, "none") else args.schedule,
-    }
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="the main job: prune + N2NSkip + train + check + report (built-in default without a model)",
-        description="Prune MODEL at initialization, add N2NSkip connections within the same budget, "
-        "train it, check the saved model in onnxruntime, measure its heat-diffusion connectivity "
-        "against the dense graph, and write a report folder (report.md, results.json, figures, "
-        "model.onnx). Without MODEL: the built-in MLP (defined in PyTorch, exported through "
-        "converters/) on MNIST-1D.",
-    )
-    parser.add_argument("model", nargs="?", help="an .onnx classifier (default: the built-in model)")
-    parser.add_argument("--arch", default="mlp", choices=["mlp", "vgg1d"],
-                        help="built-in architecture when no model is given (default: mlp)")
-    parser.add_argument("--data", default="mnist1d",
-                        help="mnist1d, digits, synthetic, or an .npz with x_train, y_train, x_test, y_test")
-    parser.add_argument("--method", default="snip", help="pruning method, or 'dense' (default: snip)")
-    parser.add_argument("--density", type=float, default=0.05, help="non-zero fraction, skips included (default 0.05)")
-    parser.add_argument("--skip-share", type=float, default=0.2,
-                        help="share of the budget on N2NSkip connections; 0 for none (default 0.2: "
-                        "0.5, the paper's, lost 3-20 points to no skips in the README's study)")
-    parser.add_argument("--join", choices=("preact", "activation"), default="preact",
-                        help="add the skip before the target's BatchNorm (default; ~6 points better on the "
-                        "CNN in the study) or after it")
-    parser.add_argument("--allocation", default="erk", help="global, uniform or erk (default: erk)")
-    parser.add_argument("--sampling", default="block", help="N2NSkip sampling: block or uniform (default: block)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="runs/default", help="report folder (default: runs/default)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``run`` verb."""
+    parser = options.add_verb(subparsers, "run", "the main job: prune + N2NSkip + train + deploy + report",
+                              DESCRIPTION, EXAMPLE)
+    parser.add_argument("input", nargs="?", metavar="INPUT.onnx",
+                        help="an ONNX classifier (default: the built-in model; never modified)")
+    parser.add_argument("--arch", default="mlp", choices=("mlp", "vgg1d"),
+                        help="built-in architecture when no model is given")
+    options.add_data(parser, default="mnist1d")
+    parser.add_argument("--method", default="snip", choices=options.AT_INIT_METHODS + ("dense",),
+                        help="pruning method, or dense")
+    parser.add_argument("--density", type=options.fraction, default=0.05, metavar="D",
+                        help="non-zero fraction, skips included")
+    parser.add_argument("--allocation", default="erk", choices=options.ALLOCATIONS,
+                        help="how the sequential budget is split over layers")
     parser.add_argument("--no-rescale", action="store_true",
                         help="keep the kept weights' dense-init scale (default: fan-in-corrected)")
+    options.add_seed(parser)
+    options.add_out_dir(parser, "runs/default")
+    options.add_force(parser)
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="do not train the dense and no-skip baselines (large models)")
+    parser.add_argument("--no-deploy", action="store_true", help="do not deploy and time the models")
     parser.add_argument("--no-connectivity", action="store_true", help="skip the heat-diffusion analysis")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_recipe_options(parser)
+    options.add_threads(parser)
+    options.add_progress(parser)
+    add_skip_options(parser, skip_share=0.2, join="preact")
+    options.add_training(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the job and print its headline numbers."""
     from n2nonnx.pipeline import JobConfig, run_job
 
+    skip = skip_kwargs(args)
+    seed = skip.pop("seed")
     config = JobConfig(
-        method=args.method, density=args.density, skip_share=args.skip_share,
-        allocation=args.allocation, sampling=args.sampling, recipe=recipe_from(args),
-        seed=args.seed, rescale=not args.no_rescale, connectivity=not args.no_connectivity,
-        skip_options={"join": args.join},
+        method=args.method, density=args.density, skip_share=skip.pop("skip_share"),
+        allocation=args.allocation, sampling=skip.pop("sampling"),
+        recipe=options.training_options(args), seed=seed, rescale=not args.no_rescale,
+        connectivity=not args.no_connectivity, skip_options=skip,
     )
-    result = run_job(args.model, args.data, config, args.out, arch=args.arch, progress=not args.no_progress)
-    numbers = result.numbers
+    options.set_threads(args.threads)
+    job = run_job(args.input, args.data, config, args.out, arch=args.arch, baselines=not args.no_baselines,
+                  deploy=not args.no_deploy, force=args.force, progress=not args.no_progress)
+    numbers = job.result.numbers
     print(f"{numbers['label']}: density {numbers['density']:.2%}, test accuracy "
           f"{numbers['onnxruntime_test_accuracy']:.2%} (onnxruntime)"
           + (f", delta {numbers['connectivity']['saturation_delta']:.3g}" if "connectivity" in numbers else ""))
+    for label, row in job.gains.items():
+        print(f"  {label:14s} accuracy {row['test_accuracy']:.2%}  non-zeros {row['nonzeros']:>8,}  "
+              f"deployed {row['deployed_bytes'] / 1024:8.1f} KiB  latency b=1 {row['latency_ms']['1']:.3f} ms  "
+              f"b=64 {row['latency_ms']['64']:.3f} ms")
+    print(f"report: {job.files['report']}")
     return 0
+

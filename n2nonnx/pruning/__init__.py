@@ -10,8 +10,6 @@ weight (see :mod:`n2nonnx.masks`) and a ``prune`` record in its metadata.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from n2nonnx import metadata
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.masks import apply_masks, mask_arrays
 from n2nonnx.model import Model
+from n2nonnx.patterns import matches
 from n2nonnx.pruning.allocation import ALLOCATIONS, layer_counts, masks_from_scores
 from n2nonnx.pruning.registry import CRITERIA, ScoringContext, get_criterion
 
@@ -58,6 +57,7 @@ def prune(
     masks: str | Path | Mapping[str, np.ndarray] | None = None,
     options: Mapping[str, Any] | None = None,
     rescale: bool = False,
+    progress: bool = False,
 ) -> Model:
     """Prune ``model`` at initialization; returns a new model with masks in the graph.
 
@@ -79,9 +79,10 @@ def prune(
         masks: user-supplied masks (an ``.npz`` keyed by weight name, or a dict): used
             as they are, no scoring.
         options: criterion options: ``temperature`` and ``samples_per_class`` (GraSP),
-            ``iterations`` (SynFlow).
+            ``iterations`` and ``precision`` (SynFlow: ``float32``, default, or ``float64``).
         rescale: multiply each unit's kept weights by ``sqrt(fan_in / kept fan_in)`` so its
             pre-activation keeps the variance it had dense (fan-in-corrected init).
+        progress: show progress bars (SynFlow rounds, SNIP / GraSP chunks) on a terminal.
 
     Returns:
         The pruned model; its metadata holds a ``prune`` record with per-layer counts.
@@ -120,7 +121,7 @@ def prune(
         rng = np.random.default_rng(seed)
         context = ScoringContext(
             model=model, weights=weights, density=float(density), rng=rng, data=dataset,
-            batch_size=batch_size, allocate=allocate,
+            batch_size=batch_size, allocate=allocate, progress=progress,
             options={"sample_shape": _sample_shape(model) if criterion.name == "synflow" else (),
                      **dict(options or {})},
         )
@@ -169,7 +170,7 @@ def select_layers(model: Model, exclude: Sequence[str] = ()):
     """The layers to prune: all but those matching an ``exclude`` pattern and N2NSkip ones."""
     layers = [layer for layer in model.layers if not layer.is_skip]
     for pattern in exclude:
-        matched = [layer for layer in layers if _matches(pattern, layer)]
+        matched = [layer for layer in layers if matches(layer.name, pattern) or matches(layer.weight, pattern)]
         if not matched:
             raise InvalidArgumentError(
                 f"exclusion pattern {pattern!r} matches no layer; layer names are "
@@ -213,18 +214,6 @@ def _check_options(batch_size: int, options: dict[str, Any]) -> None:
     for what, value, ok, expected in checks:
         if not ok(value):
             raise InvalidArgumentError(f"{what} must be {expected}, got {value!r}")
-
-
-def _matches(pattern: str, layer) -> bool:
-    for name in (layer.name, layer.weight):
-        if name == pattern or fnmatch.fnmatchcase(name, pattern):
-            return True
-        try:
-            if re.fullmatch(pattern, name):
-                return True
-        except re.error:
-            pass
-    return False
 
 
 def _first_last(layers, density: float | None) -> dict[str, float]:

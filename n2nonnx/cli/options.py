@@ -1,0 +1,188 @@
+"""Options shared by the verbs, defined once so they mean the same thing everywhere.
+
+Conventions: the model a verb reads is the positional ``input``; a model it writes is
+``-o/--output FILE``; a report folder is ``--out DIR``; ``--force`` lets any output replace
+an existing file (an input is never replaced); ``--seed``, ``--data``, ``--input-shape``,
+``--no-progress`` and the training recipe have one definition here. This module imports
+nothing heavy, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from n2nonnx.errors import InvalidArgumentError
+
+# Registry names listed here (not read from the registries) so that --help does not import
+# torch; a test keeps them equal to the registries.
+AT_INIT_METHODS = ("random", "expander", "magnitude", "snip", "csp", "grasp", "synflow")
+ALLOCATIONS = ("global", "uniform", "erk")
+
+DATA_HELP = (
+    "a built-in data set (mnist1d, digits, synthetic; options after a colon, e.g. "
+    "synthetic:features=32,classes=10) or an .npz file with x_train, y_train, x_test, y_test"
+)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions keep their line breaks; every option shows its default."""
+
+
+def add_verb(subparsers: Any, name: str, summary: str, description: str, example: str = "") -> argparse.ArgumentParser:
+    """A verb's parser with the shared formatter.
+
+    Args:
+        subparsers: the CLI's sub-parser collection.
+        name: the verb.
+        summary: one line for ``n2nonnx --help``.
+        description: the verb's ``--help`` text.
+        example: example command lines, shown after the options.
+
+    Returns:
+        The parser.
+    """
+    return subparsers.add_parser(
+        name, help=summary, description=description, epilog=example or None, formatter_class=HelpFormatter
+    )
+
+
+def add_input(parser: argparse.ArgumentParser, help: str = "the ONNX model to read (never modified)") -> None:
+    """The positional input model."""
+    parser.add_argument("input", metavar="INPUT.onnx", help=help)
+
+
+def add_output(parser: argparse.ArgumentParser, help: str = "where to write the resulting model") -> None:
+    """``-o/--output FILE`` and ``--force``."""
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT.onnx", help=help)
+    add_force(parser)
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """``--force``: outputs may replace existing files (never an input)."""
+    parser.add_argument("--force", action="store_true", help="replace output files that exist (inputs never)")
+
+
+def add_out_dir(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--out DIR``: the report folder."""
+    parser.add_argument("--out", default=default, metavar="DIR", help="report folder")
+
+
+def add_seed(parser: argparse.ArgumentParser, help: str = "seed of every random choice") -> None:
+    """``--seed N``."""
+    parser.add_argument("--seed", type=seed_value, default=0, metavar="N", help=help)
+
+
+def add_data(parser: argparse.ArgumentParser, *, required: bool = False, default: str | None = None,
+             help: str = DATA_HELP) -> None:
+    """``--data DATA``."""
+    parser.add_argument("--data", required=required, default=default, metavar="DATA", help=help)
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``."""
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch threads (1 is often fastest on a busy machine)."""
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="torch threads (default: torch's choice; 1 is often fastest on a busy machine)")
+
+
+def add_input_shape(parser: argparse.ArgumentParser) -> None:
+    """``--input-shape NAME=DIMS`` (repeatable)."""
+    parser.add_argument(
+        "--input-shape", action="append", metavar="NAME=DIMS",
+        help="fix a symbolic input shape, e.g. x=1x3x32x32 (repeat for several inputs)",
+    )
+
+
+def add_training(parser: argparse.ArgumentParser, defaults: Any = None, *, title: str = "training recipe") -> None:
+    """One option per field of :class:`~n2nonnx.training.config.TrainConfig` but the seed.
+
+    Args:
+        parser: the verb's parser.
+        defaults: a ``TrainConfig`` whose values are the defaults (its class's by default).
+        title: the option group's title.
+    """
+    from n2nonnx.training.config import TrainConfig
+
+    group = parser.add_argument_group(title)
+    base = defaults or TrainConfig()
+    for item in fields(TrainConfig):
+        if item.name == "seed":
+            continue
+        meta = item.metadata
+        kind = {"int": int, "float": float}.get(str(item.type), str)
+        option = "--" + item.name.replace("_", "-")
+        group.add_argument(option, type=kind, default=getattr(base, item.name), metavar=meta.get("metavar"),
+                           choices=meta.get("choices"), help=meta["help"])
+
+
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe fields parsed by :func:`add_training` (plus ``seed`` when the verb has one)."""
+    from n2nonnx.training.config import TrainConfig
+
+    names = [item.name for item in fields(TrainConfig)]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def parse_input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """``["x=1x3x32x32", ...]`` -> ``{"x": (1, 3, 32, 32)}``."""
+    if not values:
+        return None
+    shapes = {}
+    for value in values:
+        name, _, dims = value.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not name or not shape or min(shape) < 1:
+            raise InvalidArgumentError(f"--input-shape {value!r} is not NAME=DIMS like x=1x3x32x32")
+        shapes[name] = shape
+    return shapes
+
+
+def seed_value(text: str) -> int:
+    """A seed: an integer in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2**63)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1] (a density)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads`` to torch (imported only when given)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -1,0 +1,146 @@
+"""The main job: prune -> N2NSkip -> train -> check -> connectivity -> deploy -> report.
+
+:func:`run_job` runs :func:`~n2nonnx.pipeline.job.sparsify` on the user's model (or the
+built-in one), trains the baselines with the same recipe (the dense model and the same
+density without skips), deploys all of them, measures them side by side in onnxruntime
+(:mod:`~n2nonnx.pipeline.gains`) and writes the report folder. Nothing is written until the
+work has succeeded, and existing files are replaced only with ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from n2nonnx.pipeline.job import (
+    RECIPE_DEFAULTS,
+    JobConfig,
+    JobResult,
+    density_figures,
+    sparsify,
+    validate,
+)
+from n2nonnx.pipeline.report import json_default
+
+__all__ = [
+    "RECIPE_DEFAULTS", "JobConfig", "JobFiles", "JobResult", "density_figures", "json_default", "run_job",
+    "sparsify", "validate",
+]
+
+log = logging.getLogger(__name__)
+
+REPORT_FILES = ("model.onnx", "deployed.onnx", "results.json", "report.md", "training.png",
+                "connectivity.png", "gains.png")
+
+
+@dataclass
+class JobFiles:
+    """What :func:`run_job` returns: the main result, the comparison, and the files written."""
+
+    result: JobResult
+    gains: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_job(
+    model: str | Path | None,
+    data: Any,
+    config: JobConfig,
+    out: str | Path,
+    *,
+    arch: str = "mlp",
+    baselines: bool = True,
+    deploy: bool = True,
+    force: bool = False,
+    progress: bool = False,
+) -> JobFiles:
+    """The main job with its files: ``model.onnx``, ``deployed.onnx``, ``results.json``, ``report.md``.
+
+    Args:
+        model: an ``.onnx`` path, or None for the built-in ``arch`` (written as ``dense.onnx``).
+        data: anything :func:`n2nonnx.data.resolve_data` accepts.
+        config: what to do.
+        out: the report folder (created once the work succeeded).
+        arch: the built-in architecture when ``model`` is None (``mlp`` or ``vgg1d``).
+        baselines: also train the dense model and the same density without skips, and
+            compare all deployed models (turn off for large models).
+        deploy: deploy the trained models (``deployed.onnx``) and measure them.
+        force: replace report files that exist.
+        progress: show training progress bars.
+
+    Returns:
+        The :class:`JobFiles`.
+
+    Raises:
+        InvalidArgumentError: a bad option, or report files that exist without ``force``.
+    """
+    from n2nonnx.io import load, save
+    from n2nonnx.paths import check_output_dir, check_output_file, write_text_atomic
+    from n2nonnx.pipeline.report import format_report, plot_training
+    from n2nonnx.zoo import export_builtin
+
+    validate(config)
+    out = check_output_dir(out)
+    names = list(REPORT_FILES) + (["dense.onnx"] if model is None else [])
+    for name in names:
+        check_output_file(out / name, label=f"--out: {name}", force=force, inputs=[model], new_folder=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        source = model if model is not None else export_builtin(arch, Path(scratch) / "dense.onnx", config.seed)
+        dense = load(source)
+    result = sparsify(dense, data, config, progress=progress)
+    files: dict[str, Path] = {}
+    gains: dict[str, Any] = {}
+    gains_table = None
+    if deploy:
+        gains, gains_table, candidates = _compare(dense, data, config, result, baselines, progress)
+        result.numbers["gains"] = gains
+    out.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        files["dense"] = save(dense, out / "dense.onnx")
+    files["model"] = save(result.trained, out / "model.onnx")
+    if deploy:
+        files["deployed"] = save(candidates[config.label].deployed, out / "deployed.onnx")
+        from n2nonnx.pipeline.gains import plot_gains
+
+        plot_gains(candidates, out / "gains.png")
+        files["gains"] = out / "gains.png"
+    plot_training(result.numbers["history"], config.label, out / "training.png")
+    files["training"] = out / "training.png"
+    if result.connectivity is not None:
+        from n2nonnx.connectivity.plots import plot_report
+
+        plot_report(result.connectivity, out / "connectivity.png")
+        files["connectivity"] = out / "connectivity.png"
+    result.numbers["files"] = {key: path.name for key, path in files.items()}
+    files["results"] = write_text_atomic(out / "results.json",
+                                         json.dumps(result.numbers, indent=2, default=json_default))
+    files["report"] = write_text_atomic(out / "report.md", format_report(result.numbers, gains_table))
+    log.info("wrote %s, %s and %s", files["report"], files["results"], files["model"])
+    return JobFiles(result, gains, files)
+
+
+def _compare(dense: Any, data: Any, config: JobConfig, result: JobResult, baselines: bool,
+             progress: bool) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Train the baselines, deploy everything, time it: (numbers, Markdown table, candidates)."""
+    from n2nonnx.data import resolve_data
+    from n2nonnx.pipeline.gains import deploy_candidates, gains_table, measure_latency
+
+    info = dense.graph_inputs[0]
+    dataset = resolve_data(data, input_shape=info.shape, seed=config.seed, input_name=info.name)
+    trained = {}
+    if baselines and config.method != "dense":
+        log.info("baseline: the dense model, same recipe")
+        trained["dense"] = sparsify(dense, dataset, replace(config, method="dense", skip_share=0.0),
+                                    progress=progress).trained
+        if config.skip_share > 0:
+            plain = replace(config, skip_share=0.0, connectivity=False)
+            log.info("baseline: %s without skips, same density and recipe", plain.label)
+            trained[plain.label] = sparsify(dense, dataset, plain, progress=progress).trained
+    trained[config.label] = result.trained
+    candidates = deploy_candidates(trained, dataset, seed=config.seed)
+    measure_latency(candidates)
+    return ({label: c.numbers for label, c in candidates.items()}, gains_table(candidates), candidates)
