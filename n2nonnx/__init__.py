@@ -29,12 +29,16 @@ checks this in CI, see ``pyproject.toml``):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from n2nonnx.lazy import lazy_exports
 
 __version__ = "0.2.0"
 
-_VERBS = {
+__all__ = [
+    "Model", "N2NError", "TrainConfig", "__version__", "add_n2nskip", "analyze", "deploy", "load", "prune",
+    "resolve_data", "save", "train",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
     "load": "n2nonnx.io",
     "save": "n2nonnx.io",
     "Model": "n2nonnx.model",
@@ -46,19 +50,4 @@ _VERBS = {
     "analyze": "n2nonnx.connectivity",
     "deploy": "n2nonnx.deploy",
     "resolve_data": "n2nonnx.data",
-}
-
-__all__ = sorted(_VERBS) + ["__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _VERBS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'n2nonnx' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_VERBS))
+})

@@ -24,6 +24,18 @@ _LEVELS = {
 _PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+_QUIET = False
+
+
+def _quiet_default_logger() -> None:
+    """onnxruntime's process-wide logger to errors only, set once when n2nonnx first opens a
+    session (not at import: importing n2nonnx changes no global setting)."""
+    global _QUIET
+    if not _QUIET:
+        ort.set_default_logger_severity(3)
+        _QUIET = True
+
+
 def available_providers() -> list[str]:
     """Execution providers this onnxruntime build can use on this machine."""
     return list(ort.get_available_providers())
@@ -66,6 +78,7 @@ def make_session(
     Returns:
         The session.
     """
+    _quiet_default_logger()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no optimizer chatter on stderr
     options.graph_optimization_level = _LEVELS[optimization]

@@ -8,8 +8,9 @@ import sys
 
 import builders
 import onnx
+import pytest
 
-from n2nonnx.cli import main
+from n2nonnx.cli import VERBS, build_parser, main
 
 
 def rows(text: str) -> list[list[str]]:
@@ -70,7 +71,37 @@ def test_pytorch_bridge_command(tmp_path):
     assert bad.returncode == 2 and "cannot import" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_help_everywhere():
-    for verb in ([], ["inspect"], ["prune"], ["train"], ["run"], ["study"], ["skip"], ["connectivity"]):
-        result = subprocess.run([sys.executable, "-m", "n2nonnx", *verb, "--help"], capture_output=True, text=True, check=False)
-        assert result.returncode == 0 and "usage: n2nonnx" in result.stdout
+@pytest.mark.parametrize("verb", [None, *VERBS])
+def test_help_everywhere(verb, capsys):
+    assert main([*([verb] if verb else []), "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: n2nonnx{' ' + verb if verb else ''}")
+    if verb:  # every option explains itself
+        subparsers = next(a for a in build_parser(verb)._actions if a.dest == "verb")
+        actions = subparsers.choices[verb]._actions
+        assert all(action.help for action in actions), [a.dest for a in actions if not a.help]
+
+
+def test_help_starts_without_heavy_imports():
+    """One real process per verb's help: none imports torch, onnx, onnxruntime or numpy."""
+    probe = (
+        "import sys\n"
+        "from n2nonnx.cli import VERBS, main\n"
+        "heavy = ('torch', 'onnx', 'onnxruntime', 'numpy', 'scipy', 'matplotlib')\n"
+        "for verb in [None, *VERBS]:\n"
+        "    try:\n"
+        "        main([verb, '--help'] if verb else ['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_usage_errors_are_one_line():
+    result = subprocess.run([sys.executable, "-m", "n2nonnx", "prune", "m.onnx", "--density", "1.5"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "--density: 1.5 is not in (0, 1]" in result.stderr

@@ -6,11 +6,21 @@ The backend (:mod:`n2nonnx.backend`) executes ONNX graphs; this package trains t
 epoch in a :class:`History`.
 """
 
-from n2nonnx.training.config import TrainConfig
-from n2nonnx.training.history import EpochRecord, History
-from n2nonnx.training.loop import TrainResult, evaluate, train
-from n2nonnx.training.losses import LOSSES, output_kind
-from n2nonnx.training.optim import OPTIMIZERS, SCHEDULES
+from n2nonnx.lazy import lazy_exports
+
+# Exports are imported on first use: the CLI reads training.config without importing torch.
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "TrainConfig": "n2nonnx.training.config",
+    "EpochRecord": "n2nonnx.training.history",
+    "History": "n2nonnx.training.history",
+    "TrainResult": "n2nonnx.training.loop",
+    "evaluate": "n2nonnx.training.loop",
+    "train": "n2nonnx.training.loop",
+    "LOSSES": "n2nonnx.training.losses",
+    "output_kind": "n2nonnx.training.losses",
+    "OPTIMIZERS": "n2nonnx.training.optim",
+    "SCHEDULES": "n2nonnx.training.optim",
+})
 
 __all__ = [
     "LOSSES", "OPTIMIZERS", "SCHEDULES", "EpochRecord", "History", "TrainConfig", "TrainResult",

@@ -1,0 +1,247 @@
+"""The deployment stage: a trained sparse model in, a smaller ONNX model for stock onnxruntime out.
+
+Steps, each exact unless it says otherwise: fold the masks into the weights; remove dead
+units (:mod:`~n2nonnx.deploy.dead` through :func:`~n2nonnx.deploy.structured.remove_units`);
+optionally quantize to static int8 (lossy); store sparse weights compactly (exact; with
+``weights_fp16`` lossy); verify the result against the input model in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from n2nonnx import metadata
+from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.model import Model
+
+log = logging.getLogger(__name__)
+
+STORAGE_MODES = ("compact", "dense")
+
+
+@dataclass
+class DeployResult:
+    """The deployed model and what deployment did.
+
+    Attributes:
+        model: the deployed model (its ``proto`` is what :meth:`save` writes).
+        summary: JSON-able numbers: units removed per layer, non-zero weights, stored
+            parameters, nodes and file bytes before and after, the verification and, with
+            quantization, its report and accuracy before / after.
+        verification: the onnxruntime comparison with the input model.
+    """
+
+    model: Model
+    summary: dict[str, Any]
+    verification: Any
+    quantization: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, path: str | Path, *, overwrite_source: bool = False) -> Path:
+        """Write the deployed model atomically (validated by onnx.checker and onnxruntime)."""
+        from n2nonnx.io import save
+
+        return save(self.model, path, overwrite_source=overwrite_source)
+
+    def format(self) -> str:
+        """A short human-readable report."""
+        s = self.summary
+        lines = [
+            f"units removed      {s['units']['removed']} of {s['units']['before']} "
+            f"(no path to an output: {s['units']['no_output']}, no path from an input: {s['units']['no_input']}, "
+            f"constant units kept: {s['units']['kept_constant']})",
+            f"non-zero weights   {s['weights']['nonzero_before']} -> {s['weights']['nonzero_after']}",
+            f"stored parameters  {s['parameters']['before']} -> {s['parameters']['after']}",
+            f"nodes              {s['nodes']['before']} -> {s['nodes']['after']}",
+            f"file size          {_bytes(s['bytes']['before'])} -> {_bytes(s['bytes']['after'])} "
+            f"({s['bytes']['ratio']:.3f}x; storage {s['storage']}{', fp16 values' if s['weights_fp16'] else ''})",
+            f"verified           {self.verification.describe()}",
+        ]
+        if "accuracy" in s:
+            lines.append(f"accuracy           {s['accuracy']['before']:.4f} -> {s['accuracy']['after']:.4f} "
+                         f"({s['accuracy']['samples']} test samples)")
+        if self.quantization is not None:
+            q = self.quantization
+            lines.append(f"int8               {len(q.layers)} layers int8, {len(q.fallback)} kept fp32; "
+                         f"latency {q.latency_fp32 * 1e3:.3g} ms -> {q.latency_int8 * 1e3:.3g} ms "
+                         f"(calibration batch)")
+        return "\n".join(lines)
+
+
+def _bytes(count: int) -> str:
+    return f"{count / 1024:.1f} KiB" if count < 2**20 else f"{count / 2**20:.2f} MiB"
+
+
+def deploy(
+    model: Model,
+    *,
+    storage: str = "compact",
+    weights_fp16: bool = False,
+    quantize: str | None = None,
+    data: Any = None,
+    providers: Sequence[str] | None = None,
+    seed: int = 0,
+    samples: int = 256,
+    rtol: float | None = None,
+    min_agreement: float | None = None,
+    fallback: bool = True,
+    threads: int = 1,
+) -> DeployResult:
+    """Turn a (pruned, trained) model into a smaller model for stock onnxruntime.
+
+    Args:
+        model: the model (not modified); masks and N2NSkip branches are handled.
+        storage: ``compact`` (sparse weights as values + uint8 gaps, expanded by a
+            subgraph onnxruntime folds at load) or ``dense``.
+        weights_fp16: store compacted values in half precision (lossy, ~1e-3 relative).
+        quantize: None, or ``int8`` (static QDQ, needs ``data`` for calibration).
+        data: inputs for calibration and verification: a built-in name, an ``.npz`` path,
+            arrays ... (see :func:`n2nonnx.data.resolve_data`); None: random inputs.
+        providers: onnxruntime execution providers for verification (None: the runtime's
+            choice; CUDA / TensorRT where the installed build has them). The deployed file
+            does not depend on them.
+        seed: seed of random verification inputs and of the constant-unit measurement.
+        samples: inputs used for verification.
+        rtol: relative tolerance of the verification (default by mode, see
+            :data:`n2nonnx.deploy.verify.TOLERANCES`).
+        min_agreement: least top-1 agreement of the verification (default by mode).
+        fallback: with int8, keep layers in fp32 where int8 measures slower.
+        threads: onnxruntime threads for int8 latency measurements.
+
+    Returns:
+        The :class:`DeployResult`.
+
+    Raises:
+        InvalidArgumentError: unknown storage or quantization mode, int8 without data.
+        DataError: data that does not fit the model's input.
+        VerificationError: the deployed model disagrees with the input model.
+    """
+    from n2nonnx.deploy.dead import add_to_biases, find_dead_units, random_inputs
+    from n2nonnx.deploy.quantize import QUANTIZATION_MODES, quantize_int8
+    from n2nonnx.deploy.storage import compact_storage, unfolded_expansions
+    from n2nonnx.deploy.structured import remove_units
+    from n2nonnx.deploy.verify import VerificationError, compare
+    from n2nonnx.masks import fold_masks
+
+    if storage not in STORAGE_MODES:
+        raise InvalidArgumentError(f"unknown storage {storage!r}; choose from {list(STORAGE_MODES)}")
+    if quantize is not None and quantize not in QUANTIZATION_MODES:
+        raise InvalidArgumentError(
+            f"unknown quantization mode {quantize!r}; choose from {list(QUANTIZATION_MODES)} (or none)"
+        )
+    if quantize and data is None:
+        raise InvalidArgumentError("--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)")
+    if samples < 1:
+        raise InvalidArgumentError(f"samples must be at least 1, got {samples}")
+    resolved = _resolve(model, data, seed)
+    inputs = model.graph_inputs
+    if resolved is not None:
+        feeds = {inputs[0].name: resolved.x_test[:samples].numpy()}
+    else:
+        feeds = random_inputs(model, batch=samples, rng=np.random.default_rng(seed))
+
+    folded = fold_masks(model)
+    dead = find_dead_units(folded, seed=seed)
+    pruned = remove_units(add_to_biases(folded, dead.bias_deltas), dead.remove)
+    proto = pruned.proto
+    report = None
+    if quantize == "int8":
+        calibration = resolved.x_train[: max(64, min(512, len(resolved.x_train)))].numpy()
+        nodes = [la.name for la in sorted(pruned.layers, key=lambda la: -la.parameters)]
+        proto, report = quantize_int8(proto, nodes, calibration, input_name=inputs[0].name, fallback=fallback,
+                                      threads=threads)
+    records = []
+    if storage == "compact":
+        proto, records = compact_storage(proto, fp16=weights_fp16)
+        unfolded = unfolded_expansions(proto, records)
+        if unfolded:
+            raise VerificationError(
+                f"onnxruntime did not fold the compact storage of {unfolded}; deploy with --storage dense"
+            )
+    proto = _with_record(proto, dead, storage, weights_fp16, quantize)
+    mode = "int8" if quantize else ("fp16" if weights_fp16 and records else "fp32")
+    verification = compare(model.proto, proto, feeds, mode=mode, rtol=rtol, min_agreement=min_agreement,
+                           providers=providers)
+    if not verification.passed:
+        raise VerificationError(
+            f"the deployed model disagrees with the input model: {verification.describe()}; nothing was "
+            "written. Loosen --rtol / --min-agreement only if that loss is acceptable"
+        )
+    deployed = model.with_proto(proto)
+    summary = _summary(model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification)
+    if report is not None:
+        summary["quantization"] = report.to_dict()
+    if resolved is not None:
+        summary["accuracy"] = _accuracy(model.proto, proto, resolved, providers)
+    return DeployResult(deployed, summary, verification, report)
+
+
+def _resolve(model: Model, data: Any, seed: int):
+    if data is None:
+        return None
+    from n2nonnx.data import resolve_data
+
+    info = model.graph_inputs[0]
+    return resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
+
+
+def _with_record(proto, dead, storage, weights_fp16, quantize) -> onnx.ModelProto:
+    record = {
+        "storage": storage,
+        "weights_fp16": weights_fp16,
+        "quantize": quantize,
+        "units_removed": {name: len(units) for name, units in dead.remove.items()},
+        "biases_folded": sorted(dead.bias_deltas),
+    }
+    metadata.append_stage(proto, "deploy", **record)
+    return proto
+
+
+def _nonzero_weights(model: Model) -> int:
+    return int(sum(np.count_nonzero(model.effective_weight(layer)) for layer in model.layers))
+
+
+def _summary(model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification) -> dict:
+    before_units = sum(layer.units for layer in model.layers)
+    stored_after = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
+                       if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
+                                          onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8))
+    before_bytes, after_bytes = model.proto.ByteSize(), proto.ByteSize()
+    return {
+        "units": {
+            "before": before_units,
+            "removed": dead.count,
+            "no_output": int(sum(len(u) for u in dead.no_output.values())),
+            "no_input": int(sum(len(u) for u in dead.no_input.values())),
+            "kept_constant": int(sum(len(u) for u in dead.kept_constant.values())),
+            "per_layer": {name: len(units) for name, units in dead.remove.items()},
+        },
+        "weights": {"nonzero_before": _nonzero_weights(folded), "nonzero_after": _nonzero_weights(pruned)},
+        "weights_fp16": bool(weights_fp16),
+        "parameters": {"before": model.parameter_count, "after": stored_after},
+        "nodes": {"before": len(model.proto.graph.node), "after": len(proto.graph.node),
+                  "after_fold": len(pruned.proto.graph.node)},
+        "bytes": {"before": before_bytes, "after": after_bytes, "ratio": after_bytes / max(before_bytes, 1)},
+        "storage": storage,
+        "compacted_tensors": len(records),
+        "quantize": quantize,
+        "verification": verification.to_dict(),
+    }
+
+
+def _accuracy(reference, deployed, data, providers) -> dict:
+    from n2nonnx.runtime import accuracy, make_session
+
+    x, y = data.x_test.numpy(), data.y_test.numpy()
+    return {
+        "before": accuracy(make_session(reference, providers), x, y),
+        "after": accuracy(make_session(deployed, providers), x, y),
+        "samples": len(x),
+    }
