@@ -198,8 +198,10 @@ def run_model(name: str, config: dict, threads: int, float64: bool) -> tuple[int
         for what in rows:
             command = [sys.executable, __file__, "--one", what, "--model", str(path), "--name", name,
                        "--threads", str(threads)]
-            output = subprocess.run(command, capture_output=True, text=True, check=True, env=environment).stdout
-            results[what] = json.loads(output.strip().splitlines()[-1])
+            child = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
+            if child.returncode != 0:
+                raise SystemExit(f"{name} {what} failed:\n{child.stderr}")
+            results[what] = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"  {name} {what}: {results[what]}", file=sys.stderr, flush=True)
     return parameters, results
 

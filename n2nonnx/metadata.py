@@ -12,7 +12,7 @@ from typing import Any
 import onnx
 
 METADATA_KEY = "n2nonnx"
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # 2: n2nonnx's nodes carry tags (see n2nonnx.tags); 1: recognised by names
 
 
 def read(proto: onnx.ModelProto) -> dict[str, Any]:

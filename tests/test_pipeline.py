@@ -40,6 +40,20 @@ def test_run_default_writes_a_checked_report(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert f"{numbers['onnxruntime_test_accuracy']:.2%}" in report and "![connectivity](connectivity.png)" in report
     assert "N2NSkip-CSP" in capsys.readouterr().out
+    # What did I gain: three models, each deployed; the reported numbers are the files'.
+    gains = numbers["gains"]
+    assert list(gains) == ["dense", "CSP", "N2NSkip-CSP"]
+    deployed = out / "deployed.onnx"
+    assert gains["N2NSkip-CSP"]["deployed_bytes"] == deployed.stat().st_size
+    assert accuracy(str(deployed), data.x_test.numpy(), data.y_test.numpy()) == gains["N2NSkip-CSP"]["test_accuracy"]
+    assert gains["N2NSkip-CSP"]["test_accuracy"] == numbers["onnxruntime_test_accuracy"]  # deployment is exact
+    assert gains["dense"]["nonzeros"] > 5 * gains["CSP"]["nonzeros"]
+    assert gains["CSP"]["deployed_bytes"] < gains["dense"]["deployed_bytes"] / 4
+    assert all(row["latency_ms"]["1"] > 0 and row["latency_ms"]["64"] > 0 for row in gains.values())
+    assert "## What did I gain" in report and "![gains](gains.png)" in report
+    # A second run refuses to replace the report without --force.
+    assert main(["run", "--out", str(out), "--epochs", "1", "--no-progress"]) == 2
+    assert "--force" in capsys.readouterr().err
 
 
 def test_run_user_model_and_npz_data(tmp_path, zoo_models):
@@ -50,7 +64,7 @@ def test_run_user_model_and_npz_data(tmp_path, zoo_models):
     out = tmp_path / "job"
     assert main(["run", str(zoo_models["mlp"]), "--data", str(tmp_path / "data.npz"), "--method", "random",
                  "--density", "0.2", "--skip-share", "0", "--epochs", "1", "--out", str(out),
-                 "--no-progress", "--no-connectivity"]) == 0
+                 "--no-progress", "--no-connectivity", "--no-baselines"]) == 0
     numbers = json.loads((out / "results.json").read_text())
     assert numbers["skip_nonzeros"] == 0 and numbers["label"] == "RP"
     assert "connectivity" not in numbers

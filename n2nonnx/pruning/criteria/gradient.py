@@ -5,6 +5,11 @@
 * GraSP (Wang et al. 2020): ``S = -w * (H g)``, the Hessian-gradient product by double
   backprop with logits divided by a temperature (default 200), on about 10 samples per
   class. GraSP removes the *largest* S, so the kept score is ``-S = w * Hg``.
+
+SNIP makes one pass over its batch (the batch is the criterion's setting). GraSP runs its
+sample in chunks of at most :data:`CHUNK` (the loss is a mean over the samples, so the
+gradient and the Hessian-gradient product add up chunk by chunk): memory stays that of
+one chunk however many classes the data has; ``progress`` shows a bar over the chunks.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import numpy as np
 import torch
 
 from n2nonnx.pruning.registry import ScoringContext, criterion
+
+CHUNK = 32  # samples per forward / backward pass
 
 
 def _module(context: ScoringContext):
@@ -37,6 +44,27 @@ def _batch(context: ScoringContext, size: int) -> tuple[torch.Tensor, torch.Tens
     x, y = context.data.x_train, context.data.y_train
     order = torch.from_numpy(context.rng.permutation(len(x))[: min(size, len(x))])
     return x[order], y[order]
+
+
+def _chunks(context: ScoringContext, x: torch.Tensor, y: torch.Tensor, what: str, chunk: int = CHUNK):
+    """(x, y, share) per chunk of at most ``chunk`` samples; ``share`` = its part of the mean."""
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(x), chunk)
+    for start in tqdm(starts, desc=what, unit="chunk", disable=None if context.progress and len(starts) > 1 else True):
+        stop = min(start + chunk, len(x))
+        yield x[start:stop], y[start:stop], (stop - start) / len(x)
+
+
+def _mean_loss_grad(module, weights, context, x, y, scale: float, what: str,
+                    chunk: int = CHUNK) -> list[torch.Tensor]:
+    """Gradient of the mean cross-entropy of ``logits / scale`` over (x, y), chunk by chunk."""
+    total = [torch.zeros_like(w) for w in weights]
+    for xs, ys, share in _chunks(context, x, y, what, chunk):
+        loss = torch.nn.functional.cross_entropy(_logits(module, xs) / scale, ys) * share
+        for accumulated, grad in zip(total, torch.autograd.grad(loss, weights), strict=True):
+            accumulated += grad
+    return total
 
 
 @criterion("snip", needs_data=True, summary="connection sensitivity |w * dL/dw| on one mini-batch (CSP)")
@@ -67,12 +95,14 @@ def grasp_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     temperature = float(context.options.get("temperature", 200.0))
     module, weights = _module(context)
     x, y = grasp_samples(context)
-    loss = torch.nn.functional.cross_entropy(_logits(module, x) / temperature, y)
-    gradient = [g.detach() for g in torch.autograd.grad(loss, weights)]
-    loss = torch.nn.functional.cross_entropy(_logits(module, x) / temperature, y)
-    first = torch.autograd.grad(loss, weights, create_graph=True)
-    dot = sum((g1 * g0).sum() for g1, g0 in zip(first, gradient, strict=True))
-    hessian_gradient = torch.autograd.grad(dot, weights)
+    gradient = [g.detach() for g in _mean_loss_grad(module, weights, context, x, y, temperature, "grasp g")]
+    hessian_gradient = [torch.zeros_like(w) for w in weights]
+    for xs, ys, share in _chunks(context, x, y, "grasp Hg"):
+        loss = torch.nn.functional.cross_entropy(_logits(module, xs) / temperature, ys) * share
+        first = torch.autograd.grad(loss, weights, create_graph=True)
+        dot = sum((g1 * g0).sum() for g1, g0 in zip(first, gradient, strict=True))
+        for accumulated, grad in zip(hessian_gradient, torch.autograd.grad(dot, weights), strict=True):
+            accumulated += grad
     return {
         name: (w * hg).detach().double().numpy()
         for name, w, hg in zip(context.weights, weights, hessian_gradient, strict=True)

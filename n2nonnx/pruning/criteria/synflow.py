@@ -10,7 +10,8 @@ round rescales the positive network by powers of two chosen per layer
 (:mod:`n2nonnx.pruning.criteria.scaling`): every score is multiplied by the same
 ``2**E``, the ranking is unchanged, and the returned scores are divided by it again.
 ``options={"precision": "float64"}`` runs the unscaled float64 computation instead (the
-reference; also used when a graph admits no exact rescaling).
+reference; also used when a graph admits no exact rescaling or its pinned factors still
+leave float32's range).
 """
 
 from __future__ import annotations
@@ -81,13 +82,25 @@ class _Rescaler:
 
 @criterion("synflow", needs_data=False, summary="iterative synaptic flow |w * dR/dw|, data-free")
 def synflow_scores(context: ScoringContext) -> dict[str, np.ndarray]:
-    from tqdm.auto import tqdm
-
-    iterations = int(context.options.get("iterations", 100))
     precision = context.options.get("precision", "float32")
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"SynFlow precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    module, rescaler = _scaled_module(context, PRECISIONS[precision])
+    try:
+        return _synflow(context, PRECISIONS[precision])
+    except _OutOfRange:
+        logger.info("SynFlow left float32's range on this graph; running it in float64")
+        return _synflow(context, torch.float64)
+
+
+class _OutOfRange(Exception):
+    """A float32 round gave non-finite scores (the graph pins factors that overflow)."""
+
+
+def _synflow(context: ScoringContext, dtype: torch.dtype) -> dict[str, np.ndarray]:
+    from tqdm.auto import tqdm
+
+    iterations = int(context.options.get("iterations", 100))
+    module, rescaler = _scaled_module(context, dtype)
     input_shape = [1, *context.options["sample_shape"]]
     masks = {name: np.ones(module.tensor(name).shape, dtype=bool) for name in context.weights}
     scores: dict[str, np.ndarray] = {}
@@ -96,6 +109,8 @@ def synflow_scores(context: ScoringContext) -> dict[str, np.ndarray]:
         if rescaler is not None:
             rescaler.rescale()
         scores = synflow_round(module, context.weights, input_shape)
+        if rescaler is not None and not all(np.isfinite(s).all() for s in scores.values()):
+            raise _OutOfRange
         if context.allocate is None:
             break
         density = context.density ** (round_index / iterations)
