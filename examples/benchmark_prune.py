@@ -187,10 +187,10 @@ def measure(what: str, name: str, config: dict, path: Path) -> dict:
     return {"what": what, "seconds": seconds, "peak_mib": float(np.round(peak, 1)), "file_mib": file_mib}
 
 
-def run_model(name: str, config: dict, threads: int, float64: bool) -> tuple[int, dict]:
+def run_model(name: str, config: dict, threads: int, float64: bool, methods: list[str]) -> tuple[int, dict]:
     """Every row for one model, each in a fresh process."""
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    rows = ["baseline", *METHODS, *(["synflow-float64"] if float64 else [])]
+    rows = ["baseline", *methods, *(["synflow-float64"] if float64 else [])]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{name}.onnx"
         parameters = build(name, config, path)
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["vgg19", "resnet50", "cifar-resnet"])
     parser.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads (default 2)")
     parser.add_argument("--synflow-float64", action="store_true", help="add SynFlow's float64 reference run")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="criteria to measure")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models = ["quick"] if args.quick else args.models
     for index, name in enumerate(models):
-        parameters, results = run_model(name, CONFIGS[name], 1 if args.quick else args.threads, args.synflow_float64)
+        parameters, results = run_model(name, CONFIGS[name], 1 if args.quick else args.threads, args.synflow_float64,
+                                       args.methods)
         print_table(name, CONFIGS[name], parameters, results)
         if index < len(models) - 1:
             print()

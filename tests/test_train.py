@@ -336,7 +336,7 @@ def _bad_npz(path: Path) -> str:
     [
         (lambda tmp: ["--data", _bad_npz(tmp / "d.npz")], "no array 'y_test'"),
         (lambda tmp: ["--data", "digits"], r"samples of shape \(64,\).*expects \(batch, 20\)"),
-        (lambda tmp: ["--data", "synthetic", "--optimizer", "lion"], "optimizer='lion'"),
+        (lambda tmp: ["--data", "synthetic", "--optimizer", "lion"], "invalid choice: 'lion'"),
     ],
 )
 def test_cli_bad_inputs_exit_2_without_output(model_file, tmp_path, capsys, extra, message):

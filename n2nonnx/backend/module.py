@@ -10,7 +10,6 @@ construction. Trained values go back into the same ONNX initializers with
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,17 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from n2nonnx.backend.aliasing import aliased_running_stats
 from n2nonnx.backend.registry import NodeSpec, resolve
+from n2nonnx.backend.tensors import (
+    FLOAT_ONNX,
+    as_proto,
+    coerce,
+    declared_dtype,
+    safe_key,
+    to_onnx_array,
+    to_torch,
+)
 from n2nonnx.backend.trainability import TrainableRule, resolve_trainable
 from n2nonnx.errors import DataError, InvalidArgumentError, InvalidModelError, UnsupportedOpError
 from n2nonnx.graph.masking import find_mask_sites
@@ -32,73 +41,6 @@ _NOT_FOLDABLE = {
 }
 # initializers larger than this are never read as build-time constants (shapes, axes are tiny)
 _MAX_CONSTANT_ELEMENTS = 1 << 16
-_FLOAT_ONNX = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-    onnx.TensorProto.BFLOAT16,
-}
-
-
-def _as_proto(model: Any) -> onnx.ModelProto:
-    proto = model.proto if hasattr(model, "proto") else model
-    if not isinstance(proto, onnx.ModelProto):
-        raise InvalidArgumentError(
-            f"expected an onnx.ModelProto or an object with a .proto attribute, got {type(model).__name__}"
-        )
-    return proto
-
-
-def _to_torch(tensor: onnx.TensorProto) -> torch.Tensor:
-    """An initializer's value as a torch tensor (owning its memory)."""
-    if tensor.data_type == onnx.TensorProto.BFLOAT16:
-        return torch.from_numpy(np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)).to(torch.bfloat16)
-    try:
-        array = numpy_helper.to_array(tensor)
-        return torch.from_numpy(np.array(array, copy=True))
-    except (TypeError, ValueError) as error:
-        raise UnsupportedOpError(
-            f"initializer {tensor.name!r} has ONNX type "
-            f"{onnx.TensorProto.DataType.Name(tensor.data_type)}, which torch cannot hold"
-        ) from error
-
-
-def _to_onnx_array(value: torch.Tensor, data_type: int) -> np.ndarray:
-    value = value.detach().cpu()
-    if value.dtype == torch.bfloat16:
-        value = value.float()
-    np_type = onnx.helper.tensor_dtype_to_np_dtype(data_type)
-    return value.numpy().astype(np_type, copy=False)
-
-
-def _declared_dtype(value: onnx.ValueInfoProto, override: torch.dtype | None) -> torch.dtype | None:
-    """The floating dtype a graph input should arrive in (floating inputs are cast to it)."""
-    elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
-    if elem not in _FLOAT_ONNX:
-        return None
-    if override is not None:
-        return override
-    return {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
-            onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.BFLOAT16: torch.bfloat16}[elem]
-
-
-def _coerce(value: Any, wanted: torch.dtype | None, device: torch.device | None) -> torch.Tensor:
-    """An input as a tensor on the module's device; floating inputs get the module's float type."""
-    if not isinstance(value, torch.Tensor):
-        value = torch.as_tensor(value)
-    if device is not None and value.device != device:
-        value = value.to(device)
-    if wanted is not None and value.dtype != wanted and value.is_floating_point():
-        value = value.to(wanted)
-    return value
-
-
-def _safe_key(name: str, taken: set[str]) -> str:
-    base = "t_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
-    key, count = base, 1
-    while key in taken:
-        count += 1
-        key = f"{base}_{count}"
-    taken.add(key)
-    return key
 
 
 class _ModeFlag:
@@ -108,53 +50,6 @@ class _ModeFlag:
 
     def __call__(self) -> bool:
         return self.training
-
-
-def _aliased_running_stats(
-    graph: onnx.GraphProto, initializers: set[str], trainable: set[str]
-) -> tuple[dict[str, str], dict[tuple[int, int], str]]:
-    """BatchNorm running-stat inputs that share storage with another tensor.
-
-    Exporters dedup equal tensors: the legacy torch exporter feeds a fresh BatchNorm's
-    running mean / var through ``Identity`` nodes from its bias / scale; other tools point
-    both slots at one initializer. Updating such a stat in train mode would overwrite the
-    weight, so each one gets a private buffer.
-
-    Returns:
-        ``(sources, renamed)``: stat tensor name -> the initializer it starts from, and
-        (node index, input slot) -> the new stat name for inputs that must be renamed
-        (a stat that *is* a shared or trainable initializer).
-    """
-    producers = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    taken = set(initializers) | set(producers)
-    sources: dict[str, str] = {}
-    renamed: dict[tuple[int, int], str] = {}
-    for index, node in enumerate(graph.node):
-        if node.op_type != "BatchNormalization":
-            continue
-        for slot, label in ((3, "running_mean"), (4, "running_var")):
-            if slot >= len(node.input):
-                continue
-            name = node.input[slot]
-            if name in initializers:
-                if name in trainable or uses.get(name, 0) > 1:
-                    new = f"{node.name or node.output[0]}/{label}"
-                    while new in taken:
-                        new += "_"
-                    taken.add(new)
-                    sources[new] = name
-                    renamed[(index, slot)] = new
-                continue
-            source = name
-            while source not in initializers and source in producers and producers[source].op_type == "Identity":
-                source = producers[source].input[0]
-            if source != name and source in initializers:
-                sources[name] = source
-    return sources, renamed
 
 
 class OnnxModule(torch.nn.Module):
@@ -175,7 +70,7 @@ class OnnxModule(torch.nn.Module):
 
     def __init__(self, model: Any, trainable: TrainableRule = None, dtype: torch.dtype | None = None):
         super().__init__()
-        proto = _as_proto(model)
+        proto = as_proto(model)
         graph = proto.graph
         self._onnx_types: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
         self.initializer_names: list[str] = [t.name for t in graph.initializer]
@@ -193,10 +88,10 @@ class OnnxModule(torch.nn.Module):
         foldable: set[str] = set()
 
         for tensor in graph.initializer:
-            value = _to_torch(tensor)
-            if dtype is not None and tensor.data_type in _FLOAT_ONNX:
+            value = to_torch(tensor)
+            if dtype is not None and tensor.data_type in FLOAT_ONNX:
                 value = value.to(dtype)
-            key = _safe_key(tensor.name, taken)
+            key = safe_key(tensor.name, taken)
             self._keys[tensor.name] = key
             if tensor.name in self._trainable:
                 self.register_parameter(key, torch.nn.Parameter(value))
@@ -204,14 +99,14 @@ class OnnxModule(torch.nn.Module):
                 self.register_buffer(key, value)
                 if tensor.name not in mask_names and value.numel() <= _MAX_CONSTANT_ELEMENTS:
                     constants[tensor.name] = value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
-                    if tensor.data_type not in _FLOAT_ONNX:
+                    if tensor.data_type not in FLOAT_ONNX:
                         foldable.add(tensor.name)
 
         # BatchNorm running stats that the exporter aliased to another initializer through
         # Identity nodes (the legacy exporter dedups equal tensors): give them private buffers
-        self._stat_sources, self._stat_renames = _aliased_running_stats(graph, set(self._keys), self._trainable)
+        self._stat_sources, self._stat_renames = aliased_running_stats(graph, set(self._keys), self._trainable)
         for name, source in self._stat_sources.items():
-            key = _safe_key("stat_" + name, taken)
+            key = safe_key("stat_" + name, taken)
             self._keys[name] = key
             self._onnx_types[name] = self._onnx_types[source]
             self.register_buffer(key, self.tensor(source).detach().clone())
@@ -227,10 +122,10 @@ class OnnxModule(torch.nn.Module):
         self.input_names: list[str] = input_names
         self.output_names: list[str] = [o.name for o in graph.output]
         self._input_slots = [slot(n) for n in input_names]
-        self._input_dtypes = [_declared_dtype(i, dtype) for i in graph.input if i.name not in self._keys]
+        self._input_dtypes = [declared_dtype(i, dtype) for i in graph.input if i.name not in self._keys]
         # a floating initializer whose dtype reveals a later module.half() / .double()
         self._probe = next(((self._keys[t.name], t.name in self._trainable) for t in graph.initializer
-                            if t.data_type in _FLOAT_ONNX), None)
+                            if t.data_type in FLOAT_ONNX), None)
         self._probe_dtype = None
         if self._probe is not None:
             key, is_param = self._probe
@@ -272,7 +167,7 @@ class OnnxModule(torch.nn.Module):
                 for name, value in zip(node.output, results, strict=False):
                     if not name:
                         continue
-                    key = _safe_key("const_" + name, taken)
+                    key = safe_key("const_" + name, taken)
                     self.register_buffer(key, value.detach().clone(), persistent=False)
                     constants[name] = (value.float() if value.dtype == torch.bfloat16 else value).detach().cpu().numpy()
                     foldable.add(name)
@@ -326,7 +221,7 @@ class OnnxModule(torch.nn.Module):
             raise DataError(f"model takes {len(self._input_slots)} inputs {self.input_names}, got {len(args)}")
         wanted_types, device = self._wanted_input_types()
         for index, wanted, value in zip(self._input_slots, wanted_types, args, strict=False):
-            env[index] = _coerce(value, wanted, device)
+            env[index] = coerce(value, wanted, device)
         if kwargs:
             self._bind_keywords(env, kwargs, wanted_types, device)
         for index, name in zip(self._input_slots[len(args):], self.input_names[len(args):], strict=True):
@@ -349,7 +244,8 @@ class OnnxModule(torch.nn.Module):
 
     def _wanted_input_types(self) -> tuple[list[torch.dtype | None], torch.device | None]:
         """Declared float input types (or the module's float type after ``.half()`` /
-        ``.double()``) and the device the module's tensors live on."""
+        ``.double()``) and the device the module's tensors live on.
+        """
         if self._probe is None:
             return self._input_dtypes, None
         key, is_param = self._probe
@@ -366,7 +262,7 @@ class OnnxModule(torch.nn.Module):
             if name not in positions:
                 raise DataError(f"unknown model input {name!r}; inputs are {self.input_names}")
             index, wanted = positions[name]
-            env[index] = _coerce(value, wanted, device)
+            env[index] = coerce(value, wanted, device)
 
     # ------------------------------------------------------------------ initializers
 
@@ -427,7 +323,7 @@ class OnnxModule(torch.nn.Module):
             name; :meth:`write_back` turns those into initializers once they have moved).
         """
         names = self.initializer_names + list(self._stat_sources)
-        return {name: _to_onnx_array(self.tensor(name), self._onnx_types[name]) for name in names}
+        return {name: to_onnx_array(self.tensor(name), self._onnx_types[name]) for name in names}
 
     def write_back(self, model: Any) -> onnx.ModelProto:
         """A copy of ``model``'s proto with every initializer holding this module's current value.
@@ -440,7 +336,7 @@ class OnnxModule(torch.nn.Module):
             Initializers this module does not know are copied unchanged.
         """
         proto = onnx.ModelProto()
-        proto.CopyFrom(_as_proto(model))
+        proto.CopyFrom(as_proto(model))
         values = self.initializer_values()
         for index, tensor in enumerate(proto.graph.initializer):
             if tensor.name in self._stat_sources:
@@ -461,8 +357,8 @@ class OnnxModule(torch.nn.Module):
         graph = proto.graph
         moved = {}
         for name, source in self._stat_sources.items():
-            value = _to_onnx_array(self.tensor(name), self._onnx_types[name])
-            if not np.array_equal(value, _to_onnx_array(self.tensor(source), self._onnx_types[source])):
+            value = to_onnx_array(self.tensor(name), self._onnx_types[name])
+            if not np.array_equal(value, to_onnx_array(self.tensor(source), self._onnx_types[source])):
                 moved[name] = value
         for (index, slot), new in self._stat_renames.items():
             if new in moved and index < len(graph.node) and graph.node[index].op_type == "BatchNormalization":

@@ -59,9 +59,7 @@ def _walk_to_initializer(
         if node is None or name in seen:
             return None
         seen.add(name)
-        if node.op_type in _PASS_THROUGH:
-            name = node.input[0]
-        elif name in mask_outputs:
+        if node.op_type in _PASS_THROUGH or name in mask_outputs:
             name = node.input[0]
         else:
             return None

@@ -10,6 +10,7 @@ from n2nonnx.backend.ops import (  # noqa: F401
     generators,
     indexing,
     linear,
+    ml,
     norm,
     pad,
     pooling,

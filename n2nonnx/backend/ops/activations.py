@@ -83,7 +83,7 @@ def hard_sigmoid(spec: NodeSpec) -> Kernel:
 
 @register_op("ThresholdedRelu", versions=(10, 22))
 def thresholded_relu(spec: NodeSpec) -> Kernel:
-    """x where x > alpha, else 0."""
+    """X where x > alpha, else 0."""
     alpha = spec.attr("alpha", 1.0)
     return lambda x: torch.where(x > alpha, x, torch.zeros_like(x))
 
