@@ -8,9 +8,12 @@ would reject.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +29,14 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 ModelSource = str | os.PathLike | bytes | onnx.ModelProto | Model
+
+# Scratch folders of save(): ".n2nonnx-XXXX" beside the destination, holding a marker file
+# that names the writing process; one left by a killed process is removed at the next save.
+SCRATCH_PREFIX = ".n2nonnx-"
+SCRATCH_MARKER = "owner"
+STALE_SCRATCH_SECONDS = 3600
+
+log = logging.getLogger(__name__)
 
 
 def load(
@@ -74,6 +85,13 @@ def save(
 ) -> Path:
     """Write a model atomically (temporary file, then rename).
 
+    The model is written and validated in a scratch folder ``.n2nonnx-XXXX`` beside the
+    destination, then renamed into place, so the destination is either the old file or the
+    whole new one. A process killed mid-save (``kill -9``, power loss) leaves its scratch
+    folder behind; every save first removes the stale scratch folders of the destination's
+    folder: those whose marker names a process of this machine that no longer runs, and
+    those without a readable marker older than an hour.
+
     Args:
         model: what to write.
         path: destination ``.onnx`` file. External data goes to ``<name>.data`` beside it.
@@ -109,7 +127,10 @@ def save(
     if target.is_dir():
         raise SaveError(f"cannot write {target}: it is a folder; give a file name ending in .onnx")
     use_external = external_data if external_data is not None else initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
-    scratch = Path(tempfile.mkdtemp(prefix=".n2nonnx-", dir=target.parent))
+    try:
+        scratch = make_scratch(target.parent)
+    except OSError as error:
+        raise SaveError(f"cannot write {target}: {error.strerror or error}") from None
     try:
         staged = scratch / target.name
         data_name = target.name + ".data"
@@ -132,6 +153,89 @@ def save(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def make_scratch(folder: str | os.PathLike) -> Path:
+    """A new scratch folder ``.n2nonnx-XXXX`` in ``folder``, marked as this process's.
+
+    Stale scratch folders that killed processes left in ``folder`` are removed first (see
+    :func:`save`). The caller removes the new folder when done.
+
+    Args:
+        folder: where the files being staged will end up (same file system: renames are atomic).
+
+    Returns:
+        The scratch folder.
+
+    Raises:
+        OSError: the folder cannot be created.
+    """
+    remove_stale_scratch(folder)
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=folder))
+    try:
+        (scratch / SCRATCH_MARKER).write_text(_owner())
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return scratch
+
+
+def remove_stale_scratch(folder: str | os.PathLike) -> list[Path]:
+    """Remove the scratch folders that killed saves left in ``folder`` (see :func:`save`).
+
+    Args:
+        folder: the folder to clean.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    try:
+        candidates = [p for p in Path(folder).iterdir() if p.name.startswith(SCRATCH_PREFIX) and p.is_dir()]
+    except OSError:
+        return removed
+    for scratch in candidates:
+        if _is_stale(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+            if not scratch.exists():
+                log.info("removed %s, left by an interrupted save", scratch)
+                removed.append(scratch)
+    return removed
+
+
+def _owner() -> str:
+    """``host pid start-time`` of this process (start time guards against a reused pid)."""
+    return f"{socket.gethostname()} {os.getpid()} {_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[19]  # field 22 of stat: start time in clock ticks since boot
+    except (OSError, IndexError):
+        return "?"
+
+
+def _is_stale(scratch: Path) -> bool:
+    try:
+        host, pid_text, started = (scratch / SCRATCH_MARKER).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        try:  # no marker yet (killed right after creating the folder) or a damaged one
+            return time.time() - scratch.stat().st_mtime > STALE_SCRATCH_SECONDS
+        except OSError:
+            return False
+    if host != socket.gethostname():  # another machine's save on a shared folder
+        return time.time() - scratch.stat().st_mtime > STALE_SCRATCH_SECONDS
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by another user
+        return False
+    return started != "?" and _start_time(pid) != started  # the pid now belongs to another process
 
 
 def is_large(proto: onnx.ModelProto) -> bool:

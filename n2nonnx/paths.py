@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.errors import InvalidArgumentError, SaveError
 
 _NAME_MAX = 255
 
@@ -78,10 +78,12 @@ def check_output_dir(path: str | os.PathLike[str], *, label: str = "--out") -> P
         The resolved path.
 
     Raises:
-        InvalidArgumentError: the path is a file, or its nearest existing ancestor is not
-            a writable folder.
+        InvalidArgumentError: the path is a file, has a name too long for the file system,
+            or its nearest existing ancestor is not a writable folder.
     """
     target = Path(path).expanduser()
+    if any(len(part.encode()) > _NAME_MAX for part in target.parts):
+        raise InvalidArgumentError(f"{label}: a folder name is longer than {_NAME_MAX} bytes; choose a shorter one")
     if target.exists() and not target.is_dir():
         raise InvalidArgumentError(f"{label} {str(target)!r} is a file; give a folder")
     existing = target.resolve()
@@ -107,14 +109,30 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 
     Returns:
         The path written.
+
+    Raises:
+        SaveError: the file could not be written (read-only folder, full disk ...); the
+            destination is then untouched and no temporary file is left.
     """
     target = Path(path)
-    handle, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        handle, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise SaveError(f"cannot write {target}: {error.strerror or error}") from None
     try:
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
+        os.chmod(scratch, 0o666 & ~_umask())  # mkstemp makes it private; give it a new file's mode
         os.replace(scratch, target)
-    except BaseException:
+    except BaseException as error:
         Path(scratch).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise SaveError(f"cannot write {target}: {error.strerror or error}") from None
         raise
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

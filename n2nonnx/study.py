@@ -84,6 +84,7 @@ class StudyPlan:
 
 
 def cell_path(out: Path, arch: str, variant: str, density: float, seed: int) -> Path:
+    """Where a cell's numbers are kept."""
     return out / "cells" / arch / f"{variant}-d{density:g}-s{seed}.json"
 
 
@@ -95,7 +96,7 @@ def _done(path: Path, settings: dict[str, Any]) -> bool:
         cell = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError):
         return False
-    return isinstance(cell, dict) and cell.get("settings") == json.loads(json.dumps(settings))
+    return _well_formed(cell) and cell.get("settings") == json.loads(json.dumps(settings))
 
 
 def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
@@ -118,16 +119,15 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> di
     todo = [c for c in cells if not _done(cell_path(out, *c), plan.settings(c[0]))]
     if len(todo) < len(cells):
         log.info("resuming: %d of %d cells already done", len(cells) - len(todo), len(cells))
-    models: dict[str, Any] = {}
+    models, unsaved = _models(plan, out, sorted({cell[0] for cell in todo}))
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study", unit="cell",
                disable=None if progress else True)
     try:
         for arch, variant, density, seed in todo:
-            if arch not in models:
+            if arch in unsaved:  # written with its first cell: a study failing early leaves nothing
                 path = out / "models" / f"{arch}.onnx"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                factory, options = ARCHS[arch]
-                models[arch] = n2nonnx.load(path if path.exists() else export_builtin(factory, path, 0, options))
+                n2nonnx.save(unsaved.pop(arch), path)
             method, allocation, share = VARIANTS[variant]
             config = JobConfig(method=method, density=density, skip_share=share, allocation=allocation,
                                sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed,
@@ -146,6 +146,38 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> di
     return summarize(plan, out)
 
 
+def _models(plan: StudyPlan, out: Path, archs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The study's models, with the data checked against each before any cell runs.
+
+    Returns:
+        (arch -> model, arch -> models exported now and not yet saved under ``out/models``).
+    """
+    import tempfile
+
+    import n2nonnx
+    from n2nonnx.data import check_classes, check_float32_input, resolve_data
+    from n2nonnx.errors import N2NError
+
+    models, unsaved = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for arch in archs:
+            path = out / "models" / f"{arch}.onnx"
+            model = None
+            if path.exists():
+                try:
+                    model = n2nonnx.load(path)
+                except N2NError as error:
+                    log.warning("re-exporting the study model %s: %s", path, error)
+            if model is None:
+                factory, options = ARCHS[arch]
+                model = unsaved[arch] = n2nonnx.load(export_builtin(factory, Path(scratch) / f"{arch}.onnx", 0, options))
+            check_float32_input(model)
+            info = model.graph_inputs[0]
+            check_classes(model, resolve_data(plan.data, input_shape=info.shape, input_name=info.name))
+            models[arch] = model
+    return models, unsaved
+
+
 def load_cells(out: Path) -> list[dict[str, Any]]:
     """Every readable cell of a study folder; a damaged cell file is skipped with a warning."""
     cells = []
@@ -154,11 +186,27 @@ def load_cells(out: Path) -> list[dict[str, Any]]:
             cell = json.loads(path.read_text())
         except (OSError, ValueError, RecursionError):
             cell = None
-        if isinstance(cell, dict) and "settings" in cell:
+        if _well_formed(cell):
             cells.append(cell)
         else:
             log.warning("skipping damaged study cell %s (it is redone on the next run)", path)
     return cells
+
+
+def _well_formed(cell: Any) -> bool:
+    """A cell record with the fields :func:`summarize` reads, of the right kinds."""
+    number = (int, float)
+    try:
+        return (
+            isinstance(cell, dict) and "settings" in cell and isinstance(cell["arch"], str)
+            and isinstance(cell["variant"], str) and isinstance(cell["seed"], int)
+            and isinstance(cell["config"]["density"], number) and isinstance(cell["density"], number)
+            and isinstance(cell["onnxruntime_test_accuracy"], number)
+            and ("connectivity" not in cell or all(
+                isinstance(cell["connectivity"][key], number) for key in ("saturation_delta", "dead_units")))
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ fast; the test takes about two minutes and 8 GB of memory.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 from onnx import TensorProto, helper
 
@@ -27,6 +28,7 @@ def external_tensor(name: str, location: str, offset: int, length: int) -> onnx.
     return tensor
 
 
+@pytest.mark.large_memory
 def test_model_over_2gb(tmp_path):
     length = SIZE * SIZE * 4
     with open(tmp_path / "big.data", "wb") as handle:

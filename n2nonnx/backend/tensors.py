@@ -10,7 +10,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.errors import InvalidArgumentError, UnsupportedOpError
 
 FLOAT_ONNX = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,

@@ -7,7 +7,11 @@ without importing torch, onnx or onnxruntime.
 
 Exit status: 0 on success, 2 for bad input (one ``error:`` line naming the problem and the
 fix, nothing written), 1 when the work itself fails (training diverged, a deployed model
-disagrees with its input), 130 on Ctrl-C.
+disagrees with its input: one ``failed:`` line, nothing half written), 130 on Ctrl-C. A
+file that cannot be written (a full disk) is reported like bad input, on one line.
+Warnings (n2nonnx's own and Python's, e.g. numpy's RuntimeWarning) are held back until the
+command succeeds, so a failing command prints exactly one line on stderr; ``--verbose``
+shows them as they happen.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one usage-error line and exit with status 2."""
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -86,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("n2nonnx").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
+    held = _HeldWarnings(enabled=not args.verbose)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
     except WorkFailedError as error:
         print(f"n2nonnx {verb}: failed: {_one_line(error)}", file=sys.stderr)
         return 1
@@ -97,6 +103,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"n2nonnx {verb}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as error:  # a file that cannot be written or read (disk full, I/O error)
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        print(f"n2nonnx {verb}: error: {error.strerror or _one_line(error)}{where}; nothing was written",
+              file=sys.stderr)
+        return 2
+    finally:
+        held.close()
+    held.release()
+    return status
+
+
+class _HeldWarnings(logging.Filter):
+    """Holds back warning records (and Python warnings) until the command has succeeded."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.handlers = list(logging.root.handlers) if enabled else []
+        for handler in self.handlers:
+            handler.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if record.name == "py.warnings":  # "file:line: Category: message\n  source line": keep the message
+            text = record.getMessage().strip().splitlines()[0]
+            record.msg, record.args = "warning: " + text.split(": ", 1)[-1], None
+        if all(record is not held for held in self.records):
+            self.records.append(record)
+        return False
+
+    def close(self) -> None:
+        for handler in self.handlers:
+            handler.removeFilter(self)
+
+    def release(self) -> None:
+        for record in self.records:
+            for handler in self.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
 
 
 def _one_line(error: BaseException) -> str:

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Analyse, print the table, write the requested files."""
     import json
+    import os
+    from pathlib import Path
 
     from n2nonnx.errors import InvalidArgumentError
     from n2nonnx.paths import check_output_file, write_text_atomic
@@ -75,12 +77,24 @@ def run(args: argparse.Namespace) -> int:
     report = analyze(reference, *models, times=args.times, weighted=args.weighted,
                      spectrum=not args.no_spectrum)
     print(report.table())
-    if args.plot:
-        from n2nonnx.connectivity.plots import plot_report
+    staged = None
+    try:  # both files or neither: the figure is drawn beside its destination, renamed last
+        if args.plot:
+            from n2nonnx.connectivity.plots import plot_report
 
-        plot_report(report, args.plot)
+            plot = Path(args.plot)
+            staged = plot.with_name(f".{plot.stem}.{os.getpid()}.tmp{plot.suffix}")
+            plot_report(report, staged)
+        if args.json:
+            write_text_atomic(args.json, json.dumps(report.to_dict(), indent=1))
+        if staged is not None:
+            os.replace(staged, args.plot)
+            staged = None
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+    if args.plot:
         print(f"figures written to {args.plot}")
     if args.json:
-        write_text_atomic(args.json, json.dumps(report.to_dict(), indent=1))
         print(f"report written to {args.json}")
     return 0

@@ -20,6 +20,7 @@ examples:
 
 
 def register(subparsers) -> None:
+    """Add the ``deploy`` verb."""
     parser = options.add_verb(subparsers, "deploy", "fold masks, remove dead units, store compactly, int8; verified",
                               DESCRIPTION, EXAMPLE)
     options.add_input(parser)
@@ -45,12 +46,12 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Deploy ``args.input``, verify it, and write ``args.output`` (and ``--json``)."""
     import json
-    from pathlib import Path
 
     from n2nonnx.deploy import deploy
     from n2nonnx.io import load
-    from n2nonnx.paths import check_output_file
+    from n2nonnx.paths import check_output_file, write_text_atomic
 
     check_output_file(args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",))
     if args.json:
@@ -65,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
     path = result.save(args.output)
     print(result.format())
     if args.json:
-        Path(args.json).write_text(json.dumps(result.summary, indent=2, default=float))
+        write_text_atomic(args.json, json.dumps(result.summary, indent=2, default=float))
     print(f"\nwrote {path}")
     return 0

@@ -176,5 +176,8 @@ def _structured(args: argparse.Namespace) -> int:
     print(f"{result.method}: removed {sum(map(len, result.removed.values()))} units in "
           f"{len(result.removed)} layers; parameters kept {result.params_kept:.1%}, FLOPs kept "
           f"{result.flops_kept:.1%}; decided in {result.decision_seconds:.1f} s")
+    if result.finetune is not None:
+        print(f"fine-tuned {len(result.finetune.history)} epochs: test accuracy "
+              f"{result.finetune.history.final.test_accuracy:.2%}")
     print(f"\nwrote {path}")
     return 0

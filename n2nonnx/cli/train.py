@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.history, label="--history", force=args.force, inputs=[args.input, args.output],
                           suffixes=(".json",))
     config = TrainConfig.from_options(**options.training_options(args))  # validated before slow work
+    _check_device(args.device)
     options.set_threads(args.threads)
     model = io.load(args.input, analyze=False)
     spec = model_input(model)
@@ -62,3 +63,14 @@ def run(args: argparse.Namespace) -> int:
           f"(best {best.test_accuracy:.2%} at epoch {best.epoch})")
     print(f"wrote {args.output}" + (f" and {args.history}" if args.history else ""))
     return 0
+
+
+def _check_device(name: str) -> None:
+    """Refuse a device that is unknown, absent, or holds no data (``meta``) before any work."""
+    from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.training.devices import resolve_device
+
+    device = resolve_device(name)
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise InvalidArgumentError(f"--device {name!r} cannot train (it holds no data or is not supported); "
+                                   "use cpu or cuda")

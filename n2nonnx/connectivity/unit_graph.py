@@ -195,6 +195,12 @@ def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) 
     view = load_layers(model)
     layers = sorted(view.layers, key=lambda layer: layer.index)
     skips = {layer.name for layer in layers if layer.is_skip}
+    for layer in layers:
+        if 0 in tuple(layer.weight_shape):
+            raise InvalidModelError(
+                f"layer {layer.name!r} has an empty weight of shape {tuple(layer.weight_shape)}; the unit "
+                "graph needs every layer to have units and inputs: remove the layer or fix the export"
+            )
     blocks: dict[str, Block] = {}
     start = 0
     for name, size in _input_sizes(view, layers).items():

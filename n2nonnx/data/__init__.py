@@ -11,7 +11,14 @@ from n2nonnx.data.builtin import BUILTIN_DATASETS, builtin_names, load_builtin, 
 from n2nonnx.data.cache import cache_dir
 from n2nonnx.data.dataset import DataSplit, TrainTestData, holdout_split, make_data, standardized
 from n2nonnx.data.resolve import resolve_data
-from n2nonnx.data.shapes import ModelInput, fit_to_input, model_input
+from n2nonnx.data.shapes import (
+    ModelInput,
+    check_classes,
+    check_float32_input,
+    class_count,
+    fit_to_input,
+    model_input,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -20,6 +27,9 @@ __all__ = [
     "TrainTestData",
     "builtin_names",
     "cache_dir",
+    "check_classes",
+    "check_float32_input",
+    "class_count",
     "fit_to_input",
     "from_arrays",
     "from_npz",

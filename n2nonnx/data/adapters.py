@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from n2nonnx.data.dataset import TrainTestData, holdout_split, make_data
+from n2nonnx.data.memory import check_fits_memory, format_bytes
 from n2nonnx.errors import DataError
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -83,19 +84,66 @@ def from_npz(path: str | Path) -> TrainTestData:
         The checked data set, named after the file.
 
     Raises:
-        DataError: the file is missing or unreadable, a key is missing, or an array is
-            mis-shaped (the message names the key).
+        DataError: the file is missing, unreadable or not an .npz archive, a key is
+            missing, an array header claims more data than the file holds or than memory
+            can, or an array is mis-shaped (the message names the key).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{str(path)!r} is not an .npz archive ({'an empty file' if path.stat().st_size == 0 else 'not a zip file'}); "
+            "save the four arrays with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
+    check_npz_sizes(path, SPLIT_KEYS)
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
             arrays = {key: archive[key] for key in SPLIT_KEYS if key in keys}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {str(path)!r} as an .npz archive: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {str(path)!r} as an .npz archive: {' '.join(str(exc).split())}") from None
     return _from_mapping(arrays, path.name, keys)
+
+
+def check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
+    """Read the array headers of an .npz archive and refuse impossible sizes before loading.
+
+    Args:
+        path: the archive.
+        keys: the arrays that will be loaded (others are not read).
+
+    Raises:
+        DataError: a header is unreadable, claims more bytes than its member holds (a
+            truncated or forged file), or the arrays together exceed the available memory.
+    """
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                key = info.filename.removesuffix(".npy")
+                if key not in keys:
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ValueError(f"array {key!r} has .npy format version {version}; use numpy.savez")
+                    shape, _, dtype = read_header(member)
+                    header = member.tell()
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > info.file_size - header:
+                    raise DataError(
+                        f"{path.name}: array {key!r} claims shape {shape} ({format_bytes(nbytes)}) but the file "
+                        f"holds {format_bytes(info.file_size - header)} for it; the file is truncated or "
+                        "damaged, write it again with numpy.savez"
+                    )
+                total += nbytes
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {str(path)!r} as an .npz archive: {' '.join(str(exc).split())}") from None
+    # float32 copies of the inputs are made as well: count the arrays twice
+    check_fits_memory(2 * total, f"{path.name}", "use a smaller data file")
 
 
 def from_torch(dataset: Any, *, seed: int = 0, test_fraction: float = 0.2) -> TrainTestData:

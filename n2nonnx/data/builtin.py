@@ -28,6 +28,7 @@ import numpy as np
 
 from n2nonnx.data.cache import load_cached, store_cached
 from n2nonnx.data.dataset import TrainTestData, make_data, standardized
+from n2nonnx.data.memory import check_fits_memory
 from n2nonnx.errors import DataError, InvalidArgumentError
 
 Loader = Callable[..., TrainTestData]
@@ -163,6 +164,8 @@ def load_mnist1d(*, train: int, test: int, standardize: bool, seed: int) -> Trai
     total = _positive("train", train) + _positive("test", test)
     if total < 10 * 2:
         raise InvalidArgumentError(f"mnist1d needs train + test >= 20 samples, got {total}")
+    # the generator works in float64 on padded 72-point templates before cropping to 40
+    check_fits_memory(total * 72 * 8 * 4, f"mnist1d with {total} samples", "ask for fewer samples (train=, test=)")
     file_name = f"mnist1d_n{total}_seed{seed}_v1.npz"
     arrays = load_cached(file_name)
     if arrays is None:
@@ -270,6 +273,10 @@ def load_synthetic(
             f"among {features} features; raise features (need 2**informative >= classes)"
         )
     total = _positive("train", train) + _positive("test", test)
+    # make_classification draws an informative x informative covariance factor and the
+    # samples in float64 (plus a copy each)
+    check_fits_memory(8 * (informative**2 + 2 * total * features), f"synthetic data with {features} features "
+                      f"({informative} informative) and {total} samples", "ask for fewer features or samples")
     x, y = make_classification(
         n_samples=total,
         n_features=features,

@@ -92,7 +92,8 @@ def as_inputs(values: Any, what: str) -> torch.Tensor:
         A float32 tensor of rank >= 2.
 
     Raises:
-        DataError: the values are not numeric or have no per-sample dimension.
+        DataError: the values are not numeric, have no per-sample dimension, hold NaN or
+            infinite values, or values beyond float32's range.
     """
     try:
         array = (
@@ -109,7 +110,26 @@ def as_inputs(values: Any, what: str) -> torch.Tensor:
             f"{what} has shape {array.shape}; inputs need a batch dimension first and at least "
             f"one feature dimension, e.g. (N, features)"
         )
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            bad = int(array.size - np.count_nonzero(finite))
+            sample = int(np.argwhere(~finite)[0][0])
+            raise DataError(
+                f"{what} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} (the first in sample "
+                f"{sample}); training and scoring need finite inputs: remove or impute those samples"
+            )
+    with np.errstate(over="ignore", invalid="ignore"):  # a float64 value beyond float32's range
+        converted = np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        overflow = ~np.isfinite(converted)
+        if overflow.any():
+            sample = int(np.argwhere(overflow)[0][0])
+            raise DataError(
+                f"{what} holds values beyond float32's range (e.g. {array[tuple(np.argwhere(overflow)[0])]:.3g} "
+                f"in sample {sample}); n2nonnx computes in float32: rescale the data"
+            )
+    return torch.from_numpy(converted)
 
 
 def as_labels(values: Any, what: str, count: int) -> torch.Tensor:
@@ -138,10 +158,15 @@ def as_labels(values: Any, what: str, count: int) -> torch.Tensor:
         )
     if len(array) != count:
         raise DataError(f"{what} has {len(array)} labels but the inputs have {count} samples")
+    if array.dtype.kind == "b":
+        raise DataError(
+            f"{what} holds booleans; labels must be integer class indices (for two classes pass "
+            f"{what}.astype(int): False -> 0, True -> 1)"
+        )
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise DataError(f"{what} must hold integer class indices, got non-integral floats")
-    elif array.dtype.kind not in "biu":
+    elif array.dtype.kind not in "iu":
         raise DataError(f"{what} must hold integer class indices, got dtype {array.dtype}")
     if count and array.min() < 0:
         raise DataError(f"{what} has negative labels (min {array.min()}); use indices 0..C-1")

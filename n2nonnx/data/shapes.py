@@ -115,3 +115,65 @@ def fit_to_input(
         f"{input_name!r} expects {format_shape(input_shape)}; pass inputs shaped {wanted} "
         f"(e.g. x.reshape(len(x), ...)) or a model whose input fits the data"
     )
+
+
+def class_count(model: Any) -> int | None:
+    """The number of class scores of a model's first output, or None when it is not known.
+
+    Args:
+        model: an ``onnx.ModelProto`` or an object with ``.proto``.
+    """
+    proto: onnx.ModelProto = getattr(model, "proto", model)
+    if not proto.graph.output:
+        return None
+    dims = proto.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) < 2 or not all(dim.HasField("dim_value") for dim in dims[1:]):
+        return None
+    count = 1
+    for dim in dims[1:]:
+        count *= int(dim.dim_value)
+    return count or None
+
+
+def check_classes(model: Any, data: TrainTestData) -> None:
+    """Refuse labels that the model's class scores cannot index (checked before any work).
+
+    Args:
+        model: the model whose first output holds the class scores.
+        data: the data set.
+
+    Raises:
+        DataError: a label is at least the model's number of class scores.
+    """
+    outputs = class_count(model)
+    if outputs is not None and outputs < data.num_classes:
+        proto = getattr(model, "proto", model)
+        raise DataError(
+            f"model output {proto.graph.output[0].name!r} has {outputs} class scores but the labels of "
+            f"{data.name!r} go up to {data.num_classes - 1}; use a model with {data.num_classes} outputs "
+            "or relabel the data"
+        )
+
+
+def check_float32_input(model: Any, what: str = "training and scoring") -> None:
+    """Refuse a model whose data input is not float32 (a half-precision export, an int input).
+
+    Args:
+        model: the model.
+        what: the work that needs float32, for the message.
+
+    Raises:
+        DataError: the input's element type is known and not float32.
+    """
+    proto: onnx.ModelProto = getattr(model, "proto", model)
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [value for value in proto.graph.input if value.name not in initializers]
+    if not inputs:
+        return
+    elem_type = inputs[0].type.tensor_type.elem_type
+    if elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UNDEFINED):
+        kind = onnx.TensorProto.DataType.Name(elem_type)
+        raise DataError(
+            f"model input {inputs[0].name!r} is {kind}; {what} need a float32 model: export it in float32 "
+            "(n2nonnx deploy --weights-fp16 makes the half-precision copy afterwards)"
+        )

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +81,8 @@ def run_job(
 
     Raises:
         InvalidArgumentError: a bad option, or report files that exist without ``force``.
+        DataError: data that does not fit the model (checked before any work).
+        SaveError: the report folder cannot be written (nothing is left in it then).
     """
     from n2nonnx.io import load, save
     from n2nonnx.paths import check_output_dir, check_output_file, write_text_atomic
@@ -92,35 +98,70 @@ def run_job(
         source = model if model is not None else export_builtin(arch, Path(scratch) / "dense.onnx", config.seed)
         dense = load(source)
     result = sparsify(dense, data, config, progress=progress)
-    files: dict[str, Path] = {}
     gains: dict[str, Any] = {}
     gains_table = None
     if deploy:
         gains, gains_table, candidates = _compare(dense, data, config, result, baselines, progress)
         result.numbers["gains"] = gains
-    out.mkdir(parents=True, exist_ok=True)
-    if model is None:
-        files["dense"] = save(dense, out / "dense.onnx")
-    files["model"] = save(result.trained, out / "model.onnx")
-    if deploy:
-        files["deployed"] = save(candidates[config.label].deployed, out / "deployed.onnx")
-        from n2nonnx.pipeline.gains import plot_gains
+    with _report_folder(out) as staging:  # every file, or none: staged, then renamed into out
+        files: dict[str, Path] = {}
+        if model is None:
+            files["dense"] = save(dense, staging / "dense.onnx")
+        files["model"] = save(result.trained, staging / "model.onnx")
+        if deploy:
+            files["deployed"] = save(candidates[config.label].deployed, staging / "deployed.onnx")
+            from n2nonnx.pipeline.gains import plot_gains
 
-        plot_gains(candidates, out / "gains.png")
-        files["gains"] = out / "gains.png"
-    plot_training(result.numbers["history"], config.label, out / "training.png")
-    files["training"] = out / "training.png"
-    if result.connectivity is not None:
-        from n2nonnx.connectivity.plots import plot_report
+            plot_gains(candidates, staging / "gains.png")
+            files["gains"] = staging / "gains.png"
+        plot_training(result.numbers["history"], config.label, staging / "training.png")
+        files["training"] = staging / "training.png"
+        if result.connectivity is not None:
+            from n2nonnx.connectivity.plots import plot_report
 
-        plot_report(result.connectivity, out / "connectivity.png")
-        files["connectivity"] = out / "connectivity.png"
-    result.numbers["files"] = {key: path.name for key, path in files.items()}
-    files["results"] = write_text_atomic(out / "results.json",
-                                         json.dumps(result.numbers, indent=2, default=json_default))
-    files["report"] = write_text_atomic(out / "report.md", format_report(result.numbers, gains_table))
+            plot_report(result.connectivity, staging / "connectivity.png")
+            files["connectivity"] = staging / "connectivity.png"
+        result.numbers["files"] = {key: path.name for key, path in files.items()}
+        files["results"] = write_text_atomic(staging / "results.json",
+                                             json.dumps(result.numbers, indent=2, default=json_default))
+        files["report"] = write_text_atomic(staging / "report.md", format_report(result.numbers, gains_table))
+    files = {key: out / path.name for key, path in files.items()}
     log.info("wrote %s, %s and %s", files["report"], files["results"], files["model"])
     return JobFiles(result, gains, files)
+
+
+@contextmanager
+def _report_folder(out: Path) -> Iterator[Path]:
+    """A scratch folder inside ``out`` whose files are renamed into ``out`` when the block succeeds.
+
+    ``out`` (and any missing parent) is created here and removed again if the block fails,
+    so a failed job leaves neither a half-written report nor an empty folder.
+    """
+    from n2nonnx.errors import SaveError
+    from n2nonnx.io import SCRATCH_MARKER, make_scratch
+
+    created = out
+    while not created.parent.exists():
+        created = created.parent
+    fresh = not created.exists()
+    staging = None
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            staging = make_scratch(out)
+        except OSError as error:
+            raise SaveError(f"cannot write the report folder {out}: {error.strerror or error}") from None
+        yield staging
+        for path in staging.iterdir():
+            if path.name != SCRATCH_MARKER:
+                os.replace(path, out / path.name)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _compare(dense: Any, data: Any, config: JobConfig, result: JobResult, baselines: bool,

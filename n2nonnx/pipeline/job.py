@@ -95,15 +95,17 @@ def sparsify(
         A :class:`JobResult`; ``numbers`` holds the densities, accuracies (PyTorch and
         onnxruntime), connectivity figures and timings.
     """
-    from n2nonnx.data import resolve_data
+    from n2nonnx.data import check_classes, check_float32_input, resolve_data
     from n2nonnx.pruning import prune
     from n2nonnx.runtime import accuracy
     from n2nonnx.training import train
 
     validate(config)
     started = time.perf_counter()
+    check_float32_input(dense, "pruning, training and the report")
     info = dense.graph_inputs[0]
     dataset = resolve_data(data, input_shape=info.shape, seed=config.seed, input_name=info.name)
+    check_classes(dense, dataset)
     model = dense
     if config.method != "dense":
         sequential = config.density * (1 - config.skip_share)

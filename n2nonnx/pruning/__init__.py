@@ -97,6 +97,12 @@ def prune(
     _check_options(batch_size, dict(options or {}))
     selected = select_layers(model, exclude)
     weights = [layer.weight for layer in selected]
+    prunable = sum(layer.parameters for layer in selected)
+    if masks is None and density * prunable < 1:
+        raise InvalidArgumentError(
+            f"density {density:g} keeps no weight of the {prunable:,} prunable weights; the smallest "
+            f"density that keeps one is {1 / max(prunable, 1):.3g}"
+        )
     if masks is not None:
         new_masks = _user_masks(model, masks, weights)
         method_name = "masks"
@@ -120,7 +126,7 @@ def prune(
 
         rng = np.random.default_rng(seed)
         context = ScoringContext(
-            model=model, weights=weights, density=float(density), rng=rng, data=dataset,
+            model=_scores_model(model), weights=weights, density=float(density), rng=rng, data=dataset,
             batch_size=batch_size, allocate=allocate, progress=progress,
             options={"sample_shape": _sample_shape(model) if criterion.name == "synflow" else (),
                      **dict(options or {})},
@@ -226,6 +232,14 @@ def _first_last(layers, density: float | None) -> dict[str, float]:
     return {layers[0].weight: density, layers[-1].weight: density}
 
 
+def _scores_model(model: Model) -> Model:
+    """The model cut down to its class-score output, for data-driven scoring."""
+    from n2nonnx.graph.outputs import scores_only
+
+    proto = scores_only(model.proto)
+    return model if proto is model.proto else model.with_proto(proto)
+
+
 def _sample_shape(model: Model) -> tuple[int, ...]:
     info = model.graph_inputs[0]
     shape = info.shape or ()
@@ -242,10 +256,13 @@ def _sample_shape(model: Model) -> tuple[int, ...]:
 def _resolve(model: Model, data: Any, seed: int):
     if data is None:
         return None
-    from n2nonnx.data import resolve_data
+    from n2nonnx.data import check_classes, check_float32_input, resolve_data
 
+    check_float32_input(model, "data-driven scoring")
     info = model.graph_inputs[0]
-    return resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
+    dataset = resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
+    check_classes(model, dataset)
+    return dataset
 
 
 def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weights: list[str]) -> dict[str, np.ndarray]:
@@ -263,4 +280,14 @@ def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weig
         raise InvalidArgumentError(
             f"masks given for {unknown}, which are not prunable weights; weights are {weights}"
         )
-    return {name: (np.asarray(value) != 0).astype(np.float32) for name, value in masks.items()}
+    arrays = {}
+    for name, value in masks.items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise DataError(f"the mask of {name!r} holds {array.dtype} values; masks are 0/1 (or bool) arrays")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise DataError(f"the mask of {name!r} holds NaN or infinite values; masks are 0/1 (or bool) arrays")
+        arrays[name] = (array != 0).astype(np.float32)
+    if arrays and not any(array.any() for array in arrays.values()):
+        raise DataError("the masks keep no weight at all; a mask keeps a weight where it is non-zero")
+    return arrays

@@ -126,6 +126,13 @@ def add_n2nskip(
         density = kept_total / dense_total
     budget = int(round(density * dense_total))
     candidates, left_out = find_pairs(model, pairs, per_target=per_target, kernel=kernel, pool=pool)
+    if not isinstance(pairs, (str, int, np.integer)):  # explicit pairs: each must be joinable
+        refused = [entry for entry in left_out if not entry.reason.startswith("over the per-target limit")]
+        if refused:
+            raise InvalidArgumentError(
+                f"the skip pair {refused[0].source},{refused[0].target} cannot be joined: {refused[0].reason}; "
+                "choose a source at least two layers before its target (n2nonnx inspect lists the layers)"
+            )
     if not candidates:
         warnings.warn(
             "N2NSkip: the model has no non-consecutive layer pair that can be joined; no skip "
@@ -217,5 +224,5 @@ def _check(density, skip_share, spread, sampling, init_scale) -> None:
         raise InvalidArgumentError(f"spread={spread!r}: choose 'proportional' or 'equal'")
     if sampling not in SAMPLING_MODES:
         raise InvalidArgumentError(f"sampling={sampling!r}: choose one of {list(SAMPLING_MODES)}")
-    if not isinstance(init_scale, (int, float)) or init_scale < 0:
-        raise InvalidArgumentError(f"init_scale={init_scale!r} must be a number >= 0")
+    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not 0 <= init_scale < float("inf"):
+        raise InvalidArgumentError(f"init_scale={init_scale!r} must be a finite number >= 0")

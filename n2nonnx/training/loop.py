@@ -8,6 +8,7 @@ same initializers of a new model.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -26,11 +27,13 @@ from n2nonnx.backend import OnnxModule
 from n2nonnx.data import TrainTestData, model_input, resolve_data
 from n2nonnx.errors import DataError, InvalidArgumentError, TrainingDivergedError
 from n2nonnx.model import Model
+from n2nonnx.training import distributed as parallel
 from n2nonnx.training.config import TrainConfig
 from n2nonnx.training.devices import resolve_device, seeded, torch_dtype
 from n2nonnx.training.history import EpochRecord, History
-from n2nonnx.training.losses import LOSSES, output_kind
+from n2nonnx.training.losses import LOSSES, output_kind, score_model
 from n2nonnx.training.optim import OPTIMIZERS, SCHEDULES
+from n2nonnx.training.sync_bn import synchronised_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,18 @@ def train(
     data_seed: int = 0,
     eval_batch_size: int = 1024,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    distributed: bool | None = None,
+    sync_bn: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Train a classifier given as ONNX, and return a new model holding the trained values.
+
+    Under ``torchrun`` (or inside an initialised process group) the processes train one
+    model together with DistributedDataParallel (see :mod:`n2nonnx.training.distributed`):
+    ``batch_size`` is then the global batch, split evenly over the processes; the data is
+    sharded per epoch; metrics are summed over all processes; only rank 0 logs, shows
+    progress and calls ``on_epoch``. Every process returns the same model; only one should
+    save it (``distributed.context().is_main``).
 
     Args:
         model: a :class:`Model`, or anything :func:`n2nonnx.io.load` reads (a path, bytes,
@@ -84,12 +96,18 @@ def train(
             ``"digits"``, ``"synthetic:classes=3"``, an ``.npz`` path, arrays, torch
             Datasets. Built-in data is reshaped to the model input's rank.
         recipe: the hyper-parameters (default :class:`TrainConfig`'s defaults).
-        device: torch device to train on (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        device: torch device to train on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); with several
+            processes a bare ``"cuda"`` means ``cuda:<LOCAL_RANK>``.
         progress: show a tqdm bar (never when stderr is not a terminal).
         trainable: which initializers train (see :class:`OnnxModule`).
         data_seed: seed of hold-out splits when ``data`` has no test split.
-        eval_batch_size: batch size of evaluation.
-        on_epoch: called with each :class:`EpochRecord` (the CLI prints them).
+        eval_batch_size: batch size of evaluation (per process).
+        on_epoch: called with each :class:`EpochRecord` (the CLI prints them), on rank 0 only.
+        distributed: ``None`` (default): train with the other processes when launched by
+            ``torchrun`` or inside a process group; ``True``: require that; ``False``: alone.
+        sync_bn: compute BatchNorm batch statistics over all processes' samples (see
+            :mod:`n2nonnx.training.sync_bn`); without it each process normalises with its
+            own samples, as DDP does. No effect in a single process.
         options: fields of :class:`TrainConfig` overriding ``recipe`` (``epochs=5``,
             ``optimizer="sgd"``, ``lr=0.05`` ...). A last batch of one sample is skipped,
             since BatchNorm cannot train on it.
@@ -100,50 +118,69 @@ def train(
 
     Raises:
         InvalidArgumentError: an unknown option, or a value out of range.
-        DataError: the data is missing, malformed or does not fit the model.
+        DataError: the data is missing, malformed or does not fit the model (with several
+            processes: on any of them, raised on all, naming the rank).
     """
     config = TrainConfig.from_options(recipe, **options)
-    target_device = resolve_device(device)
-    if not isinstance(model, Model):
-        model = io.load(model, analyze=False)
-    proto = model.proto
-    spec = model_input(proto)
-    dataset = resolve_data(data, input_shape=spec.shape, seed=data_seed, input_name=spec.name)
-    _check_classes(proto, dataset)
-    input_dtype = torch_dtype(spec.elem_type)
-    kind = output_kind(proto)
-
-    with seeded(config.seed, target_device):
-        module = OnnxModule(proto, trainable=trainable).to(target_device)
-        module.apply_masks_()
+    ctx = parallel.join(distributed, device)
+    with parallel.all_or_none(ctx):  # a failure on any rank stops every rank here, before training
+        target_device = resolve_device(parallel.device_for(device, ctx))
+        if not isinstance(model, Model):
+            model = io.load(model, analyze=False)
+        proto = score_model(model.proto)  # the class-score output alone
+        spec = model_input(proto)
+        dataset = resolve_data(data, input_shape=spec.shape, seed=data_seed, input_name=spec.name)
+        _check_classes(proto, dataset)
+        input_dtype = torch_dtype(spec.elem_type)
+        kind = output_kind(proto)
+        shards = parallel.Shards(len(dataset.x_train), parallel.per_rank_batch(config.batch_size, ctx),
+                                 config.seed, ctx)
+        if shards.steps == 0:
+            raise DataError(f"the training split has {len(dataset.x_train)} sample(s); need at least "
+                            f"2 per process")
+        with seeded(config.seed, target_device):
+            module = OnnxModule(proto, trainable=trainable).to(target_device)
         params = [param for param in module.parameters() if param.requires_grad]
         if not params:
             raise InvalidArgumentError("the model has no trainable initializer (see trainable=)")
-        optimizer_ = OPTIMIZERS[config.optimizer](params, config)
-        steps_per_epoch = _steps_per_epoch(len(dataset.x_train), config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        scheduler = SCHEDULES[config.schedule](optimizer_, config, total_steps)
+    if ctx.active:
+        parallel.check_same_inputs(ctx, _fingerprint(proto, dataset), "model or data")
+    if sync_bn and not ctx.active:
+        log.info("sync_bn has no effect in a single process")
+
+    # dropout differs per process; shuffling is shared through the sampler's seed
+    with seeded(config.seed + ctx.rank, target_device):
+        module.apply_masks_()
         x_train = dataset.x_train.to(target_device, input_dtype)
         y_train = dataset.y_train.to(target_device)
-        x_test = dataset.x_test.to(target_device, input_dtype)
-        y_test = dataset.y_test.to(target_device)
-        shuffler = torch.Generator().manual_seed(config.seed)
+        held_out = parallel.held_out_slice(len(dataset.x_test), ctx)
+        x_test = dataset.x_test[held_out].to(target_device, input_dtype)
+        y_test = dataset.y_test[held_out].to(target_device)
         loss_fn = partial(LOSSES[config.loss], kind=kind)
+        stepper = module
+        if ctx.active:
+            unused = parallel.unused_parameters(module, x_train[:2], loss_fn, y_train[:2])
+            if unused and ctx.is_main:
+                log.info("%d parameter(s) get no gradient (e.g. %s); DDP will look for unused "
+                         "parameters at every step", len(unused), unused[0])
+            stepper = parallel.wrap(module, ctx, find_unused=bool(unused) or parallel.has_control_flow(proto))
+        optimizer_ = OPTIMIZERS[config.optimizer](params, config)
+        total_steps = shards.steps * config.epochs
+        scheduler = SCHEDULES[config.schedule](optimizer_, config, total_steps)
         history = History()
-        bar = tqdm(total=total_steps, desc="train", unit="step", disable=None if progress else True)
+        step = _Step(stepper, module, optimizer_, scheduler, loss_fn, sync_bn and ctx.active)
+        bar = tqdm(total=total_steps, desc="train", unit="step",
+                   disable=None if progress and ctx.is_main else True)
         try:
             for epoch in range(1, config.epochs + 1):
                 started = time.perf_counter()
                 lr_now = optimizer_.param_groups[0]["lr"]
-                order = torch.randperm(len(x_train), generator=shuffler).to(target_device)
-                batches = [
-                    order[start : start + config.batch_size]
-                    for start in range(0, steps_per_epoch * config.batch_size, config.batch_size)
-                ]
-                train_loss, train_accuracy = _train_epoch(
-                    module, optimizer_, scheduler, loss_fn, x_train, y_train, batches, bar
-                )
-                test_loss, test_accuracy = _evaluate(module, x_test, y_test, loss_fn, eval_batch_size)
+                batches = [index.to(target_device) for index in shards.epoch(epoch - 1)]
+                train_sums = _train_epoch(step, x_train, y_train, batches, bar)
+                train_loss, train_accuracy = _means(parallel.sum_across(ctx, *train_sums))
+                parallel.broadcast_buffers(module, ctx)  # rank 0's running statistics everywhere
+                test_sums = _evaluate_sums(module, x_test, y_test, loss_fn, eval_batch_size)
+                test_loss, test_accuracy = _means(parallel.sum_across(ctx, *test_sums))
                 record = EpochRecord(
                     epoch=epoch,
                     train_loss=train_loss,
@@ -155,10 +192,11 @@ def train(
                 )
                 history.append(record)
                 bar.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_accuracy:.1%}")
-                log.info("%s", record.summary(config.epochs))
-                if on_epoch is not None:
-                    on_epoch(record)
-                if not math.isfinite(train_loss):
+                if ctx.is_main:
+                    log.info("%s", record.summary(config.epochs))
+                    if on_epoch is not None:
+                        on_epoch(record)
+                if not math.isfinite(train_loss):  # the same reduced value on every rank
                     raise TrainingDivergedError(
                         f"training diverged: train loss {train_loss} at epoch {epoch} with "
                         f"lr={config.lr}; lower the learning rate"
@@ -167,7 +205,8 @@ def train(
             bar.close()
 
     module.eval()
-    trained = module.write_back(proto)
+    trained = module.write_back(model.proto)
+    record_extra: dict[str, Any] = {"processes": ctx.world_size, "sync_bn": sync_bn} if ctx.active else {}
     metadata.append_stage(
         trained,
         "train",
@@ -175,6 +214,7 @@ def train(
         train_samples=len(dataset.x_train),
         test_accuracy=history.final.test_accuracy,
         **asdict(config),
+        **record_extra,
     )
     return TrainResult(model.with_proto(trained), history, module, dataset, config)
 
@@ -204,50 +244,66 @@ def evaluate(
     return _evaluate(module, data.x_test.to(device), data.y_test.to(device), loss_fn, batch_size)
 
 
+@dataclass
+class _Step:
+    """One optimizer step: forward and backward through ``stepper`` (DDP or the module itself),
+    then masks re-applied on ``module`` (DDP's ``.module``; its own forward would skip the
+    gradient all-reduce, so it is only used for masks, evaluation and write-back)."""
+
+    stepper: torch.nn.Module
+    module: OnnxModule
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    sync_bn: bool
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with synchronised_batch_norm(self.sync_bn):
+            scores = _scores(self.stepper(x))
+        batch_loss = self.loss_fn(scores, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        self.optimizer.step()
+        self.module.apply_masks_()  # masked weights stay exactly zero under momentum and decay
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return batch_loss.detach(), scores.detach()
+
+
 def _train_epoch(
-    module: OnnxModule,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    step: _Step,
     x: torch.Tensor,
     y: torch.Tensor,
     batches: list[torch.Tensor],
     bar: Any,
-) -> tuple[float, float]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over ``batches`` (index tensors); masks are re-applied after every step.
 
     Returns:
-        Mean training loss and accuracy over the samples seen.
+        Sums over the samples seen: loss, correct predictions, samples.
     """
-    module.train()
+    step.stepper.train()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     seen = 0
     for index in batches:
-        scores = _scores(module(x[index]))
-        batch_loss = loss_fn(scores, y[index])
-        optimizer.zero_grad(set_to_none=True)
-        batch_loss.backward()
-        optimizer.step()
-        module.apply_masks_()  # masked weights stay exactly zero under momentum and decay
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += batch_loss.detach().double() * len(index)
-        correct += (scores.detach().argmax(1) == y[index]).sum()
+        batch_loss, scores = step(x[index], y[index])
+        loss_sum += batch_loss.double() * len(index)
+        correct += (scores.argmax(1) == y[index]).sum()
         seen += len(index)
         bar.update(1)
-    return float(loss_sum) / seen, int(correct) / seen
+    return loss_sum, correct, torch.tensor(seen, device=x.device)
 
 
 @torch.no_grad()
-def _evaluate(
+def _evaluate_sums(
     module: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batch_size: int,
-) -> tuple[float, float]:
-    """Mean loss and accuracy in eval mode (the module's mode is restored)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sums of loss, correct predictions and samples in eval mode (the module's mode is restored)."""
     was_training = module.training
     module.eval()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
@@ -258,21 +314,30 @@ def _evaluate(
         loss_sum += loss_fn(scores, target).double() * len(target)
         correct += (scores.argmax(1) == target).sum()
     module.train(was_training)
-    return float(loss_sum) / len(x), int(correct) / len(x)
+    return loss_sum, correct, torch.tensor(len(x), device=x.device)
+
+
+def _evaluate(
+    module: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> tuple[float, float]:
+    """Mean loss and accuracy in eval mode (the module's mode is restored)."""
+    return _means(_evaluate_sums(module, x, y, loss_fn, batch_size))
+
+
+def _means(sums: Any) -> tuple[float, float]:
+    """(mean loss, accuracy) from sums of loss, correct predictions and samples."""
+    loss_sum, correct, count = (float(value) for value in sums)
+    return loss_sum / count, correct / count
 
 
 def _scores(output: Any) -> torch.Tensor:
     """The class scores of a forward pass as ``(N, classes)``."""
     scores = output[0] if isinstance(output, tuple | list) else output
     return scores.reshape(len(scores), -1).float()
-
-
-def _steps_per_epoch(samples: int, batch_size: int) -> int:
-    full, rest = divmod(samples, batch_size)
-    steps = full + (1 if rest > 1 else 0)
-    if steps == 0:
-        raise DataError(f"the training split has {samples} sample(s); need at least 2")
-    return steps
 
 
 def _check_classes(proto: onnx.ModelProto, dataset: TrainTestData) -> None:
@@ -286,3 +351,18 @@ def _check_classes(proto: onnx.ModelProto, dataset: TrainTestData) -> None:
                 f"{dataset.num_classes} outputs or relabel the data"
             )
 
+
+
+def _fingerprint(proto: onnx.ModelProto, dataset: TrainTestData) -> tuple[str, str]:
+    """Digests of what every rank must read alike: the graph's structure and the data bytes
+    (initializer values need not match: DDP broadcasts rank 0's)."""
+    graph = hashlib.blake2b(digest_size=8)
+    for node in proto.graph.node:
+        graph.update(f"{node.op_type}|{','.join(node.input)}|{','.join(node.output)};".encode())
+    for tensor in proto.graph.initializer:
+        graph.update(f"{tensor.name}{list(tensor.dims)};".encode())
+    data = hashlib.blake2b(digest_size=8)
+    for split in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        data.update(str(tuple(split.shape)).encode())
+        data.update(split.contiguous().numpy().tobytes())
+    return graph.hexdigest(), data.hexdigest()

@@ -21,10 +21,24 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]] = {
 }
 
 
+def score_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model cut down to its class-score output (see :mod:`n2nonnx.graph.outputs`):
+    skl2onnx puts an int64 ``label`` before ``probabilities``; the label branch's nodes go."""
+    from n2nonnx.graph.outputs import scores_only
+
+    return scores_only(proto)
+
+
 def output_kind(proto: onnx.ModelProto) -> str:
-    """What the first graph output holds: ``"logits"``, ``"probabilities"`` (a final
-    Softmax, common in Keras exports) or ``"log_probabilities"`` (a final LogSoftmax)."""
-    name = proto.graph.output[0].name
+    """What the class-score output holds (the first floating output with a class axis):
+    ``"logits"``, ``"probabilities"`` (a final Softmax, common in Keras exports; skl2onnx's
+    Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax)."""
+    from n2nonnx.graph.outputs import class_score_output
+
+    name = class_score_output(proto)
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    while name in producers and producers[name].op_type == "Identity":
+        name = producers[name].input[0]
     for node in proto.graph.node:
         if name in node.output:
             return {"Softmax": "probabilities", "LogSoftmax": "log_probabilities"}.get(
