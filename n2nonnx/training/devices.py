@@ -14,6 +14,11 @@ from n2nonnx.errors import DataError, InvalidArgumentError
 
 
 def torch_dtype(elem_type: int) -> torch.dtype:
+    """The torch dtype of an ONNX input element type (float types only; UNDEFINED: float32).
+
+    Raises:
+        DataError: the input is not a floating-point type.
+    """
     if elem_type == onnx.TensorProto.UNDEFINED:
         return torch.float32
     np_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
@@ -26,6 +31,11 @@ def torch_dtype(elem_type: int) -> torch.dtype:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists here.
+
+    Raises:
+        InvalidArgumentError: not a device name, or CUDA asked for and not available.
+    """
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:

@@ -246,9 +246,11 @@ def evaluate(
 
 @dataclass
 class _Step:
-    """One optimizer step: forward and backward through ``stepper`` (DDP or the module itself),
-    then masks re-applied on ``module`` (DDP's ``.module``; its own forward would skip the
-    gradient all-reduce, so it is only used for masks, evaluation and write-back)."""
+    """One optimizer step through ``stepper`` (DDP, or the module itself), masks re-applied.
+
+    Masks are applied on ``module`` (DDP's ``.module``); its own forward would skip the
+    gradient all-reduce, so it is only used for masks, evaluation and write-back.
+    """
 
     stepper: torch.nn.Module
     module: OnnxModule
@@ -354,8 +356,10 @@ def _check_classes(proto: onnx.ModelProto, dataset: TrainTestData) -> None:
 
 
 def _fingerprint(proto: onnx.ModelProto, dataset: TrainTestData) -> tuple[str, str]:
-    """Digests of what every rank must read alike: the graph's structure and the data bytes
-    (initializer values need not match: DDP broadcasts rank 0's)."""
+    """Digests of what every rank must read alike: the graph's structure and the data bytes.
+
+    Initializer values need not match: DDP broadcasts rank 0's.
+    """
     graph = hashlib.blake2b(digest_size=8)
     for node in proto.graph.node:
         graph.update(f"{node.op_type}|{','.join(node.input)}|{','.join(node.output)};".encode())
