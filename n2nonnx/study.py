@@ -33,7 +33,11 @@ VARIANTS: dict[str, tuple[str, str, float]] = {
     "N2NSkip-RP": ("expander", "erk", 0.5),
     "CSP": ("snip", "global", 0.0),
     "N2NSkip-CSP": ("snip", "global", 0.5),
+    "SCL": ("scl", "global", 0.0),  # masks learned during the recipe's epochs (allocation unused)
+    "N2NSkip-SCL": ("scl", "global", 0.5),
 }
+# The paper's comparison; SCL variants on request (--variants ... SCL N2NSkip-SCL).
+DEFAULT_VARIANTS = ("dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP")
 
 
 # The study's architectures (zoo factory, options): a deep MLP and a VGG-style 1-D CNN,
@@ -51,7 +55,7 @@ class StudyPlan:
     """The grid and the recipe shared by every cell."""
 
     archs: Sequence[str] = ("mlp", "vgg1d")
-    variants: Sequence[str] = tuple(VARIANTS)
+    variants: Sequence[str] = DEFAULT_VARIANTS
     densities: Sequence[float] = (0.1, 0.05, 0.02)
     seeds: Sequence[int] = (0, 1, 2)
     data: str = "mnist1d"
@@ -289,6 +293,8 @@ def _figure(rows, key, path: Path, ylabel: str, log_y: bool = False):
     import matplotlib.pyplot as plt
 
     archs = sorted({r["arch"] for r in rows})
+    if not archs:  # e.g. only the dense variant: no delta to draw
+        return
     figure, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4), squeeze=False)
     for axis, arch in zip(axes[0], archs, strict=True):
         for variant in VARIANTS:

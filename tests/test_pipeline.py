@@ -132,3 +132,15 @@ def test_run_dense_report(tmp_path):
     assert main(["run", "--method", "dense", "--epochs", "1", "--out", str(out), "--no-progress"]) == 0
     report = (out / "report.md").read_text()
     assert report.startswith("# n2nonnx: dense at 100.0% density") and "N2NSkip share" not in report
+
+
+def test_study_runs_scl_variants_at_the_same_epochs(tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", "--out", str(out), "--arch", "mlp", "--variants", "SCL", "N2NSkip-SCL",
+                 "--densities", "0.1", "--seeds", "0", "--epochs", "2", "--no-progress"]) == 0
+    for variant in ("SCL", "N2NSkip-SCL"):
+        cell = json.loads((out / "cells" / "mlp" / f"{variant}-d0.1-s0.json").read_text())
+        assert len(cell["history"]["epochs"]) == 2  # search + fine-tuning = the recipe's epochs
+        assert cell["density"] == pytest.approx(0.1, abs=2e-4)
+    skipped = json.loads((out / "cells" / "mlp" / "N2NSkip-SCL-d0.1-s0.json").read_text())
+    assert skipped["skip_split"]["skip_nonzeros"] == skipped["skip_nonzeros"] > 0

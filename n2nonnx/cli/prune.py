@@ -6,6 +6,7 @@ import argparse
 
 from n2nonnx.cli import options
 from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
+from n2nonnx.training.config import TrainConfig
 
 AT_INIT = options.AT_INIT_METHODS
 LEARNED = ("scl",)
@@ -50,8 +51,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     at_init = parser.add_argument_group("pruning at initialization")
     at_init.add_argument("--allocation", choices=options.ALLOCATIONS, default="global",
                          help="how the budget is split over layers")
-    at_init.add_argument("--batch-size", type=options.positive_int, default=128, metavar="N",
-                         help="mini-batch size of data-driven scoring")
     at_init.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                          help="leave layers matching a name / glob / regex dense (repeatable)")
     at_init.add_argument("--first-last-density", type=options.fraction, metavar="D",
@@ -62,11 +61,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     at_init.add_argument("--iterations", type=options.positive_int, default=100, metavar="N", help="SynFlow rounds")
     at_init.add_argument("--rescale", action="store_true",
                          help="scale each unit's kept weights by sqrt(fan-in / kept fan-in)")
-    learned = parser.add_argument_group("learned (scl)")
-    learned.add_argument("--epochs", type=options.positive_int, default=10, metavar="N",
-                         help="training epochs of SCL (mask search, then weights with frozen masks)")
+    learned = parser.add_argument_group("learned (scl; the training recipe options below apply too)")
     learned.add_argument("--scl-lambda", type=float, metavar="L",
-                         help="regulariser weight (free mode: the density is what is learned)")
+                         help="free mode: the regulariser weight; the density is what is learned "
+                         "(instead of --density)")
+    learned.add_argument("--search-fraction", type=float, default=0.5, metavar="F",
+                         help="share of the epochs spent learning masks; the rest trains with them frozen")
+    learned.add_argument("--mask-init", type=float, default=0.05, metavar="M",
+                         help="initial value of every mask variable (> 0: every connection starts on)")
+    learned.add_argument("--mask-lr", type=float, default=0.005, metavar="RATE",
+                         help="SGD rate of the mask variables")
+    learned.add_argument("--normalisation", choices=("rms", "norm"), default="rms",
+                         help="per-unit normalisation of the mask gradient")
+    learned.add_argument("--device", default="cpu", help="torch device of SCL's training")
     structured = parser.add_argument_group("structured (snacs, l1-filter, random-filter)")
     structured.add_argument("--prune-percent", type=float, metavar="P",
                             help="percent of the model's parameters removed, 0 < P < 100")
@@ -93,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n2nskip", action="store_true",
                         help="then add N2NSkip connections within the same budget (options below)")
     add_skip_options(parser)
+    options.add_training(parser, TrainConfig(epochs=10), title="training recipe (scl; --batch-size is also the scoring batch of snip and grasp)")
     parser.set_defaults(func=run)
 
 
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",))
     if args.method in STRUCTURED:
         return _structured(args)
-    if args.density is None and args.masks is None:
+    if args.density is None and args.masks is None and not (args.method in LEARNED and args.scl_lambda is not None):
         raise InvalidArgumentError(f"--method {args.method} needs --density (e.g. --density 0.05)")
     skip = skip_kwargs(args) if args.n2nskip else None
     if args.method in LEARNED:
@@ -140,17 +148,25 @@ def _learned(args: argparse.Namespace, skip: dict | None) -> int:
     from n2nonnx.io import load, save
     from n2nonnx.pruning import format_prune_table, prune_table
     from n2nonnx.scl import learn_masks
+    from n2nonnx.scl.variants import n2nskip_candidates
 
+    recipe = TrainConfig.from_options(**options.training_options(args))  # validated before the work
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     if skip:
-        from n2nonnx.skip import add_n2nskip
-
-        model = add_n2nskip(model, density=args.density, **skip)
-    result = learn_masks(model, args.data, density=args.density, scl_lambda=args.scl_lambda,
-                         epochs=args.epochs, seed=args.seed, progress=not args.no_progress)
+        model = n2nskip_candidates(model, density=args.density, **skip)
+    density = None if args.scl_lambda is not None else args.density
+    result = learn_masks(
+        model, args.data, density=density, scl_lambda=args.scl_lambda, recipe=recipe,
+        search_fraction=args.search_fraction, mask_init=args.mask_init, mask_lr=args.mask_lr,
+        normalisation=args.normalisation, exclude=args.exclude, device=args.device, seed=args.seed,
+        progress=not args.no_progress,
+    )
     path = save(result.model, args.output)
-    print(format_prune_table(prune_table(result.model)))
-    print(f"\n{result.summary()}\nwrote {path}")
+    print(format_prune_table(prune_table(result.model, [layer.weight for layer in result.layers])))
+    split = result.skip_split
+    print(f"\nSCL: density {result.density:.4%} (the search reached {result.learned_density:.4%}); "
+          f"{split['sequential_nonzeros']:,} sequential + {split['skip_nonzeros']:,} skip non-zeros; "
+          f"final test accuracy {result.history.final.test_accuracy:.2%}\nwrote {path}")
     return 0
 
 

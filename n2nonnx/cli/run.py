@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", default="mlp", choices=("mlp", "vgg1d"),
                         help="built-in architecture when no model is given")
     options.add_data(parser, default="mnist1d")
-    parser.add_argument("--method", default="snip", choices=options.AT_INIT_METHODS + ("dense",),
-                        help="pruning method, or dense")
+    parser.add_argument("--method", default="snip", choices=options.AT_INIT_METHODS + ("scl", "dense"),
+                        help="pruning method (scl: masks learned during the recipe), or dense")
     parser.add_argument("--density", type=options.fraction, default=0.05, metavar="D",
                         help="non-zero fraction, skips included")
     parser.add_argument("--allocation", default="erk", choices=options.ALLOCATIONS,

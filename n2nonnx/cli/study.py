@@ -9,7 +9,8 @@ from n2nonnx.cli import options
 # The default size finishes in about 15 minutes on 2 cores; --full is the README's study.
 QUICK = {"archs": ["mlp"], "seeds": [0, 1], "epochs": 10}
 FULL = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 15}
-VARIANTS = ("dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP")
+VARIANTS = ("dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP", "SCL", "N2NSkip-SCL")
+DEFAULT_VARIANTS = VARIANTS[:5]
 
 DESCRIPTION = """\
 Train every variant at every density and seed with the same recipe, keep each finished run
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_out_dir(parser, "runs/study")
     parser.add_argument("--full", action="store_true", help="the full study (the README's numbers)")
     parser.add_argument("--arch", nargs="+", choices=("mlp", "vgg1d"), help="architectures (default by size)")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants (default: the paper's five; SCL and N2NSkip-SCL on request)")
     parser.add_argument("--densities", nargs="+", type=options.fraction, default=[0.1, 0.05, 0.02], metavar="D",
                         help="densities")
     parser.add_argument("--seeds", nargs="+", type=options.seed_value, metavar="N", help="seeds (default by size)")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = options.training_options(args)
     TrainConfig.from_options(**recipe)  # validated before any work
     plan = StudyPlan(
-        archs=args.arch or size["archs"], variants=args.variants or list(VARIANTS), densities=args.densities,
+        archs=args.arch or size["archs"], variants=args.variants or list(DEFAULT_VARIANTS), densities=args.densities,
         seeds=args.seeds if args.seeds is not None else size["seeds"], data=args.data,
         recipe=recipe,
         sampling=args.sampling, rescale=not args.no_rescale,

@@ -60,7 +60,7 @@ class JobConfig:
         """``dense``, ``RP``, ``N2NSkip-RP``, ``CSP``, ``N2NSkip-CSP`` style names."""
         if self.method == "dense":
             return "dense"
-        short = {"random": "RP", "expander": "RP", "snip": "CSP"}.get(self.method, self.method)
+        short = {"random": "RP", "expander": "RP", "snip": "CSP", "scl": "SCL"}.get(self.method, self.method)
         return f"N2NSkip-{short}" if self.skip_share > 0 else short
 
 
@@ -97,7 +97,6 @@ def sparsify(
     """
     from n2nonnx.data import check_classes, check_float32_input, resolve_data
     from n2nonnx.pruning import prune
-    from n2nonnx.runtime import accuracy
     from n2nonnx.training import train
 
     validate(config)
@@ -106,6 +105,8 @@ def sparsify(
     info = dense.graph_inputs[0]
     dataset = resolve_data(data, input_shape=info.shape, seed=config.seed, input_name=info.name)
     check_classes(dense, dataset)
+    if config.method == "scl":
+        return _learned(dense, dataset, config, started, progress)
     model = dense
     if config.method != "dense":
         sequential = config.density * (1 - config.skip_share)
@@ -122,7 +123,28 @@ def sparsify(
     recipe = TrainConfig.from_options(**{**config.recipe, "seed": config.seed})
     log.info("train: %d epochs, %s lr %g", recipe.epochs, recipe.optimizer, recipe.lr)
     result = train(model, dataset, recipe, progress=progress)
-    trained = result.model
+    return _measure(config, dataset, model, result.model, result.history, started)
+
+
+def _learned(dense: Model, dataset: Any, config: JobConfig, started: float, progress: bool) -> JobResult:
+    """SCL (or N2NSkip-SCL): masks learned in the first part of the recipe's epochs."""
+    from n2nonnx.scl.variants import scl_cell
+
+    log.info("scl: learning masks to density %.4g (%.0f%% of the budget on skips)", config.density,
+             100 * config.skip_share)
+    learned = scl_cell(dense, dataset, density=config.density, skip_share=config.skip_share,
+                       recipe=dict(config.recipe), seed=config.seed, sampling=config.sampling,
+                       skip_options=config.skip_options, progress=progress)
+    job = _measure(config, dataset, dense, learned.model, learned.history, started)
+    job.numbers.update(learned_density=learned.learned_density, skip_split=learned.skip_split)
+    return job
+
+
+def _measure(config: JobConfig, dataset: Any, initial: Model, trained: Model, history: Any,
+             started: float) -> JobResult:
+    """Accuracy in onnxruntime, densities of the trained model and its connectivity."""
+    from n2nonnx.runtime import accuracy
+
     x_test = dataset.x_test.numpy()
     y_test = dataset.y_test.numpy()
     onnx_accuracy = accuracy(trained, x_test, y_test)
@@ -131,10 +153,10 @@ def sparsify(
         "config": asdict(config),
         "data": dataset.describe(),
         **density_figures(trained),
-        "torch_test_accuracy": result.history.final.test_accuracy,
+        "torch_test_accuracy": history.final.test_accuracy,
         "onnxruntime_test_accuracy": onnx_accuracy,
-        "best_test_accuracy": result.history.best("test_accuracy").test_accuracy,
-        "history": result.history.to_dict(),
+        "best_test_accuracy": history.best("test_accuracy").test_accuracy,
+        "history": history.to_dict(),
     }
     report = None
     if config.connectivity and config.method != "dense":
@@ -152,7 +174,7 @@ def sparsify(
             "spectral_gap": figures.spectral_gap,
         }
     numbers["seconds"] = time.perf_counter() - started
-    return JobResult(config, numbers, model, trained, result.history, report)
+    return JobResult(config, numbers, initial, trained, history, report)
 
 
 def validate(config: JobConfig) -> None:
@@ -161,7 +183,7 @@ def validate(config: JobConfig) -> None:
     from n2nonnx.pruning.registry import get_criterion
     from n2nonnx.skip import SAMPLING_MODES
 
-    if config.method != "dense":
+    if config.method not in ("dense", "scl"):
         get_criterion(config.method)
     if not 0 < config.density <= 1:
         raise InvalidArgumentError(f"density must be in (0, 1], got {config.density}")
