@@ -103,16 +103,21 @@ def _done(path: Path, settings: dict[str, Any]) -> bool:
     return _well_formed(cell) and cell.get("settings") == json.loads(json.dumps(settings))
 
 
-def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> dict[str, Any]:
+def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False, main_process: bool = True,
+              agree: Any = None) -> dict[str, Any] | None:
     """Run every missing cell of ``plan`` into ``out``, then summarise.
 
     Args:
         plan: the grid and recipe.
         out: the study folder; cells already there are kept (resume).
         progress: show a progress bar over the cells.
+        main_process: False on the other processes under ``torchrun``: they train every
+            cell with the first process (training is collective) but write nothing.
+        agree: under ``torchrun``, a function giving every process the first one's value
+            (so all agree on which cells are left); None for a single process.
 
     Returns:
-        The summary (also written to ``out/results.json``).
+        The summary (also written to ``out/results.json``); None on the other processes.
     """
     from tqdm import tqdm
 
@@ -121,14 +126,16 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> di
     out = check_output_dir(out)
     cells = plan.cells()
     todo = [c for c in cells if not _done(cell_path(out, *c), plan.settings(c[0]))]
+    if agree is not None:
+        todo = agree(todo)
     if len(todo) < len(cells):
         log.info("resuming: %d of %d cells already done", len(cells) - len(todo), len(cells))
     models, unsaved = _models(plan, out, sorted({cell[0] for cell in todo}))
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study", unit="cell",
-               disable=None if progress else True)
+               disable=None if progress and main_process else True)
     try:
         for arch, variant, density, seed in todo:
-            if arch in unsaved:  # written with its first cell: a study failing early leaves nothing
+            if arch in unsaved and main_process:  # written with its first cell: a failing study leaves nothing
                 path = out / "models" / f"{arch}.onnx"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 n2nonnx.save(unsaved.pop(arch), path)
@@ -138,6 +145,8 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> di
                                rescale=plan.rescale)
             numbers = sparsify(models[arch], plan.data, config).numbers
             numbers.update(arch=arch, variant=variant, seed=seed, settings=plan.settings(arch))
+            if not main_process:
+                continue
             target = cell_path(out, arch, variant, density, seed)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(target, json.dumps(numbers, default=json_default))  # complete or absent
@@ -147,7 +156,7 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False) -> di
                       + (f", delta {numbers['connectivity']['saturation_delta']:.3g}" if "connectivity" in numbers else ""))
     finally:
         bar.close()
-    return summarize(plan, out)
+    return summarize(plan, out) if main_process else None
 
 
 def _models(plan: StudyPlan, out: Path, archs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

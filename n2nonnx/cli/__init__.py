@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -92,13 +93,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("n2nonnx").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
     held = _HeldWarnings(enabled=not args.verbose)
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process reports
     try:
         status = int(args.func(args) or 0)
     except WorkFailedError as error:
-        print(f"n2nonnx {verb}: failed: {_one_line(error)}", file=sys.stderr)
+        if speaks:
+            print(f"n2nonnx {verb}: failed: {_one_line(error)}", file=sys.stderr)
         return 1
     except N2NError as error:
-        print(f"n2nonnx {verb}: error: {_one_line(error)}", file=sys.stderr)
+        if speaks:
+            print(f"n2nonnx {verb}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"n2nonnx {verb}: interrupted; nothing was written", file=sys.stderr)

@@ -92,6 +92,12 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
                         help="torch threads (default: torch's choice; 1 is often fastest on a busy machine)")
 
 
+def add_sync_bn(parser: argparse.ArgumentParser) -> None:
+    """``--sync-bn``: BatchNorm statistics over every process under ``torchrun``."""
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun: BatchNorm normalises with the batch of every process")
+
+
 def add_input_shape(parser: argparse.ArgumentParser) -> None:
     """``--input-shape NAME=DIMS`` (repeatable)."""
     parser.add_argument(

@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the job and print its headline numbers."""
     from n2nonnx.pipeline import JobConfig, run_job
+    from n2nonnx.training.distributed import session
 
     skip = skip_kwargs(args)
     seed = skip.pop("seed")
@@ -70,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
         connectivity=not args.no_connectivity, skip_options=skip,
     )
     options.set_threads(args.threads)
-    job = run_job(args.input, args.data, config, args.out, arch=args.arch, baselines=not args.no_baselines,
-                  deploy=not args.no_deploy, force=args.force, progress=not args.no_progress)
+    with session() as ctx:  # under torchrun: every training of the job is distributed
+        job = run_job(args.input, args.data, config, args.out, arch=args.arch, baselines=not args.no_baselines,
+                      deploy=not args.no_deploy, force=args.force, progress=not args.no_progress,
+                      main_process=ctx.is_main)
+        if not ctx.is_main:
+            return 0
     numbers = job.result.numbers
     print(f"{numbers['label']}: density {numbers['density']:.2%}, test accuracy "
           f"{numbers['onnxruntime_test_accuracy']:.2%} (onnxruntime)"

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     from n2nonnx.study import StudyPlan, run_study
     from n2nonnx.training import TrainConfig
+    from n2nonnx.training.distributed import from_main, session
 
     size = FULL if args.full else QUICK
     if args.epochs is None:
@@ -65,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     )
     plan.cells()  # unknown architectures or variants fail here, before any work
     options.set_threads(args.threads)
-    summary = run_study(plan, args.out, progress=not args.no_progress)
+    with session() as ctx:  # under torchrun: every cell trains on all processes
+        summary = run_study(plan, args.out, progress=not args.no_progress, main_process=ctx.is_main,
+                            agree=(lambda value: from_main(value, ctx)) if ctx.active else None)
+    if summary is None:
+        return 0
     print()
     print(Path(args.out, "results.md").read_text())
     return 0 if summary["rows"] else 1

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_seed(parser, "seed of shuffling, dropout and every RNG")
     options.add_training(parser)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    options.add_sync_bn(parser)
     parser.add_argument("--history", metavar="FILE.json", help="also write the per-epoch history as JSON")
     options.add_threads(parser)
     options.add_progress(parser)
@@ -41,20 +42,27 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.data import model_input, resolve_data
     from n2nonnx.paths import check_output_file
     from n2nonnx.training import TrainConfig, train
+    from n2nonnx.training.distributed import all_or_none, session
 
-    check_output_file(args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",))
-    if args.history:
-        check_output_file(args.history, label="--history", force=args.force, inputs=[args.input, args.output],
-                          suffixes=(".json",))
     config = TrainConfig.from_options(**options.training_options(args))  # validated before slow work
     _check_device(args.device)
-    options.set_threads(args.threads)
-    model = io.load(args.input, analyze=False)
-    spec = model_input(model)
-    data = resolve_data(args.data, input_shape=spec.shape, input_name=spec.name)
-    print(f"training {args.input} on {data.describe()}", flush=True)
-    result = train(model, data, config, device=args.device, progress=not args.no_progress,
-                   on_epoch=lambda record: print(record.summary(config.epochs), flush=True))
+    with session(args.device) as ctx:  # under torchrun: one process group for the command
+        with all_or_none(ctx):  # a check that fails on one process stops them all
+            check_output_file(args.output, label="-o", force=args.force, inputs=[args.input],
+                              suffixes=(".onnx",))
+            if args.history:
+                check_output_file(args.history, label="--history", force=args.force,
+                                  inputs=[args.input, args.output], suffixes=(".json",))
+            options.set_threads(args.threads)
+            model = io.load(args.input, analyze=False)
+            spec = model_input(model)
+            data = resolve_data(args.data, input_shape=spec.shape, input_name=spec.name)
+        if ctx.is_main:
+            print(f"training {args.input} on {data.describe()}", flush=True)
+        result = train(model, data, config, device=args.device, progress=not args.no_progress,
+                       sync_bn=args.sync_bn)
+        if not ctx.is_main:
+            return 0  # only the first process writes and reports
     io.save(result.model, args.output)
     if args.history:
         result.history.save_json(args.history)

@@ -61,6 +61,7 @@ def run_job(
     deploy: bool = True,
     force: bool = False,
     progress: bool = False,
+    main_process: bool = True,
 ) -> JobFiles:
     """The main job with its files: ``model.onnx``, ``deployed.onnx``, ``results.json``, ``report.md``.
 
@@ -75,6 +76,8 @@ def run_job(
         deploy: deploy the trained models (``deployed.onnx``) and measure them.
         force: replace report files that exist.
         progress: show training progress bars.
+        main_process: False on the other processes under ``torchrun``: they train (every
+            training is collective) but deploy, measure and write nothing.
 
     Returns:
         The :class:`JobFiles`.
@@ -101,8 +104,13 @@ def run_job(
     gains: dict[str, Any] = {}
     gains_table = None
     if deploy:
-        gains, gains_table, candidates = _compare(dense, data, config, result, baselines, progress)
+        dataset, trained = _train_baselines(dense, data, config, result, baselines, progress)
+        if not main_process:
+            return JobFiles(result)  # under torchrun: the other processes only help train
+        gains, gains_table, candidates = _compare(dataset, trained, config.seed)
         result.numbers["gains"] = gains
+    if not main_process:
+        return JobFiles(result)
     with _report_folder(out) as staging:  # every file, or none: staged, then renamed into out
         files: dict[str, Path] = {}
         if model is None:
@@ -164,11 +172,14 @@ def _report_folder(out: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _compare(dense: Any, data: Any, config: JobConfig, result: JobResult, baselines: bool,
-             progress: bool) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """Train the baselines, deploy everything, time it: (numbers, Markdown table, candidates)."""
+def _train_baselines(dense: Any, data: Any, config: JobConfig, result: JobResult, baselines: bool,
+                     progress: bool) -> tuple[Any, dict[str, Any]]:
+    """The dense model and the same density without skips, trained with the job's recipe.
+
+    Returns:
+        ``(dataset, label -> trained model)``, the job's own model last.
+    """
     from n2nonnx.data import resolve_data
-    from n2nonnx.pipeline.gains import deploy_candidates, gains_table, measure_latency
 
     info = dense.graph_inputs[0]
     dataset = resolve_data(data, input_shape=info.shape, seed=config.seed, input_name=info.name)
@@ -182,6 +193,13 @@ def _compare(dense: Any, data: Any, config: JobConfig, result: JobResult, baseli
             log.info("baseline: %s without skips, same density and recipe", plain.label)
             trained[plain.label] = sparsify(dense, dataset, plain, progress=progress).trained
     trained[config.label] = result.trained
-    candidates = deploy_candidates(trained, dataset, seed=config.seed)
+    return dataset, trained
+
+
+def _compare(dataset: Any, trained: dict[str, Any], seed: int) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Deploy every trained model and time it: (numbers, Markdown table, candidates)."""
+    from n2nonnx.pipeline.gains import deploy_candidates, gains_table, measure_latency
+
+    candidates = deploy_candidates(trained, dataset, seed=seed)
     measure_latency(candidates)
     return ({label: c.numbers for label, c in candidates.items()}, gains_table(candidates), candidates)

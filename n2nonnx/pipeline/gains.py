@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from n2nonnx.errors import ShapeError
 from n2nonnx.model import Model
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ def measure_latency(candidates: dict[str, Candidate], *, threads: int = 1, round
         candidates: the deployed models (their numbers are updated in place).
         threads: onnxruntime intra-op threads of every session.
         rounds: interleaved timing rounds.
+
+    Raises:
+        ShapeError: the first model's input has no known rank.
     """
     from n2nonnx.deploy.timing import interleaved_medians
     from n2nonnx.runtime import make_session
@@ -75,6 +79,10 @@ def measure_latency(candidates: dict[str, Candidate], *, threads: int = 1, round
     labels = list(candidates)
     sessions = [make_session(candidates[label].deployed, threads=threads) for label in labels]
     first = candidates[labels[0]].deployed.graph_inputs[0]
+    if first.shape is None:
+        raise ShapeError(
+            f"input {first.name!r} has no known rank; load the model with its input shapes"
+        )
     rng = np.random.default_rng(0)
     for batch in BATCHES:
         shape = [batch, *(d if isinstance(d, int) else 1 for d in first.shape[1:])]
