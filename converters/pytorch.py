@@ -62,7 +62,8 @@ def export(
         module: the model. It is put in eval mode for the export and restored after.
         example_inputs: one tensor or a sequence of tensors.
         path: where to write the ``.onnx`` file (None: keep it in memory).
-        input_names / output_names: graph names (default ``x``/``x0..`` and ``y``/``y0..``).
+        input_names: graph input names (default ``x``, or ``x0``, ``x1`` ... for several).
+        output_names: graph output names (default ``y``, or ``y0``, ``y1`` ... for several).
         opset: default-domain opset (None: the exporter's default).
         dynamic_batch: make dimension 0 of every input and output symbolic (``batch``).
         keep_batchnorm: keep BatchNormalization nodes instead of folding them into convs.

@@ -70,10 +70,12 @@ class Model:
 
     @property
     def graph_outputs(self) -> list[TensorInfo]:
+        """The graph's outputs, in graph order."""
         return [self.index.infos[name] for name in self.index.graph_outputs]
 
     @property
     def initializer_names(self) -> list[str]:
+        """The initializers' names, in graph order."""
         return [i.name for i in self.proto.graph.initializer]
 
     def initializer(self, name: str) -> np.ndarray:

@@ -28,8 +28,11 @@ _QUIET = False
 
 
 def _quiet_default_logger() -> None:
-    """onnxruntime's process-wide logger to errors only, set once when n2nonnx first opens a
-    session (not at import: importing n2nonnx changes no global setting)."""
+    """Sets onnxruntime's process-wide logger to errors only, once.
+
+    Done when n2nonnx first opens a session, not at import: importing n2nonnx changes no
+    global setting.
+    """
     global _QUIET
     if not _QUIET:
         ort.set_default_logger_severity(3)
@@ -85,7 +88,7 @@ def make_session(
     if threads is not None:
         options.intra_op_num_threads = threads
     if hasattr(model, "proto"):
-        model = model.proto  # type: ignore[union-attr]
+        model = model.proto
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     return ort.InferenceSession(model, sess_options=options, providers=choose_providers(providers))

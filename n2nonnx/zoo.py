@@ -89,6 +89,7 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
@@ -119,6 +120,7 @@ class DenseLayer(nn.Module):
         self.conv = nn.Conv2d(channels, growth, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``growth`` new channels appended (channel axis 1)."""
         return torch.cat([x, self.conv(torch.relu(self.bn(x)))], dim=1)
 
 
@@ -162,6 +164,7 @@ class EncoderClassifier(nn.Module):
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (batch, classes) of a (batch, tokens, features) input."""
         return self.head(self.encoder(self.embed(x)).mean(dim=1))
 
 

@@ -26,7 +26,7 @@ def outputs(proto, feeds):
     return make_session(proto, ["CPUExecutionProvider"]).run(None, feeds)
 
 
-@pytest.mark.parametrize("name,skips", [("mlp", False), ("vgg", False), ("resnet", False),
+@pytest.mark.parametrize(("name", "skips"), [("mlp", False), ("vgg", False), ("resnet", False),
                                         ("densenet", False), ("mobilenet", False), ("mlp", True)])
 def test_round_trip_matches_input_model(zoo_models, tmp_path, name, skips):
     model = pruned(zoo_models[name], skips=skips)

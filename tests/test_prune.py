@@ -152,7 +152,7 @@ def torch_names(model) -> dict[str, str]:
     return {w: w for w in weights_of(model)}
 
 
-@pytest.mark.parametrize("build,shape", [(small_mlp, (20,)), (small_cnn, (2, 8, 8))])
+@pytest.mark.parametrize(("build", "shape"), [(small_mlp, (20,)), (small_cnn, (2, 8, 8))])
 def test_snip_matches_hand_written_torch(build, shape):
     net = build()
     model = n2nonnx.load(export(net, torch.randn(2, *shape)).proto)
@@ -166,7 +166,7 @@ def test_snip_matches_hand_written_torch(build, shape):
         np.testing.assert_allclose(ours[name], expected[name], rtol=1e-5, atol=1e-12)
 
 
-@pytest.mark.parametrize("build,shape", [(small_mlp, (20,)), (small_cnn, (2, 8, 8))])
+@pytest.mark.parametrize(("build", "shape"), [(small_mlp, (20,)), (small_cnn, (2, 8, 8))])
 def test_grasp_matches_hand_written_torch(build, shape):
     net = build()
     model = n2nonnx.load(export(net, torch.randn(2, *shape)).proto)
@@ -178,7 +178,7 @@ def test_grasp_matches_hand_written_torch(build, shape):
         np.testing.assert_allclose(ours[name], expected[name], rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("build,shape", [(small_mlp, (20,)), (small_cnn, (2, 8, 8))])
+@pytest.mark.parametrize(("build", "shape"), [(small_mlp, (20,)), (small_cnn, (2, 8, 8))])
 def test_synflow_matches_hand_written_torch(build, shape):
     net = build()
     model = n2nonnx.load(export(net, torch.randn(2, *shape)).proto)
@@ -292,7 +292,7 @@ def test_cli_prune_and_inspect(tmp_path, capsys, zoo_models):
 
 
 @pytest.mark.parametrize(
-    "extra,words",
+    ("extra", "words"),
     [
         (["--density", "1.5"], "density must be in"),
         (["--density", "0.1", "--method", "nope"], "unknown pruning method"),

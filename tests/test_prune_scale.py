@@ -62,7 +62,9 @@ def test_models(zoo_models):
 
 
 @pytest.mark.parametrize("name", ["small_mlp", "small_cnn", "deep_residual", *ZOO])
-@pytest.mark.parametrize("density,allocation", [(0.05, "global"), (0.2, "uniform"), (0.1, "erk")])
+@pytest.mark.parametrize(
+    ("density", "allocation"), [(0.05, "global"), (0.2, "uniform"), (0.1, "erk")]
+)
 def test_float32_masks_equal_float64(name, density, allocation, test_models):
     model = test_models[name]
     ours = synflow_masks(model, density, allocation, "float32")

@@ -11,7 +11,7 @@ construction. Trained values go back into the same ONNX initializers with
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -52,6 +52,67 @@ class _ModeFlag:
         return self.training
 
 
+def _as_numpy(value: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's values as numpy (bfloat16, which numpy lacks, as float32)."""
+    return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+
+
+def _build_kernel(
+    node: onnx.NodeProto,
+    inputs: list[str],
+    opsets: dict[str, int],
+    known: set[str],
+    constants: dict[str, np.ndarray],
+    mode: _ModeFlag,
+) -> Callable[..., Any]:
+    """The kernel the op registry builds for ``node``, after checking its domain and inputs.
+
+    Args:
+        node: the node.
+        inputs: its input names (after running-stat renames).
+        opsets: the model's opset version by domain (``""`` for ai.onnx).
+        known: the tensors produced so far (graph inputs, initializers, earlier nodes).
+        constants: build-time values by tensor name.
+        mode: the train/eval flag the kernel reads.
+
+    Returns:
+        The kernel: a function of the node's runtime input tensors.
+
+    Raises:
+        UnsupportedOpError: the node's domain is not imported or its op has no converter.
+        InvalidModelError: the node reads a tensor nothing produces before it.
+    """
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    if domain not in opsets:
+        raise UnsupportedOpError(
+            f"node {node.name!r} (op {node.op_type}) uses domain {domain!r}, which the model does "
+            "not import; list the supported ops with n2nonnx.backend.supported_ops()"
+        )
+    builder = resolve(node.op_type, domain, opsets[domain], node.name)
+    for name in inputs:
+        if name not in known:
+            raise InvalidModelError(
+                f"node {node.name!r} ({node.op_type}) reads {name!r}, which no node, input or "
+                "initializer produces; toposort the graph or fix the edge"
+            )
+    return builder(NodeSpec(node, opsets[domain], constants, mode))
+
+
+class _SlotTable:
+    """Tensor name -> index in the flat slot list the forward pass runs over (slot 0 is ``""``)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {"": 0}
+
+    def __call__(self, name: str) -> int:
+        return self.index.setdefault(name, len(self.index))
+
+
+# a compiled node: (kernel, input slots, output slot(s): one int, or a tuple for multi-output
+# kernels, slots freed after it runs)
+_Step = tuple[Callable[..., Any], tuple[int, ...], int | tuple[int, ...], tuple[int, ...]]
+
+
 class OnnxModule(torch.nn.Module):
     """Run and train an ONNX model's graph as a PyTorch module.
 
@@ -77,16 +138,38 @@ class OnnxModule(torch.nn.Module):
         self._trainable = resolve_trainable(graph, trainable)
         #: masked weight -> its mask initializer (see :mod:`n2nonnx.graph.masking`)
         self.mask_of: dict[str, str] = {w: site.mask for w, site in find_mask_sites(graph).items()}
-        mask_names = set(self.mask_of.values())
         # the train/eval flag kernels read: set at the start of every forward, so copies of
         # this module (deepcopy shares the kernels) always see the mode of the one running
         self._mode = _ModeFlag()
         self._keys: dict[str, str] = {}
         taken: set[str] = set(dir(self))
         # the build-time values NodeSpec.const exposes, and those safe to fold further
+        constants, foldable = self._register_initializers(graph, dtype, taken)
+        self._register_aliased_stats(graph, taken)
+        slot = _SlotTable()
+        self._bind_graph_io(graph, dtype, slot)
+        steps = self._compile_nodes(proto, slot, constants, foldable, taken)
+        self._output_slots = [slot.index[n] for n in self.output_names]
+        self._steps = self._with_slot_release(steps)
+        self._n_slots = len(slot.index)
+
+    def _register_initializers(
+        self, graph: onnx.GraphProto, dtype: torch.dtype | None, taken: set[str]
+    ) -> tuple[dict[str, np.ndarray], set[str]]:
+        """Register every initializer as a Parameter (trainable) or a buffer.
+
+        Args:
+            graph: the model's graph.
+            dtype: the torch dtype floating initializers are held in, or ``None`` to keep theirs.
+            taken: attribute names already used on this module (extended in place).
+
+        Returns:
+            The small non-mask buffers as build-time constants (name -> array), and the names
+            among them that are safe to fold further (the non-floating ones).
+        """
+        mask_names = set(self.mask_of.values())
         constants: dict[str, np.ndarray] = {}
         foldable: set[str] = set()
-
         for tensor in graph.initializer:
             value = to_torch(tensor)
             if dtype is not None and tensor.data_type in FLOAT_ONNX:
@@ -95,92 +178,140 @@ class OnnxModule(torch.nn.Module):
             self._keys[tensor.name] = key
             if tensor.name in self._trainable:
                 self.register_parameter(key, torch.nn.Parameter(value))
-            else:
-                self.register_buffer(key, value)
-                if tensor.name not in mask_names and value.numel() <= _MAX_CONSTANT_ELEMENTS:
-                    constants[tensor.name] = value.float().numpy() if value.dtype == torch.bfloat16 else value.numpy()
-                    if tensor.data_type not in FLOAT_ONNX:
-                        foldable.add(tensor.name)
+                continue
+            self.register_buffer(key, value)
+            if tensor.name not in mask_names and value.numel() <= _MAX_CONSTANT_ELEMENTS:
+                constants[tensor.name] = _as_numpy(value)
+                if tensor.data_type not in FLOAT_ONNX:
+                    foldable.add(tensor.name)
+        return constants, foldable
 
-        # BatchNorm running stats that the exporter aliased to another initializer through
-        # Identity nodes (the legacy exporter dedups equal tensors): give them private buffers
-        self._stat_sources, self._stat_renames = aliased_running_stats(graph, set(self._keys), self._trainable)
+    def _register_aliased_stats(self, graph: onnx.GraphProto, taken: set[str]) -> None:
+        """Give private buffers to BatchNorm running stats aliased to another initializer.
+
+        The legacy exporter dedups equal tensors, so a running stat may reach its
+        BatchNormalization through an Identity of some other initializer.
+        """
+        self._stat_sources, self._stat_renames = aliased_running_stats(
+            graph, set(self._keys), self._trainable
+        )
         for name, source in self._stat_sources.items():
             key = safe_key("stat_" + name, taken)
             self._keys[name] = key
             self._onnx_types[name] = self._onnx_types[source]
             self.register_buffer(key, self.tensor(source).detach().clone())
 
-        opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
-        opsets.setdefault("", onnx.defs.onnx_opset_version())
-        slots: dict[str, int] = {"": 0}
+    def _bind_graph_io(
+        self, graph: onnx.GraphProto, dtype: torch.dtype | None, slot: _SlotTable
+    ) -> None:
+        """Assign slots to the graph inputs and initializers and record the input dtypes.
 
-        def slot(name: str) -> int:
-            return slots.setdefault(name, len(slots))
-
+        Args:
+            graph: the model's graph.
+            dtype: the torch dtype floating initializers are held in (inputs follow it).
+            slot: the slot table (extended in place).
+        """
         input_names = [i.name for i in graph.input if i.name not in self._keys]
         self.input_names: list[str] = input_names
         self.output_names: list[str] = [o.name for o in graph.output]
         self._input_slots = [slot(n) for n in input_names]
-        self._input_dtypes = [declared_dtype(i, dtype) for i in graph.input if i.name not in self._keys]
+        self._input_dtypes = [
+            declared_dtype(i, dtype) for i in graph.input if i.name not in self._keys
+        ]
         # a floating initializer whose dtype reveals a later module.half() / .double()
-        self._probe = next(((self._keys[t.name], t.name in self._trainable) for t in graph.initializer
-                            if t.data_type in FLOAT_ONNX), None)
+        self._probe = next(((self._keys[t.name], t.name in self._trainable)
+                            for t in graph.initializer if t.data_type in FLOAT_ONNX), None)
         self._probe_dtype = None
         if self._probe is not None:
-            key, is_param = self._probe
-            self._probe_dtype = (self._parameters if is_param else self._buffers)[key].dtype
+            self._probe_dtype = self._held(*self._probe).dtype
         self._init_slots = [(slot(n), self._keys[n], n in self._trainable)
                             for n in self.initializer_names + list(self._stat_sources)]
         default_inputs = {i.name for i in graph.input if i.name in self._keys}
-        self._default_inputs = {n: slots[n] for n in default_inputs}
-        folded: list[tuple[int, str]] = []
-        steps: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...]]] = []
-        known = set(slots)
+        self._default_inputs = {n: slot.index[n] for n in default_inputs}
 
+    def _compile_nodes(
+        self,
+        proto: onnx.ModelProto,
+        slot: _SlotTable,
+        constants: dict[str, np.ndarray],
+        foldable: set[str],
+        taken: set[str],
+    ) -> list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...]]]:
+        """Turn every node into a kernel; evaluate the constant ones now, as buffers.
+
+        Args:
+            proto: the model.
+            slot: the slot table (extended in place).
+            constants: build-time values by tensor name (extended with folded outputs).
+            foldable: names of constants safe to fold further (extended in place).
+            taken: attribute names already used on this module (extended in place).
+
+        Returns:
+            The nodes left to run per forward, in graph order, as (kernel, input slots,
+            output slots).
+
+        Raises:
+            UnsupportedOpError: a node's domain is not imported or its op has no converter.
+            InvalidModelError: a node or graph output reads a tensor nothing produces.
+        """
+        graph = proto.graph
+        opsets = {
+            ("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import
+        }
+        opsets.setdefault("", onnx.defs.onnx_opset_version())
+        self._folded: list[tuple[int, str]] = []
+        steps: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...]]] = []
+        known = set(slot.index)
         for node_index, node in enumerate(graph.node):
             inputs = [self._stat_renames.get((node_index, i), n) for i, n in enumerate(node.input)]
             if node.op_type == "Identity" and node.output[0] in self._stat_sources:
                 known.add(node.output[0])
                 continue
-            domain = "" if node.domain == "ai.onnx" else node.domain
-            if domain not in opsets:
-                raise UnsupportedOpError(
-                    f"node {node.name!r} (op {node.op_type}) uses domain {domain!r}, which the model does "
-                    "not import; list the supported ops with n2nonnx.backend.supported_ops()"
-                )
-            builder = resolve(node.op_type, domain, opsets[domain], node.name)
-            for name in inputs:
-                if name not in known:
-                    raise InvalidModelError(
-                        f"node {node.name!r} ({node.op_type}) reads {name!r}, which no node, input or "
-                        "initializer produces; toposort the graph or fix the edge"
-                    )
-            spec = NodeSpec(node, opsets[domain], constants, self._mode)
-            kernel = builder(spec)
+            kernel = _build_kernel(node, inputs, opsets, known, constants, self._mode)
             known.update(node.output)
             if node.op_type not in _NOT_FOLDABLE and all(not n or n in foldable for n in inputs):
-                with torch.no_grad():
-                    args = [None if not n else torch.from_numpy(np.array(constants[n])) for n in inputs]
-                    result = kernel(*args)
-                results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
-                for name, value in zip(node.output, results, strict=False):
-                    if not name:
-                        continue
-                    key = safe_key("const_" + name, taken)
-                    self.register_buffer(key, value.detach().clone(), persistent=False)
-                    constants[name] = (value.float() if value.dtype == torch.bfloat16 else value).detach().cpu().numpy()
-                    foldable.add(name)
-                    folded.append((slot(name), key))
+                self._fold(node, kernel, inputs, slot, constants, foldable, taken)
                 continue
-            steps.append((kernel, tuple(slot(n) for n in inputs), tuple(slot(n) for n in node.output)))
-
+            ins, outs = tuple(slot(n) for n in inputs), tuple(slot(n) for n in node.output)
+            steps.append((kernel, ins, outs))
         for name in self.output_names:
             if name not in known:
-                raise InvalidModelError(f"graph output {name!r} is produced by no node, input or initializer")
-        self._folded = folded
-        self._output_slots = [slots[n] for n in self.output_names]
-        # drop each intermediate from the slot list after its last reader (peak memory in eval)
+                raise InvalidModelError(
+                    f"graph output {name!r} is produced by no node, input or initializer"
+                )
+        return steps
+
+    def _fold(
+        self,
+        node: onnx.NodeProto,
+        kernel: Callable[..., Any],
+        inputs: list[str],
+        slot: _SlotTable,
+        constants: dict[str, np.ndarray],
+        foldable: set[str],
+        taken: set[str],
+    ) -> None:
+        """Run a node whose inputs are all constant once; its outputs become buffers."""
+        with torch.no_grad():
+            args = [None if not n else torch.from_numpy(np.array(constants[n])) for n in inputs]
+            result = kernel(*args)
+        results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
+        for name, value in zip(node.output, results, strict=False):
+            if not name:
+                continue
+            key = safe_key("const_" + name, taken)
+            self.register_buffer(key, value.detach().clone(), persistent=False)
+            constants[name] = _as_numpy(value.detach().cpu())
+            foldable.add(name)
+            self._folded.append((slot(name), key))
+
+    def _with_slot_release(
+        self, steps: list[tuple[Callable[..., Any], tuple[int, ...], tuple[int, ...]]]
+    ) -> list[_Step]:
+        """Steps that drop each intermediate from the slot list after its last reader.
+
+        Keeps peak memory down in eval; graph outputs and the empty slot are never dropped.
+        """
         last_use: dict[int, int] = {}
         for position, (_, ins, _) in enumerate(steps):
             for index in ins:
@@ -190,9 +321,8 @@ class OnnxModule(torch.nn.Module):
         for index, position in last_use.items():
             if index not in keep:
                 dead[position].append(index)
-        self._steps = [(k, ins, outs[0] if len(outs) == 1 else outs, len(outs) != 1, tuple(dead[p]))
-                       for p, (k, ins, outs) in enumerate(steps)]
-        self._n_slots = len(slots)
+        return [(k, ins, outs[0] if len(outs) == 1 else outs, tuple(dead[p]))
+                for p, (k, ins, outs) in enumerate(steps)]
 
     # ------------------------------------------------------------------ running
 
@@ -227,9 +357,9 @@ class OnnxModule(torch.nn.Module):
         for index, name in zip(self._input_slots[len(args):], self.input_names[len(args):], strict=True):
             if env[index] is None:
                 raise DataError(f"missing model input {name!r}; inputs are {self.input_names}")
-        for kernel, ins, out, multi, dead in self._steps:
+        for kernel, ins, out, dead in self._steps:
             result = kernel(*[env[i] for i in ins])
-            if multi:
+            if isinstance(out, tuple):
                 if isinstance(result, torch.Tensor):
                     result = (result,)
                 for index, value in zip(out, result, strict=False):
@@ -243,13 +373,14 @@ class OnnxModule(torch.nn.Module):
         return tuple(env[i] for i in self._output_slots)
 
     def _wanted_input_types(self) -> tuple[list[torch.dtype | None], torch.device | None]:
-        """Declared float input types (or the module's float type after ``.half()`` /
-        ``.double()``) and the device the module's tensors live on.
+        """The dtypes to cast floating inputs to, and the device the module's tensors live on.
+
+        The dtypes are the declared float input types, or the module's float type after
+        ``.half()`` / ``.double()``.
         """
         if self._probe is None:
             return self._input_dtypes, None
-        key, is_param = self._probe
-        reference = (self._parameters if is_param else self._buffers)[key]
+        reference = self._held(*self._probe)
         if reference.dtype == self._probe_dtype:
             return self._input_dtypes, reference.device
         return [None if wanted is None else reference.dtype for wanted in self._input_dtypes], reference.device
@@ -281,7 +412,14 @@ class OnnxModule(torch.nn.Module):
         key = self._keys.get(name)
         if key is None:
             raise InvalidArgumentError(f"no initializer named {name!r}; see OnnxModule.initializer_names")
-        return self._parameters[key] if name in self._trainable else self._buffers[key]
+        return self._held(key, name in self._trainable)
+
+    def _held(self, key: str, is_param: bool) -> torch.Tensor:
+        """The Parameter (``is_param``) or buffer registered under attribute ``key``."""
+        # torch types these tables' values Optional (register_parameter(name, None) is
+        # allowed); this module never registers None
+        table = self._parameters if is_param else self._buffers
+        return cast(torch.Tensor, table[key])
 
     def parameter_key(self, name: str) -> str:
         """The attribute name under which initializer ``name`` is registered (as in ``named_parameters``)."""
@@ -294,8 +432,9 @@ class OnnxModule(torch.nn.Module):
         Useful for optimizer parameter groups chosen by ONNX name (e.g. no weight decay on
         biases); ``named_parameters()`` gives the same tensors under torch-safe keys.
         """
-        return [(name, self._parameters[self._keys[name]]) for name in self.initializer_names
-                if name in self._trainable]
+        # torch types _parameters' values Optional; this module never registers None
+        return [(name, cast(torch.nn.Parameter, self._parameters[self._keys[name]]))
+                for name in self.initializer_names if name in self._trainable]
 
     def is_trainable(self, name: str) -> bool:
         """True if initializer ``name`` is an ``nn.Parameter``."""

@@ -17,6 +17,12 @@ FLOAT_ONNX = {
     onnx.TensorProto.BFLOAT16,
 }
 
+# ONNX floating element type -> the torch dtype holding it
+_TORCH_FLOAT: dict[int, torch.dtype] = {
+    onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
+    onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.BFLOAT16: torch.bfloat16,
+}
+
 
 def as_proto(model: Any) -> onnx.ModelProto:
     """The ModelProto of ``model`` (a ModelProto, or anything with a ``.proto``)."""
@@ -58,8 +64,7 @@ def declared_dtype(value: onnx.ValueInfoProto, override: torch.dtype | None) -> 
         return None
     if override is not None:
         return override
-    return {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
-            onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.BFLOAT16: torch.bfloat16}[elem]
+    return _TORCH_FLOAT[elem]
 
 
 def coerce(value: Any, wanted: torch.dtype | None, device: torch.device | None) -> torch.Tensor:

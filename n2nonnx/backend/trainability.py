@@ -11,6 +11,7 @@ default. The user narrows or widens the rule with a callable or include/exclude 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import onnx
@@ -50,7 +51,10 @@ TrainableRule = Callable[[str], bool] | Mapping[str, Iterable[str]] | None
 
 
 def _walk_to_initializer(
-    name: str, producers: dict[str, onnx.NodeProto], inits: set[str], mask_outputs: set[str] = frozenset()
+    name: str,
+    producers: dict[str, onnx.NodeProto],
+    inits: set[str],
+    mask_outputs: AbstractSet[str] = frozenset(),
 ) -> str | None:
     """Follow ``name`` back through pass-through nodes and mask Muls to an initializer."""
     seen = set()

@@ -107,7 +107,53 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
     """
     layers = model.layers
     by_name = {layer.name: layer for layer in layers}
-    matrix = {layer.name: connectivity(layer, np.asarray(model.initializer(layer.weight))) for layer in layers}
+    matrix = {
+        layer.name: connectivity(layer, np.asarray(model.initializer(layer.weight)))
+        for layer in layers
+    }
+    reached_in, reached_out = _reached_from_inputs(layers, matrix)
+    useful_in, useful_out = _useful_to_outputs(layers, by_name, matrix)
+    result = DeadUnits()
+    for layer in layers:
+        no_out = np.flatnonzero(~useful_out[layer.name])
+        no_in = np.flatnonzero(~reached_out[layer.name])
+        if len(no_out):
+            result.no_output[layer.name] = no_out
+        if len(no_in):
+            result.no_input[layer.name] = no_in
+    constants = _measure_constants(model, layers, reached_in, useful_in, seed)
+    droppable = {}
+    for layer in layers:
+        constant = ~reached_in[layer.name] & (constants.get(layer.name) is not None)
+        foldable = _foldable(layer, constants.get(layer.name))
+        droppable[layer.name] = ~useful_in[layer.name] | (constant & foldable)
+    removed = {layer.name: ~useful_out[layer.name] | ~reached_out[layer.name] for layer in layers}
+    _settle(layers, by_name, removed, droppable)
+    for layer in layers:
+        units = np.flatnonzero(removed[layer.name])
+        if len(units):
+            result.remove[layer.name] = units
+        kept_constant = np.flatnonzero(
+            ~reached_out[layer.name] & useful_out[layer.name] & ~removed[layer.name]
+        )
+        if len(kept_constant):
+            result.kept_constant[layer.name] = kept_constant
+    result.bias_deltas = _bias_deltas(model, layers, removed, reached_in, useful_in, constants)
+    return result
+
+
+def _reached_from_inputs(
+    layers: list[Layer], matrix: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Forward pass: which input positions and units of each layer a graph input reaches.
+
+    Args:
+        layers: the layers in graph order.
+        matrix: layer name -> its (units, in_units) connectivity.
+
+    Returns:
+        (layer name -> reached input positions, layer name -> reached units), boolean.
+    """
     reached_in: dict[str, np.ndarray] = {}
     reached_out: dict[str, np.ndarray] = {}
     for layer in layers:
@@ -122,7 +168,23 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
             hit = m >= 0
             reached[hit] |= True if source is None else source[m[hit]]
         reached_in[layer.name] = reached
-        reached_out[layer.name] = (matrix[layer.name] & reached[None, :]).any(axis=1)
+        reached_out[layer.name] = np.asarray((matrix[layer.name] & reached[None, :]).any(axis=1))
+    return reached_in, reached_out
+
+
+def _useful_to_outputs(
+    layers: list[Layer], by_name: dict[str, Layer], matrix: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Backward pass: which input positions and units of each layer reach a graph output.
+
+    Args:
+        layers: the layers in graph order.
+        by_name: layer name -> layer.
+        matrix: layer name -> its (units, in_units) connectivity.
+
+    Returns:
+        (layer name -> useful input positions, layer name -> useful units), boolean.
+    """
     useful_in: dict[str, np.ndarray] = {}
     useful_out: dict[str, np.ndarray] = {}
     for layer in reversed(layers):
@@ -137,101 +199,133 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
             target = by_name[edge.target]
             m = _positions(edge, target.in_units)
             wanted = useful_in.get(edge.target)
-            if m is None:
+            if m is None or wanted is None:
                 if wanted is None or wanted.any():
                     useful[:] = True
                 continue
             hit = m >= 0
             useful[m[hit & wanted]] = True
         useful_out[layer.name] = useful
-        useful_in[layer.name] = (matrix[layer.name] & useful[:, None]).any(axis=0)
-    result = DeadUnits()
-    for layer in layers:
-        no_out, no_in = np.flatnonzero(~useful_out[layer.name]), np.flatnonzero(~reached_out[layer.name])
-        if len(no_out):
-            result.no_output[layer.name] = no_out
-        if len(no_in):
-            result.no_input[layer.name] = no_in
-    constants = _measure_constants(model, layers, reached_in, useful_in, seed)
-    droppable = {}
-    for layer in layers:
-        constant = ~reached_in[layer.name] & (constants.get(layer.name) is not None)
-        droppable[layer.name] = ~useful_in[layer.name] | (constant & _foldable(layer, constants.get(layer.name)))
-    removed = {layer.name: ~useful_out[layer.name] | ~reached_out[layer.name] for layer in layers}
-    _settle(layers, by_name, removed, droppable)
-    for layer in layers:
-        units = np.flatnonzero(removed[layer.name])
-        if len(units):
-            result.remove[layer.name] = units
-        kept_constant = np.flatnonzero(~reached_out[layer.name] & useful_out[layer.name] & ~removed[layer.name])
-        if len(kept_constant):
-            result.kept_constant[layer.name] = kept_constant
-    result.bias_deltas = _bias_deltas(model, layers, removed, reached_in, useful_in, constants)
-    return result
+        useful_in[layer.name] = np.asarray((matrix[layer.name] & useful[:, None]).any(axis=0))
+    return useful_in, useful_out
 
 
-def _settle(layers, by_name, removed, droppable) -> None:
-    """Shrink the candidate set until it is a consistent removal (in place)."""
+# layer name -> (source layer name, unit map into this layer or None) for each feeding layer
+_Sources = dict[str, list[tuple[str, np.ndarray | None]]]
+
+
+def _settle(
+    layers: list[Layer],
+    by_name: dict[str, Layer],
+    removed: dict[str, np.ndarray],
+    droppable: dict[str, np.ndarray],
+) -> None:
+    """Shrink the candidate set until it is a consistent removal (in place).
+
+    Args:
+        layers: the layers in graph order.
+        by_name: layer name -> layer.
+        removed: layer name -> boolean units to remove (narrowed in place).
+        droppable: layer name -> boolean input positions that may lose their source.
+    """
     changed = True
     while changed:
-        changed = False
-        sources_at: dict[str, list[tuple[str, np.ndarray | None]]] = {}
-        for layer in layers:
-            for edge in layer.feeds:
-                if edge.target.startswith("output:") or edge.target not in by_name:
-                    if edge.unit_map is None:
-                        removed[layer.name][:] = False
-                    else:
-                        m = np.asarray(edge.unit_map)
-                        removed[layer.name][m[m >= 0]] = False
-                    continue
-                target = by_name[edge.target]
-                m = _positions(edge, target.in_units)
-                sources_at.setdefault(edge.target, []).append((layer.name, m))
-                ok = droppable[edge.target]
-                if m is None:
-                    if not ok.all():
-                        changed |= bool(removed[layer.name].any())
-                        removed[layer.name][:] = False
-                    continue
-                bad = m[(m >= 0) & ~ok]
-                if removed[layer.name][bad].any():
-                    removed[layer.name][bad] = False
-                    changed = True
+        changed, sources_at = _settle_edges(layers, by_name, removed, droppable)
         for target_name, sources in sources_at.items():
-            target = by_name[target_name]
-            gone = np.ones(target.in_units, dtype=bool)
-            fed = np.zeros(target.in_units, dtype=bool)
-            for source, m in sources:
-                if m is None:
-                    gone &= removed[source].all()
-                    fed[:] = True
-                    continue
-                hit = m >= 0
-                fed |= hit
-                gone[hit] &= removed[source][m[hit]]
-            for source, m in sources:  # a position some sources leave and others keep: keep all
-                if m is None:
-                    if not gone[fed].all() and removed[source].any():
-                        removed[source][:] = False
-                        changed = True
-                    continue
-                hit = m >= 0
-                keep = hit & ~gone
-                if removed[source][m[keep]].any():
-                    removed[source][m[keep]] = False
-                    changed = True
-            if (gone & fed).all() and not removed[target_name].all():
-                # The target keeps units but would read nothing: keep one input position.
-                for source, m in sources:
-                    if m is None:
-                        removed[source][:] = False
-                    elif (m >= 0).any():
-                        removed[source][m[m >= 0][0]] = False
-                changed = True
+            changed |= _settle_target(by_name[target_name], sources, removed)
+
+
+def _settle_edges(
+    layers: list[Layer],
+    by_name: dict[str, Layer],
+    removed: dict[str, np.ndarray],
+    droppable: dict[str, np.ndarray],
+) -> tuple[bool, _Sources]:
+    """Keep the units that feed a graph output or a position that may not be dropped.
+
+    Args:
+        layers: the layers in graph order.
+        by_name: layer name -> layer.
+        removed: layer name -> boolean units to remove (narrowed in place).
+        droppable: layer name -> boolean input positions that may lose their source.
+
+    Returns:
+        Whether a candidate layer unit was kept (outputs do not count), and each
+        consumer's sources.
+    """
+    changed = False
+    sources_at: _Sources = {}
+    for layer in layers:
+        for edge in layer.feeds:
+            if edge.target.startswith("output:") or edge.target not in by_name:
+                if edge.unit_map is None:
+                    removed[layer.name][:] = False
+                else:
+                    read = np.asarray(edge.unit_map)
+                    removed[layer.name][read[read >= 0]] = False
                 continue
-            if target.groups > 1:
-                changed |= _whole_groups(target, removed, gone & fed, sources)
+            target = by_name[edge.target]
+            m = _positions(edge, target.in_units)
+            sources_at.setdefault(edge.target, []).append((layer.name, m))
+            ok = droppable[edge.target]
+            if m is None:
+                if not ok.all():
+                    changed |= bool(removed[layer.name].any())
+                    removed[layer.name][:] = False
+                continue
+            bad = m[(m >= 0) & ~ok]
+            if removed[layer.name][bad].any():
+                removed[layer.name][bad] = False
+                changed = True
+    return changed, sources_at
+
+
+def _settle_target(
+    target: Layer, sources: list[tuple[str, np.ndarray | None]], removed: dict[str, np.ndarray]
+) -> bool:
+    """Make one consumer's sources agree: an input position goes only if all its sources go.
+
+    Args:
+        target: the consuming layer.
+        sources: (source layer name, unit map or None) for each layer feeding it.
+        removed: layer name -> boolean units to remove (narrowed in place).
+
+    Returns:
+        Whether any unit was kept that was to be removed.
+    """
+    changed = False
+    gone = np.ones(target.in_units, dtype=bool)
+    fed = np.zeros(target.in_units, dtype=bool)
+    for source, m in sources:
+        if m is None:
+            gone &= removed[source].all()
+            fed[:] = True
+            continue
+        hit = m >= 0
+        fed |= hit
+        gone[hit] &= removed[source][m[hit]]
+    for source, m in sources:  # a position some sources leave and others keep: keep all
+        if m is None:
+            if not gone[fed].all() and removed[source].any():
+                removed[source][:] = False
+                changed = True
+            continue
+        hit = m >= 0
+        keep = hit & ~gone
+        if removed[source][m[keep]].any():
+            removed[source][m[keep]] = False
+            changed = True
+    if (gone & fed).all() and not removed[target.name].all():
+        # The target keeps units but would read nothing: keep one input position.
+        for source, m in sources:
+            if m is None:
+                removed[source][:] = False
+            elif (m >= 0).any():
+                removed[source][m[m >= 0][0]] = False
+        return True
+    if target.groups > 1:
+        changed |= _whole_groups(target, removed, gone & fed, sources)
+    return changed
 
 
 def _whole_groups(target: Layer, removed, gone_inputs: np.ndarray, sources) -> bool:
@@ -387,12 +481,14 @@ def random_inputs(model: Model, *, batch: int, rng: np.random.Generator) -> dict
 
     feeds = {}
     for info in model.graph_inputs:
-        shape = [batch if (i == 0 and not isinstance(d, int)) else d for i, d in enumerate(info.shape or ())]
-        if not all(isinstance(d, int) for d in shape):
+        shape = [batch if (i == 0 and not isinstance(d, int)) else d
+                 for i, d in enumerate(info.shape or ())]
+        dims = [d for d in shape if isinstance(d, int)]
+        if len(dims) != len(shape):
             raise ShapeError(
                 f"input {info.name!r} has shape {info.shape} with unknown sizes besides the batch; "
                 "pass --input-shape NAME=1x3x32x32"
             )
         dtype = np.dtype(info.dtype) if info.dtype != "unknown" else np.dtype(np.float32)
-        feeds[info.name] = rng.standard_normal(shape).astype(dtype)
+        feeds[info.name] = rng.standard_normal(dims).astype(dtype)
     return feeds

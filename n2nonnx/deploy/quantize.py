@@ -46,6 +46,7 @@ class QuantizationReport:
     trials: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The report as plain JSON-ready values (for the provenance record)."""
         return asdict(self)
 
 

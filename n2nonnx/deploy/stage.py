@@ -125,7 +125,7 @@ def deploy(
     """
     from n2nonnx.deploy.dead import add_to_biases, find_dead_units, random_inputs
     from n2nonnx.deploy.quantize import QUANTIZATION_MODES, quantize_int8
-    from n2nonnx.deploy.storage import compact_storage, unfolded_expansions
+    from n2nonnx.deploy.storage import CompactTensor, compact_storage, unfolded_expansions
     from n2nonnx.deploy.structured import remove_units
     from n2nonnx.deploy.verify import VerificationError, compare
     from n2nonnx.masks import fold_masks
@@ -157,7 +157,7 @@ def deploy(
         nodes = [la.name for la in sorted(pruned.layers, key=lambda la: -la.parameters)]
         proto, report = quantize_int8(proto, nodes, calibration, input_name=inputs[0].name, fallback=fallback,
                                       threads=threads)
-    records = []
+    records: list[CompactTensor] = []
     if storage == "compact":
         proto, records = compact_storage(proto, fp16=weights_fp16)
         unfolded = unfolded_expansions(proto, records)

@@ -37,8 +37,15 @@ _LAST = "n2nonnx.deploy/unsqueeze_last"
 
 @dataclass(frozen=True)
 class CompactTensor:
-    """One tensor stored compactly: its name, elements, stored entries (non-zeros plus gap
-    bridges) and bytes before and after."""
+    """One tensor stored compactly.
+
+    Attributes:
+        name: the initializer's name.
+        elements: its element count.
+        entries: stored entries (non-zeros plus gap bridges).
+        dense_bytes: bytes of the dense tensor.
+        compact_bytes: bytes of the compact form (gaps plus values).
+    """
 
     name: str
     elements: int
@@ -82,7 +89,10 @@ def compact_storage(proto: onnx.ModelProto, *, fp16: bool = False) -> tuple[onnx
     result.CopyFrom(proto)
     graph = result.graph
     overridable = {value.name for value in graph.input}
-    kept, added, nodes, records = [], [], [], []
+    kept: list[onnx.TensorProto] = []
+    added: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    records: list[CompactTensor] = []
     for tensor in graph.initializer:
         record = None
         if tensor.data_type in FLOAT_TYPES and tensor.name not in overridable:

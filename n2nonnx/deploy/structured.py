@@ -21,7 +21,7 @@ other layers), a ``Gather`` selects them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +61,7 @@ class Layout:
         return len(self.kept) == 0
 
 
-def remove_units(model: Model, units: Mapping[str, Sequence[int]]) -> Model:
+def remove_units(model: Model, units: Mapping[str, Iterable[int]]) -> Model:
     """Remove output units of layers, and everything that only carried them; returns a new model.
 
     Args:
@@ -206,9 +206,8 @@ class _Editor:
 
     def _size(self, name: str, axis: int) -> int | None:
         shape = self.index.shape(name)
-        if shape is None or axis >= len(shape) or not isinstance(shape[axis], int):
-            return None
-        return int(shape[axis])
+        dim = shape[axis] if shape is not None and axis < len(shape) else None
+        return int(dim) if isinstance(dim, int) else None
 
     def _slice_broadcast(self, node: onnx.NodeProto, slot: int, out_rank: int, state: Layout) -> None:
         """Slice a constant operand of a broadcasting op along the units' axis."""
@@ -273,8 +272,11 @@ class _Editor:
         self._slice_constant(node, slot, take, tuple(layer.weight_shape))
 
     def _slice_constant(self, node, slot, take, shape) -> None:
-        """Apply ``take`` to the constant in ``slot``: an initializer, or the constant subgraph
-        (weight * mask, casts) that computes it; every initializer of that shape is sliced."""
+        """Apply ``take`` to the constant in ``slot``.
+
+        The constant is an initializer, or the constant subgraph (weight * mask, casts) that
+        computes it; every initializer of that shape is sliced.
+        """
         name = node.input[slot]
         if self._is_constant(name):
             value = self._value(name)
@@ -357,16 +359,70 @@ class _Editor:
 
     def _elementwise(self, node: onnx.NodeProto, name: str) -> None:
         out_rank = self._rank(node.output[0])
-        axis, kept, size = None, None, None
-        live, vanished = [], []
+        axis, size, vanished = self._joined_axis(node, name, out_rank)
+        operands = self._elementwise_operands(node, out_rank, axis, size, vanished)
+        if vanished:
+            remaining = self._without_vanished(node, name, vanished, axis, size)
+            if remaining is None:
+                return
+            node = remaining
+        sets = {tuple(k.tolist()) for k in operands.values()}
+        if len(sets) > 1:
+            raise InvalidArgumentError(_coupling_message(self, node, name, operands, axis))
+        kept = next(iter(operands.values())) if operands else np.zeros(0, np.int64)
+        state = Layout(axis, kept, size)
+        for slot, tensor in enumerate(node.input):
+            if tensor and self._is_constant(tensor):
+                self._slice_broadcast(node, slot, out_rank, state)
+        self.states[node.output[0]] = state
+        self.nodes.append(node)
+
+    def _joined_axis(
+        self, node: onnx.NodeProto, name: str, out_rank: int
+    ) -> tuple[int, int, list[int]]:
+        """Where an element-wise node's operands carry removed units.
+
+        Args:
+            node: the element-wise node.
+            name: its name, for messages.
+            out_rank: the rank of its output.
+
+        Returns:
+            The units' axis in the output, the original number of units along it, and the
+            slots of the operands that lose every unit.
+
+        Raises:
+            UnsupportedOpError: operands carry removed units along different axes.
+        """
+        axis: int | None = None
+        size = 0
+        vanished: list[int] = []
         for slot, tensor in enumerate(node.input):
             state = self.states.get(tensor)
-            if state is not None:
-                aligned = state.axis + out_rank - self._rank(tensor)
-                if axis not in (None, aligned):
-                    raise UnsupportedOpError(f"remove_units: {node.op_type} {name!r} joins units on different axes")
-                axis, size = aligned, state.size
-                (vanished if state.vanished else live).append(slot)
+            if state is None:
+                continue
+            aligned = state.axis + out_rank - self._rank(tensor)
+            if axis not in (None, aligned):
+                raise UnsupportedOpError(
+                    f"remove_units: {node.op_type} {name!r} joins units on different axes"
+                )
+            axis, size = aligned, state.size
+            if state.vanished:
+                vanished.append(slot)
+        if axis is None:  # the driver calls a rule only for nodes that removed units reach
+            raise UnsupportedOpError(
+                f"remove_units: no removed units reach {node.op_type} {name!r}"
+            )
+        return axis, size, vanished
+
+    def _elementwise_operands(
+        self, node: onnx.NodeProto, out_rank: int, axis: int, size: int, vanished: list[int]
+    ) -> dict[int, np.ndarray]:
+        """Slot -> the original positions along the units' axis of each non-constant operand.
+
+        Operands broadcast along the units' axis (size 1 there, or of lower rank) have none;
+        constants and vanished operands are left out.
+        """
         operands: dict[int, np.ndarray] = {}
         for slot, tensor in enumerate(node.input):
             if not tensor or self._is_constant(tensor) or slot in vanished:
@@ -378,31 +434,43 @@ class _Editor:
             dim = axis - (out_rank - self._rank(tensor))
             if dim >= 0 and self._size(tensor, dim) != 1:
                 operands[slot] = np.arange(size)
-        if vanished and node.op_type in ("Add", "Sum"):
-            remaining = [node.input[s] for s in range(len(node.input)) if s not in vanished]
-            if not remaining:
-                self.states[node.output[0]] = Layout(axis, np.zeros(0, np.int64), size)
-                return
-            if len(remaining) == 1:
-                node = helper.make_node("Identity", remaining, list(node.output), name=node.name)
-            else:
-                del node.input[:]
-                node.input.extend(remaining)
-        elif vanished and node.op_type == "Mul":
+        return operands
+
+    def _without_vanished(
+        self, node: onnx.NodeProto, name: str, vanished: list[int], axis: int, size: int
+    ) -> onnx.NodeProto | None:
+        """Drop the operands that lose every unit from a sum; a product of one vanishes.
+
+        Args:
+            node: the element-wise node.
+            name: its name, for messages.
+            vanished: slots of the operands that lose every unit.
+            axis: the units' axis in the output.
+            size: the original number of units along it.
+
+        Returns:
+            The node to keep (an Identity where one operand remains), or ``None`` where the
+            output vanishes too (its layout is recorded).
+
+        Raises:
+            UnsupportedOpError: an op other than Add, Sum or Mul loses an operand entirely.
+        """
+        if node.op_type == "Mul":
             self.states[node.output[0]] = Layout(axis, np.zeros(0, np.int64), size)
-            return
-        elif vanished:
-            raise UnsupportedOpError(f"remove_units: every unit of an operand of {node.op_type} {name!r} would go")
-        sets = {tuple(k.tolist()) for k in operands.values()}
-        if len(sets) > 1:
-            raise InvalidArgumentError(_coupling_message(self, node, name, operands, axis))
-        kept = next(iter(operands.values())) if operands else np.zeros(0, np.int64)
-        state = Layout(axis, kept, size)
-        for slot, tensor in enumerate(node.input):
-            if tensor and self._is_constant(tensor):
-                self._slice_broadcast(node, slot, out_rank, state)
-        self.states[node.output[0]] = state
-        self.nodes.append(node)
+            return None
+        if node.op_type not in ("Add", "Sum"):
+            raise UnsupportedOpError(
+                f"remove_units: every unit of an operand of {node.op_type} {name!r} would go"
+            )
+        remaining = [node.input[s] for s in range(len(node.input)) if s not in vanished]
+        if not remaining:
+            self.states[node.output[0]] = Layout(axis, np.zeros(0, np.int64), size)
+            return None
+        if len(remaining) == 1:
+            return helper.make_node("Identity", remaining, list(node.output), name=node.name)
+        del node.input[:]
+        node.input.extend(remaining)
+        return node
 
     def _concat(self, node: onnx.NodeProto, name: str) -> None:
         rank = self._rank(node.output[0])
@@ -478,9 +546,10 @@ class _Editor:
             raise UnsupportedOpError(f"remove_units: Slice {name!r} with removed units needs constant bounds")
         rank = self._rank(node.input[0])
         starts, ends = self._value(node.input[1]), self._value(node.input[2])
-        axes = self._value(node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(starts))
+        has_axes = len(node.input) > 3 and node.input[3]
+        axis_values = self._value(node.input[3]) if has_axes else np.arange(len(starts))
         steps = self._value(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64)
-        axes = [int(a) % rank for a in axes]
+        axes = [int(a) % rank for a in axis_values]
         if state.axis not in axes:
             self.states[node.output[0]] = state
             self.nodes.append(node)

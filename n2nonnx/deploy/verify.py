@@ -50,6 +50,7 @@ class Verification:
     passed: bool
 
     def to_dict(self) -> dict:
+        """The comparison as plain JSON-ready values (for the provenance record)."""
         return asdict(self)
 
     def describe(self) -> str:
@@ -105,7 +106,7 @@ def compare(
     max_abs = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
                   for a, b in zip(reference_out, deployed_out, strict=True))
     scale = max(float(np.max(np.abs(a), initial=0.0)) for a in reference_out)
-    relative = max_abs / max(scale, np.finfo(np.float32).tiny)
+    relative = max_abs / max(scale, float(np.finfo(np.float32).tiny))
     agreement = None
     first_ref, first_dep = reference_out[0], deployed_out[0]
     if first_ref.ndim >= 2 and first_ref.shape[-1] > 1:

@@ -111,41 +111,74 @@ def axis_matrix(size_in: int, size_out: int, scale: float, options: dict,
     return matrix, outside
 
 
+def _full_roi(roi: list[float] | None, axes: list[int], rank: int) -> list[float] | None:
+    """The ``roi`` input (starts then ends over ``axes``) spread over every axis, or ``None``."""
+    if roi is None or not len(roi):
+        return None
+    full_roi = [0.0] * rank + [1.0] * rank
+    for i, axis in enumerate(axes):
+        full_roi[axis], full_roi[rank + axis] = roi[i], roi[len(axes) + i]
+    return full_roi
+
+
+def _axis_targets(shape: list[int], axes: list[int], scales: list[float] | None,
+                  sizes: list[int] | None, policy: str) -> tuple[dict[int, float], dict[int, int]]:
+    """The scale factor and output size of each resized axis.
+
+    Args:
+        shape: the input shape.
+        axes: the resized axes (non-negative).
+        scales: the ``scales`` input over ``axes``, or ``None``.
+        sizes: the ``sizes`` input over ``axes``, or ``None`` (it wins over ``scales``).
+        policy: ``keep_aspect_ratio_policy`` (``stretch``, ``not_larger`` or ``not_smaller``).
+
+    Returns:
+        (axis -> scale factor, axis -> output size).
+    """
+    if sizes is None:
+        factors = {} if scales is None else {axis: float(scales[i]) for i, axis in enumerate(axes)}
+        return factors, {axis: int(factors[axis] * shape[axis]) for axis in axes}
+    factors = {axis: sizes[i] / shape[axis] for i, axis in enumerate(axes)}
+    outs = {axis: sizes[i] for i, axis in enumerate(axes)}
+    if policy != "stretch":
+        pick = min if policy == "not_larger" else max
+        scale = pick(factors.values())
+        factors = dict.fromkeys(axes, scale)
+        outs = {axis: int(scale * shape[axis] + 0.5) for axis in axes}
+    return factors, outs
+
+
+def _resize_plan(shape: list[int], scales: list[float] | None, sizes: list[int] | None,
+                 roi: list[float] | None, axes_attr: list[int] | None, policy: str,
+                 options: dict) -> list:
+    """The per-axis interpolation steps for one input shape and scales / sizes / roi.
+
+    Returns:
+        (axis, interpolation matrix, rows to extrapolate or ``None``) for every axis that
+        changes; axes left as they are (scale 1, same size, full roi) are skipped.
+    """
+    rank = len(shape)
+    axes = [a % rank for a in axes_attr] if axes_attr is not None else list(range(rank))
+    full_roi = _full_roi(roi, axes, rank)
+    factors, outs = _axis_targets(shape, axes, scales, sizes, policy)
+    steps = []
+    for axis in axes:
+        axis_roi = None if full_roi is None else (full_roi[axis], full_roi[rank + axis])
+        full_range = axis_roi is None or (
+            math.isclose(axis_roi[0], 0.0) and math.isclose(axis_roi[1], 1.0))
+        if math.isclose(factors[axis], 1.0) and outs[axis] == shape[axis] and full_range:
+            continue
+        matrix, outside = axis_matrix(shape[axis], outs[axis], factors[axis], options, axis_roi)
+        rows = torch.from_numpy(outside) if outside.any() else None
+        steps.append((axis, torch.from_numpy(matrix), rows))
+    return steps
+
+
 def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, sizes_index: int | None,
                    roi_index: int | None, static_scales: list[float] | None = None) -> Kernel:
     axes_attr = spec.attr("axes")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
     cache: dict = {}
-
-    def plan(shape: list[int], scales: list[float] | None, sizes: list[int] | None,
-             roi: list[float] | None) -> list:
-        rank = len(shape)
-        axes = [a % rank for a in axes_attr] if axes_attr is not None else list(range(rank))
-        full_roi = None
-        if roi is not None and len(roi):
-            full_roi = [0.0] * rank + [1.0] * rank
-            for i, axis in enumerate(axes):
-                full_roi[axis], full_roi[rank + axis] = roi[i], roi[len(axes) + i]
-        if sizes is not None:
-            factors = {axis: sizes[i] / shape[axis] for i, axis in enumerate(axes)}
-            outs = {axis: sizes[i] for i, axis in enumerate(axes)}
-            if policy != "stretch":
-                pick = min if policy == "not_larger" else max
-                scale = pick(factors.values())
-                factors = dict.fromkeys(axes, scale)
-                outs = {axis: int(scale * shape[axis] + 0.5) for axis in axes}
-        else:
-            factors = {axis: float(scales[i]) for i, axis in enumerate(axes)} if scales is not None else {}
-            outs = {axis: int(factors[axis] * shape[axis]) for axis in axes}
-        steps = []
-        for axis in axes:
-            axis_roi = None if full_roi is None else (full_roi[axis], full_roi[rank + axis])
-            if math.isclose(factors[axis], 1.0) and outs[axis] == shape[axis] and (
-                    axis_roi is None or (math.isclose(axis_roi[0], 0.0) and math.isclose(axis_roi[1], 1.0))):
-                continue
-            matrix, outside = axis_matrix(shape[axis], outs[axis], factors[axis], options, axis_roi)
-            steps.append((axis, torch.from_numpy(matrix), torch.from_numpy(outside) if outside.any() else None))
-        return steps
 
     def read(tensor: torch.Tensor | None, index: int | None, cast: Callable[[Any], list]) -> list | None:
         if index is None or not spec.has_input(index):
@@ -164,7 +197,9 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
         key = (tuple(x.shape), tuple(scales or ()), tuple(sizes or ()), tuple(roi or ()))
         steps = cache.get(key)
         if steps is None:
-            steps = plan(list(x.shape), scales, sizes, roi)
+            steps = _resize_plan(
+                list(x.shape), scales, sizes, roi, axes_attr, policy, options
+            )
             cache[key] = steps
         work_type = x.dtype if x.is_floating_point() else torch.float64
         y = x.to(work_type)

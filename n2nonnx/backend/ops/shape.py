@@ -1,5 +1,7 @@
-"""Shape and layout ops: Reshape, Flatten, Transpose, Concat, Split, Slice, (Un)Squeeze, Expand,
-Tile, Shape, Size, Identity, Cast, CastLike, DepthToSpace, SpaceToDepth, Trilu, Compress, NonZero.
+"""Shape and layout ops.
+
+Reshape, Flatten, Transpose, Concat, Split, Slice, (Un)Squeeze, Expand, Tile, Shape, Size,
+Identity, Cast, CastLike, DepthToSpace, SpaceToDepth, Trilu, Compress, NonZero.
 
 Most of these ops gained schema versions that only add element types (bfloat16, float8, 4-bit
 and 2-bit integers); a type torch lacks is refused where the tensor is made.

@@ -69,6 +69,15 @@ def _mean_loss_grad(module, weights, context, x, y, scale: float, what: str,
 
 @criterion("snip", needs_data=True, summary="connection sensitivity |w * dL/dw| on one mini-batch (CSP)")
 def snip_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    """Score each weight by its connection sensitivity on one mini-batch (SNIP / CSP).
+
+    Args:
+        context: the scoring context; needs ``data``; one batch of ``batch_size``
+            training samples is drawn with ``rng``.
+
+    Returns:
+        Weight name -> ``|w * dL/dw|`` normalised to sum to 1 over all scored weights.
+    """
     module, weights = _module(context)
     x, y = _batch(context, context.batch_size)
     loss = torch.nn.functional.cross_entropy(_logits(module, x), y)
@@ -92,6 +101,19 @@ def grasp_samples(context: ScoringContext) -> tuple[torch.Tensor, torch.Tensor]:
 
 @criterion("grasp", needs_data=True, summary="gradient signal preservation: keep the smallest -w * Hg")
 def grasp_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    """Score each weight by gradient signal preservation (GraSP): ``w * Hg``.
+
+    ``g`` is the gradient of the temperature-scaled loss on :func:`grasp_samples` and ``H``
+    its Hessian; keeping the highest ``w * Hg`` removes the largest ``-w * Hg``, as GraSP
+    prescribes.
+
+    Args:
+        context: the scoring context; needs ``data``; options ``temperature`` (default
+            200) and ``samples_per_class`` (default 10).
+
+    Returns:
+        Weight name -> ``w * Hg`` in float64.
+    """
     temperature = float(context.options.get("temperature", 200.0))
     module, weights = _module(context)
     x, y = grasp_samples(context)

@@ -9,6 +9,14 @@ from n2nonnx.pruning.registry import ScoringContext, criterion
 
 @criterion("random", needs_data=False, summary="uniformly random mask at the allocated per-layer density")
 def random_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    """Score each weight with an independent uniform draw from ``context.rng``.
+
+    Args:
+        context: the scoring context; ``model``, ``weights`` and ``rng`` are read.
+
+    Returns:
+        Weight name -> uniform [0, 1) scores of the weight's shape.
+    """
     return {name: context.rng.random(context.model.initializer(name).shape) for name in context.weights}
 
 
@@ -29,7 +37,10 @@ def expander_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     for name in context.weights:
         layer = model.layer(name)
         weight = model.initializer(name)
-        moved = np.moveaxis(np.empty(weight.shape, dtype=np.float64), layer.unit_axis, 0)
+        # the weight's shape, units first (annotated: numpy's stubs type
+        # np.empty(tuple[Any, ...]) as a 0-d array)
+        empty = np.empty(weight.shape, dtype=np.float64)
+        moved: np.ndarray = np.moveaxis(empty, layer.unit_axis, 0)
         units, fan_in = moved.shape[0], int(np.prod(moved.shape[1:]))
         ranks = np.argsort(context.rng.random((units, fan_in)), axis=1).argsort(axis=1)
         tiebreak = context.rng.random((units, 1)) * 0.5

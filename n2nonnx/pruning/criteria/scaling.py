@@ -39,6 +39,8 @@ _SAME_SCALE: dict[str, tuple[int, ...] | None] = {
     "Pad": (0, 2), "Where": (1, 2), "PRelu": (0,),
 }
 _PRODUCTS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Mul", "Div", "Einsum"}
+# ops (by name prefix) whose outputs are indices or booleans, never scaled
+_NOT_SCALED_PREFIXES = ("Arg", "Equal", "Less", "Greater", "Not", "And", "Or")
 
 
 class InfeasibleScaling(Exception):
@@ -100,53 +102,89 @@ class ScalePlan:
         return self.forms.get(name)
 
     def _constrain(self, index: int, node: onnx.NodeProto) -> None:
-        op = node.op_type
         inputs = [self._form(self._input(index, node, slot)) for slot in range(len(node.input))]
         outputs = list(node.output)
-        if op == "Identity" and (outputs[0] in self.leaves or outputs[0] in self.zero_leaves):
+        if node.op_type == "Identity" and (
+            outputs[0] in self.leaves or outputs[0] in self.zero_leaves
+        ):
             return  # a BatchNorm statistic the module holds as its own tensor
-        result: Form | _Any | None
-        if op == "Constant":
-            result = _constant_form(node)
-        elif op == "Cast":
-            floating = _attribute(node, "to") in _FLOAT_TYPES
-            result = (inputs[0] if inputs[0] is not None else ({}, 0.0)) if floating else None
-        elif op in ("Shape", "Size") or op.startswith(("Arg", "Equal", "Less", "Greater", "Not", "And", "Or")):
-            result = None
-        elif op in _PRODUCTS:
-            result = self._product(op, node, inputs)
-        elif op == "BatchNormalization":
-            result = _add(inputs[0], inputs[1])
-            self._equate(inputs[2], result)
-            self._equate(inputs[3], inputs[0])
-            self._equate(inputs[4], ({}, 0.0))
-            outputs = outputs[:1]
-        elif op == "LayerNormalization":
-            self._equate(inputs[0], ({}, 0.0))
-            result = inputs[1]
-            if len(inputs) > 2:
-                self._equate(inputs[2], result)
-            outputs = outputs[:1]
-        elif op == "Clip":  # the backend reads constant bounds once, when it builds the kernel
-            result = inputs[0]
-            for form in inputs[1:]:
-                result = self._equate(result, ({}, 0.0) if isinstance(form, tuple) and form[0] else form)
-            if node.attribute:
-                result = self._equate(result, ({}, 0.0))
-        elif op in _SAME_SCALE:
-            slots = _SAME_SCALE[op] if _SAME_SCALE[op] is not None else range(len(inputs))
-            result = None
-            for slot in slots:
-                if slot < len(inputs):
-                    result = self._equate(result, inputs[slot])
-            if op != "Split":
-                outputs = outputs[:1]
-        else:  # not positively homogeneous (or unknown): it must see its inputs unscaled
-            for form in inputs:
-                self._equate(form, ({}, 0.0))
-            result = ({}, 0.0)
-        for name in outputs:
+        result, first_only = self._node_form(node, inputs)
+        for name in outputs[:1] if first_only else outputs:
             self.forms[name] = result
+
+    def _node_form(self, node: onnx.NodeProto, inputs: list) -> tuple[Form | _Any | None, bool]:
+        """The scale form of a node's outputs, adding the constraints the node imposes.
+
+        Args:
+            node: the node.
+            inputs: the forms of its inputs (``None``: not a scaled tensor).
+
+        Returns:
+            The outputs' form (``None``: not scaled), and whether it applies to the first
+            output only.
+        """
+        op = node.op_type
+        if op == "Constant":
+            return _constant_form(node), False
+        if op == "Cast":
+            floating = _attribute(node, "to") in _FLOAT_TYPES
+            return (inputs[0] if inputs[0] is not None else ({}, 0.0)) if floating else None, False
+        if op in ("Shape", "Size") or op.startswith(_NOT_SCALED_PREFIXES):
+            return None, False
+        if op in _PRODUCTS:
+            return self._product(op, node, inputs), False
+        if op == "BatchNormalization":
+            return self._batch_norm(inputs), True
+        if op == "LayerNormalization":
+            return self._layer_norm(inputs), True
+        if op == "Clip":
+            return self._clip(node, inputs), False
+        if op in _SAME_SCALE:
+            return self._same_scale(op, inputs), op != "Split"
+        # not positively homogeneous (or unknown): it must see its inputs unscaled
+        for form in inputs:
+            self._equate(form, ({}, 0.0))
+        return ({}, 0.0), False
+
+    def _batch_norm(self, inputs: list) -> Form | _Any | None:
+        """BatchNormalization: output = input x scale; bias as the output, mean as the input."""
+        result = _add(inputs[0], inputs[1])
+        self._equate(inputs[2], result)
+        self._equate(inputs[3], inputs[0])
+        self._equate(inputs[4], ({}, 0.0))
+        return result
+
+    def _layer_norm(self, inputs: list) -> Form | _Any | None:
+        """LayerNormalization: an unscaled input; the output is scaled like scale and bias."""
+        self._equate(inputs[0], ({}, 0.0))
+        result = inputs[1]
+        if len(inputs) > 2:
+            self._equate(inputs[2], result)
+        return result
+
+    def _clip(self, node: onnx.NodeProto, inputs: list) -> Form | _Any | None:
+        """Clip: the input shares its bounds' scale.
+
+        The backend reads constant bounds once, when it builds the kernel, so bounds that
+        would be rescaled (and bounds given as attributes) pin the input unscaled.
+        """
+        result = inputs[0]
+        for form in inputs[1:]:
+            scaled = isinstance(form, tuple) and bool(form[0])
+            result = self._equate(result, ({}, 0.0) if scaled else form)
+        if node.attribute:
+            result = self._equate(result, ({}, 0.0))
+        return result
+
+    def _same_scale(self, op: str, inputs: list) -> Form | _Any | None:
+        """Ops whose listed inputs (all, where none are listed) must share one scale."""
+        declared = _SAME_SCALE[op]
+        slots = declared if declared is not None else range(len(inputs))
+        result = None
+        for slot in slots:
+            if slot < len(inputs):
+                result = self._equate(result, inputs[slot])
+        return result
 
     def _product(self, op: str, node: onnx.NodeProto, inputs: list) -> Form | _Any | None:
         factors = inputs[:2] if op in ("Conv", "ConvTranspose", "Gemm") else inputs

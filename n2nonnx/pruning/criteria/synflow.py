@@ -82,6 +82,24 @@ class _Rescaler:
 
 @criterion("synflow", needs_data=False, summary="iterative synaptic flow |w * dR/dw|, data-free")
 def synflow_scores(context: ScoringContext) -> dict[str, np.ndarray]:
+    """Score weights by iterative SynFlow: ``|w * dR/dw|``, ``R`` the summed all-ones output.
+
+    With ``context.allocate`` it prunes over ``iterations`` rounds towards
+    ``context.density`` on an exponential schedule, rescoring the survivors each round;
+    without it, one round. In float32 the graph is rescaled by exact powers of two to
+    stay in range, falling back to float64 where that fails.
+
+    Args:
+        context: the scoring context; option ``sample_shape`` (the input shape without
+            the batch) is required; ``iterations`` (default 100) and ``precision``
+            (``float32`` or ``float64``) are optional.
+
+    Returns:
+        Weight name -> float64 scores; weights pruned in an earlier round score ``-inf``.
+
+    Raises:
+        InvalidArgumentError: an unknown ``precision``.
+    """
     precision = context.options.get("precision", "float32")
     if precision not in PRECISIONS:
         raise InvalidArgumentError(f"SynFlow precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
