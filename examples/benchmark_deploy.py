@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nonnx  # noqa: E402
 from converters.pytorch import export  # noqa: E402
 from n2nonnx import zoo  # noqa: E402
-from n2nonnx.deploy import deploy  # noqa: E402
-from n2nonnx.deploy.timing import interleaved_medians  # noqa: E402
+from n2nonnx.deployment import deploy  # noqa: E402
+from n2nonnx.deployment.timing import interleaved_medians  # noqa: E402
 from n2nonnx.runtime import make_session  # noqa: E402
 
 # name -> (zoo factory, options, sample shape): full and quick sizes

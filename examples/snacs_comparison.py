@@ -35,7 +35,7 @@ import n2nonnx  # noqa: E402
 from converters.pytorch import export  # noqa: E402
 from n2nonnx import zoo  # noqa: E402
 from n2nonnx.data import resolve_data  # noqa: E402
-from n2nonnx.deploy.timing import interleaved_medians  # noqa: E402
+from n2nonnx.deployment.timing import interleaved_medians  # noqa: E402
 from n2nonnx.errors import InvalidArgumentError  # noqa: E402
 from n2nonnx.runtime import accuracy, make_session  # noqa: E402
 from n2nonnx.structured import prune_structured  # noqa: E402

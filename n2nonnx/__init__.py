@@ -16,13 +16,15 @@ The verbs are imported lazily, so ``import n2nonnx`` (and the ``n2nonnx`` comman
 Layering, bottom-up (each layer imports only from the layers below it; import-linter
 checks this in CI, see ``pyproject.toml``):
 
-1. ``errors``, ``tags``, ``metadata``, ``patterns``, ``registry``: no other n2nonnx import.
+1. ``errors``, ``tags``, ``metadata``, ``patterns``, ``registry``, ``paths``, ``lazy``: no other
+   n2nonnx import.
 2. ``graph``: the normalised graph, the mask representation and the layer view.
-3. ``model``, ``io``, ``runtime``, ``masks``, ``data``, ``zoo``: the model object, files,
+3. ``model``, ``io``, ``runtime``, ``masks``, ``data``, ``zoo``, ``summary``, ``torch_export``:
+   the model object, files,
    onnxruntime sessions, data sets and built-in architectures.
 4. ``backend``: the ONNX-to-PyTorch executor.
 5. The stages, none importing another: ``pruning``, ``skip``, ``training``,
-   ``connectivity``, ``deploy``.
+   ``connectivity``, ``deployment``; ``scl`` and ``structured`` build on them.
 6. ``pipeline``, ``study``: the main job and the study, built from the stages.
 7. ``cli``: the ``n2nonnx`` command.
 """
@@ -48,6 +50,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "train": "n2nonnx.training",
     "TrainConfig": "n2nonnx.training",
     "analyze": "n2nonnx.connectivity",
-    "deploy": "n2nonnx.deploy",
+    "deploy": "n2nonnx.deployment",
     "resolve_data": "n2nonnx.data",
 })

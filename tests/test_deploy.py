@@ -7,9 +7,9 @@ import onnx
 import pytest
 
 import n2nonnx
-from n2nonnx.deploy import deploy
-from n2nonnx.deploy.dead import random_inputs
-from n2nonnx.deploy.storage import compact_storage, encode_gaps, unfolded_expansions
+from n2nonnx.deployment import deploy
+from n2nonnx.deployment.dead import random_inputs
+from n2nonnx.deployment.storage import compact_storage, encode_gaps, unfolded_expansions
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.runtime import make_session
 from n2nonnx.skip import add_n2nskip
@@ -113,7 +113,7 @@ def test_bad_arguments_fail_before_work(zoo_models):
 
 
 def test_disagreement_beyond_tolerance_is_an_error(zoo_models, tmp_path):
-    from n2nonnx.deploy.verify import VerificationError
+    from n2nonnx.deployment.verify import VerificationError
 
     model = pruned(zoo_models["vgg"])
     with pytest.raises(VerificationError, match="disagrees"):

@@ -7,7 +7,7 @@ import pytest
 from builders import conv_net, gemm_mlp
 
 import n2nonnx
-from n2nonnx.deploy.structured import remove_units
+from n2nonnx.deployment.structured import remove_units
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.runtime import run
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """Deploy ``args.input``, verify it, and write ``args.output`` (and ``--json``)."""
     import json
 
-    from n2nonnx.deploy import deploy
+    from n2nonnx.deployment import deploy
     from n2nonnx.io import load
     from n2nonnx.paths import check_output_file, write_text_atomic
 

@@ -1,7 +1,7 @@
 """What did I gain: each trained model deployed and measured side by side in onnxruntime.
 
 For every model of a job (the dense reference, the same-density model without skips, the
-N2NSkip model) this deploys the trained model (:func:`n2nonnx.deploy.deploy`), and measures
+N2NSkip model) this deploys the trained model (:func:`n2nonnx.deployment.deploy`), and measures
 test accuracy, non-zero weights, the deployed file's size and onnxruntime latency at batch
 1 and 64, all in the same run with interleaved rounds (medians), so the ratios compare like
 with like on a busy machine.
@@ -45,7 +45,7 @@ def deploy_candidates(trained: dict[str, Model], data: Any, *, seed: int = 0) ->
         label -> :class:`Candidate` with ``numbers``: test accuracy (deployed, onnxruntime),
         non-zero weights, file bytes of the trained and the deployed model, units removed.
     """
-    from n2nonnx.deploy import deploy
+    from n2nonnx.deployment import deploy
 
     candidates = {}
     for label, model in trained.items():
@@ -73,7 +73,7 @@ def measure_latency(candidates: dict[str, Candidate], *, threads: int = 1, round
     Raises:
         ShapeError: the first model's input has no known rank.
     """
-    from n2nonnx.deploy.timing import interleaved_medians
+    from n2nonnx.deployment.timing import interleaved_medians
     from n2nonnx.runtime import make_session
 
     labels = list(candidates)

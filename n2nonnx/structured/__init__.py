@@ -10,7 +10,7 @@ activations (:mod:`.scores`, :mod:`.edge`), per-layer operating constraints
 (:mod:`.constraints`), sensitivity protection (:mod:`.sensitivity`), one global cut; and
 the baselines ``l1`` (Li et al. 2017) and ``random`` (:mod:`.baselines`). All three remove
 exactly as many parameters (to one coupled group of units), through
-:func:`~n2nonnx.deploy.structured.remove_units`; coupled channels (residual adds,
+:func:`~n2nonnx.deployment.structured.remove_units`; coupled channels (residual adds,
 depthwise groups) are removed together or kept (:mod:`.coupling`).
 
 The prune level is a share of the model's parameters (``prune_percent`` removed, or

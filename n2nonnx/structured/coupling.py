@@ -10,7 +10,7 @@ Units are *fixed* (never removed) when they reach a graph output, belong to an N
 branch (or receive one), feed an edge whose unit map could not be followed, or feed a
 grouped convolution with several input channels per group. Finally each distinct kind of
 component (the same set of layers) is tried once with
-:func:`~n2nonnx.deploy.structured.remove_units`; kinds it refuses are fixed and logged.
+:func:`~n2nonnx.deployment.structured.remove_units`; kinds it refuses are fixed and logged.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _keep_one_unit_per_layer(components: list[Component], layers: dict[str, Laye
 
 
 def _probe(model: Model, components: list[Component]) -> list[Component]:
-    from n2nonnx.deploy.structured import remove_units
+    from n2nonnx.deployment.structured import remove_units
 
     verdicts: dict[tuple[str, ...], str] = {}
     result = []

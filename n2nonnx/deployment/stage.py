@@ -1,7 +1,7 @@
 """The deployment stage: a trained sparse model in, a smaller ONNX model for stock onnxruntime out.
 
 Steps, each exact unless it says otherwise: fold the masks into the weights; remove dead
-units (:mod:`~n2nonnx.deploy.dead` through :func:`~n2nonnx.deploy.structured.remove_units`);
+units (:mod:`~n2nonnx.deployment.dead` through :func:`~n2nonnx.deployment.structured.remove_units`);
 optionally quantize to static int8 (lossy); store sparse weights compactly (exact; with
 ``weights_fp16`` lossy); verify the result against the input model in onnxruntime.
 """
@@ -110,7 +110,7 @@ def deploy(
         seed: seed of random verification inputs and of the constant-unit measurement.
         samples: inputs used for verification.
         rtol: relative tolerance of the verification (default by mode, see
-            :data:`n2nonnx.deploy.verify.TOLERANCES`).
+            :data:`n2nonnx.deployment.verify.TOLERANCES`).
         min_agreement: least top-1 agreement of the verification (default by mode).
         fallback: with int8, keep layers in fp32 where int8 measures slower.
         threads: onnxruntime threads for int8 latency measurements.
@@ -123,11 +123,11 @@ def deploy(
         DataError: data that does not fit the model's input.
         VerificationError: the deployed model disagrees with the input model.
     """
-    from n2nonnx.deploy.dead import add_to_biases, find_dead_units, random_inputs
-    from n2nonnx.deploy.quantize import QUANTIZATION_MODES, quantize_int8
-    from n2nonnx.deploy.storage import CompactTensor, compact_storage, unfolded_expansions
-    from n2nonnx.deploy.structured import remove_units
-    from n2nonnx.deploy.verify import VerificationError, compare
+    from n2nonnx.deployment.dead import add_to_biases, find_dead_units, random_inputs
+    from n2nonnx.deployment.quantize import QUANTIZATION_MODES, quantize_int8
+    from n2nonnx.deployment.storage import CompactTensor, compact_storage, unfolded_expansions
+    from n2nonnx.deployment.structured import remove_units
+    from n2nonnx.deployment.verify import VerificationError, compare
     from n2nonnx.masks import fold_masks
 
     if storage not in STORAGE_MODES:

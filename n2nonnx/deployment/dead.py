@@ -13,7 +13,7 @@ concat and reshapes):
 
 Units joined element-wise with a unit that stays (a residual Add, an N2NSkip Add) stay
 too, and a grouped convolution loses whole groups only, so the result is always a
-valid :func:`~n2nonnx.deploy.structured.remove_units` request.
+valid :func:`~n2nonnx.deployment.structured.remove_units` request.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def quantize_int8(
     Returns:
         The quantized model and a report.
     """
-    from n2nonnx.deploy.timing import interleaved_medians
+    from n2nonnx.deployment.timing import interleaved_medians
     from n2nonnx.runtime import make_session
 
     report = QuantizationReport(calibration_samples=len(calibration))
