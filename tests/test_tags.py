@@ -90,7 +90,9 @@ def test_skip_layers_are_found_by_tag_whatever_their_names(zoo_models):
 
 
 def test_top_level_api_and_subpackages_do_not_shadow_each_other():
+    import n2nonnx.deployment.timing  # noqa: F401  (binds the subpackage on n2nonnx)
     import n2nonnx.pruning.allocation as allocation
 
     assert callable(n2nonnx.prune) and hasattr(allocation, "masks_from_scores")
+    assert callable(n2nonnx.deploy) and callable(n2nonnx.train)
     assert {"load", "save", "prune", "add_n2nskip", "train", "analyze", "deploy"} <= set(n2nonnx.__all__)
