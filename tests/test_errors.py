@@ -48,19 +48,32 @@ def test_api_raises_one_clear_error(case, tmp_path, zoo_models):
     assert isinstance(caught.value, errors.N2NError)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_cli_exits_2_without_traceback(case, tmp_path, zoo_models, capsys):
-    path, _, words = bad_inputs(tmp_path, zoo_models)[case]
-    before = path.read_bytes() if path.is_file() else None
+@pytest.fixture(scope="module")
+def cli_results(tmp_path_factory, zoo_models):
+    """``n2nonnx inspect`` on every bad input, in a real subprocess (an uncaught exception
+    prints its traceback on that process's stderr, where the tests can see it)."""
+    from test_hostile import run_group
+
+    tmp_path = tmp_path_factory.mktemp("errors")
+    inputs = bad_inputs(tmp_path, zoo_models)
+    before = {case: path.read_bytes() if path.is_file() else None for case, (path, _, _) in inputs.items()}
     listing = sorted(p.name for p in tmp_path.iterdir())
-    assert main(["inspect", str(path)]) == 2
-    captured = capsys.readouterr()
-    assert captured.err.startswith("n2nonnx inspect: error: ") and words in captured.err
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
-    assert captured.out == ""
-    if before is not None:
-        assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    results = run_group({case: {"argv": ["inspect", str(path)]} for case, (path, _, _) in inputs.items()})
+    after = {case: path.read_bytes() if path.is_file() else None for case, (path, _, _) in inputs.items()}
+    return inputs, results, before == after, listing == sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cli_exits_2_without_traceback(case, cli_results):
+    inputs, results, unchanged, same_files = cli_results
+    _, _, words = inputs[case]
+    result = results[case]
+    assert result["escaped"] is None and "Traceback" not in result["err"], result["err"]
+    assert result["code"] == 2
+    assert result["err"].startswith("n2nonnx inspect: error: ") and words in result["err"]
+    assert result["err"].count("\n") == 1
+    assert result["out"] == ""
+    assert unchanged and same_files
 
 
 def test_old_opset_is_refused():

@@ -42,6 +42,7 @@ class Block:
     start: int
     size: int
     depth: int = 0
+    weight: str | None = None
 
     @property
     def stop(self) -> int:
@@ -112,6 +113,43 @@ class UnitGraph:
     def same_nodes(self, other: UnitGraph) -> bool:
         """True if ``other`` has the same blocks (names and sizes) in the same order."""
         return [(b.name, b.size) for b in self.blocks] == [(b.name, b.size) for b in other.blocks]
+
+    def aligned_to(self, reference: UnitGraph) -> UnitGraph | None:
+        """This graph with its blocks in ``reference``'s order, matched by weight name and size.
+
+        Adding skips re-sorts the graph, and parallel layers (a ResNet's shortcut conv and its
+        main-path conv) may swap places; a layer is the same layer when its weight is.
+
+        Args:
+            reference: the graph whose block order to take.
+
+        Returns:
+            The reordered graph (``self`` when already in order), or None when the blocks
+            differ (another architecture).
+        """
+        if self.same_nodes(reference):
+            return self
+        mine = {_block_key(b): b for b in self.blocks}
+        if len(mine) != len(self.blocks) or len(self.blocks) != len(reference.blocks):
+            return None
+        order, blocks, start = [], [], 0
+        for wanted in reference.blocks:
+            block = mine.get(_block_key(wanted))
+            if block is None:
+                return None
+            order.append(np.arange(block.start, block.stop))
+            blocks.append(Block(block.name, start, block.size, block.depth, block.weight))
+            start += block.size
+        permutation = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
+        position = np.empty_like(permutation)
+        position[permutation] = np.arange(len(permutation))
+        flow = sp.csr_array(self.flow[permutation][:, permutation])
+        return UnitGraph(flow=flow, blocks=tuple(blocks), output_nodes=np.sort(position[self.output_nodes]),
+                         weighted=self.weighted)
+
+
+def _block_key(block: Block) -> tuple[str, int]:
+    return (block.weight or block.name, block.size)
 
 
 def _reachable(flow: sp.csr_array, starts: np.ndarray) -> np.ndarray:
@@ -208,7 +246,7 @@ def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) 
         start += size
     for layer in layers:
         if layer.name not in skips:
-            blocks[layer.name] = Block(layer.name, start, int(layer.units), int(layer.depth))
+            blocks[layer.name] = Block(layer.name, start, int(layer.units), int(layer.depth), layer.weight)
             start += int(layer.units)
     rows, cols, values = [], [], []
     for layer in layers:

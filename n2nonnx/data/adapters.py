@@ -93,7 +93,8 @@ def from_npz(path: str | Path) -> TrainTestData:
         raise DataError(f"data file {str(path)!r} does not exist")
     if not zipfile.is_zipfile(path):
         raise DataError(
-            f"{str(path)!r} is not an .npz archive ({'an empty file' if path.stat().st_size == 0 else 'not a zip file'}); "
+            f"cannot read {str(path)!r}: it is not an .npz archive "
+            f"({'an empty file' if path.stat().st_size == 0 else 'not a zip file'}); "
             "save the four arrays with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
         )
     check_npz_sizes(path, SPLIT_KEYS)

@@ -96,7 +96,7 @@ def prune(
         raise InvalidArgumentError(f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}")
     _check_options(batch_size, dict(options or {}))
     selected = select_layers(model, exclude)
-    weights = [layer.weight for layer in selected]
+    weights = list(dict.fromkeys(layer.weight for layer in selected))  # a shared weight once
     prunable = sum(layer.parameters for layer in selected)
     if masks is None and density * prunable < 1:
         raise InvalidArgumentError(
@@ -189,11 +189,17 @@ def select_layers(model: Model, exclude: Sequence[str] = ()):
 
 
 def prune_table(model: Model, weights: Sequence[str] | None = None) -> list[LayerCount]:
-    """Kept / total weights per layer (``weights`` limits it to some layers)."""
+    """Kept / total weights per layer (``weights`` limits it to some layers).
+
+    A weight that several layers share (exporters merge identical initializers) is counted
+    once, in the row of the first layer that uses it.
+    """
     rows = []
+    seen: set[str] = set()
     for layer in model.layers:
-        if weights is not None and layer.weight not in weights:
+        if (weights is not None and layer.weight not in weights) or layer.weight in seen:
             continue
+        seen.add(layer.weight)
         kept = int(np.count_nonzero(model.effective_weight(layer)))
         rows.append(LayerCount(layer.name, layer.weight, kept, layer.parameters))
     return rows

@@ -16,6 +16,7 @@ import numpy as np
 
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
+from n2nonnx.registry import name_registry
 
 
 @dataclass
@@ -45,26 +46,37 @@ class ScoringContext:
     progress: bool = False
 
 
+ScoreFunction = Callable[[ScoringContext], dict[str, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class Criterion:
     """A registered criterion: its scoring function and whether it needs data."""
 
     name: str
-    score: Callable[[ScoringContext], dict[str, np.ndarray]]
+    score: ScoreFunction
     needs_data: bool
     summary: str
 
 
 CRITERIA: dict[str, Criterion] = {}
+_add = name_registry(CRITERIA, "pruning criterion")
 
 
-def criterion(name: str, *, needs_data: bool, summary: str):
-    """Register a scoring function under ``name``."""
+def criterion(name: str, *, needs_data: bool, summary: str) -> Callable[[ScoreFunction], ScoreFunction]:
+    """Register a scoring function under ``name`` (a name registered twice is refused).
 
-    def register(function):
-        if name in CRITERIA:
-            raise ValueError(f"pruning criterion {name!r} registered twice")
-        CRITERIA[name] = Criterion(name, function, needs_data, summary)
+    Args:
+        name: the method name users give (``--method NAME``).
+        needs_data: whether the criterion scores on data.
+        summary: one line for listings.
+
+    Returns:
+        A decorator that records the function and returns it unchanged.
+    """
+
+    def register(function: ScoreFunction) -> ScoreFunction:
+        _add(name)(Criterion(name, function, needs_data, summary))
         return function
 
     return register

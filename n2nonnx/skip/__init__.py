@@ -23,13 +23,14 @@ from n2nonnx.skip.budget import (
     SAMPLING_MODES,
     apportion,
     block_widths,
+    regrow_masks,
     sample_connections,
     trim_masks,
 )
 from n2nonnx.skip.build import Branch, Built, add_branches
 from n2nonnx.skip.candidates import LeftOut, Pair, PairSpec, find_pairs, sequential_layers
 
-__all__ = ["SAMPLING_MODES", "add_n2nskip", "find_pairs"]
+__all__ = ["SAMPLING_MODES", "add_n2nskip", "find_pairs", "sequential_density"]
 
 DEFAULT_SAMPLING = "block"
 
@@ -110,7 +111,7 @@ def add_n2nskip(
     layers = sequential_layers(model)
     if len(layers) != len(model.layers):
         raise InvalidArgumentError("the model already has N2NSkip layers; add skips to the pruned model instead")
-    dense_total = sum(layer.parameters for layer in layers)
+    dense_total = sum({layer.weight: layer.parameters for layer in layers}.values())  # shared once
     existing = masks.mask_arrays(model)
     kept = {
         layer.weight: existing[layer.weight] if layer.weight in existing else np.ones(layer.weight_shape, np.float32)
@@ -144,7 +145,17 @@ def add_n2nskip(
     if deficit > 0:
         # A pruner's per-layer rounding can leave a few weights fewer than the sequential
         # part; the skips take those few. Many fewer is a caller mistake.
-        if deficit > max(len(layers), budget // 100) or not candidates:
+        if not candidates:
+            # Nothing to spend the skip share on: the whole budget stays sequential, and the
+            # sequential layers keep what they have (prune at the full density first:
+            # sequential_density() tells a caller that before pruning).
+            warnings.warn(
+                f"N2NSkip: no pair to spend the skip share on; the sequential layers keep their "
+                f"{kept_total} weights ({budget} budgeted): prune at density={density:g} without "
+                "N2NSkip for the full budget", stacklevel=2,
+            )
+            deficit = 0
+        elif deficit > max(len(layers), budget // 100):
             raise InvalidArgumentError(
                 f"the sequential layers keep {kept_total} weights, fewer than the {budget - skip_wanted} "
                 f"that density={density:g} with skip_share={skip_share:g} leaves them; lower density "
@@ -157,6 +168,18 @@ def add_n2nskip(
     sequential_target = min(budget - skip_budget, kept_total)
     rng = np.random.default_rng(seed)
     new_masks, removed = trim_masks(kept, kept_total - sequential_target, rng)
+    regrown: dict[str, int] = {}
+    short = budget - skip_budget - sequential_target
+    if candidates and short > 0:
+        # The pairs are full (each holds at most its dense size): the rest of the skip share
+        # goes back to the sequential layers, so the total is the budget.
+        new_masks, regrown = regrow_masks(kept, short, rng)
+        sequential_target += sum(regrown.values())
+        warnings.warn(
+            f"N2NSkip: the skip pairs hold at most {skip_budget} weights of the {skip_wanted} in their "
+            f"share; {sum(regrown.values())} go back to the sequential layers (pruned positions "
+            "kept again at random)", stacklevel=2,
+        )
     widths = _widths(candidates, per_pair, sampling, merge)
     branches: list[Branch] = []
     for pair, count, width in zip(candidates, per_pair, widths, strict=True):
@@ -179,12 +202,37 @@ def add_n2nskip(
         method="n2nskip", density=float(density), skip_share=float(skip_share), seed=int(seed),
         sampling=sampling, spread=spread, kernel=kernel, pool=pool, join=join, merge=merge, init="kaiming-normal(dense fan-in)",
         init_scale=float(init_scale), budget=budget, dense_sequential=dense_total,
-        sequential={"before": kept_total, "after": sequential_target, "removed": removed},
+        sequential={"before": kept_total, "after": sequential_target, "removed": removed,
+                    "regrown": regrown},
         skip_nonzeros=skip_budget,
         pairs=[_record(b, built[b.pair.base_name]) for b in branches],
         left_out=[entry.to_dict() for entry in left_out],
     )
     return model.with_proto(proto)
+
+
+def sequential_density(model: Model, density: float, skip_share: float, **pair_options) -> float:
+    """The density to prune the sequential layers at before :func:`add_n2nskip`.
+
+    ``density x (1 - skip_share)`` when the model has a joinable pair; the whole ``density``
+    (with a warning) when it has none (transformer encoders whose layers all read the
+    previous one), so that the model still ends at the budget.
+
+    Args:
+        model: the dense model.
+        density: the total density, sequential and skip weights together.
+        skip_share: the part of the budget for skip weights.
+        pair_options: ``pairs``, ``per_target``, ``kernel``, ``pool`` as for :func:`find_pairs`.
+
+    Returns:
+        The sequential density.
+    """
+    candidates, _ = find_pairs(model, **pair_options)
+    if candidates or not skip_share:
+        return density * (1 - skip_share)
+    warnings.warn("N2NSkip: the model has no layer pair that can be joined; the whole budget stays "
+                  "with the sequential layers", stacklevel=2)
+    return density
 
 
 def _widths(pairs: list[Pair], counts: list[int], sampling: str, merge: str) -> list[int | None]:

@@ -21,21 +21,12 @@ from typing import Any
 import numpy as np
 
 from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.registry import name_registry
 from n2nonnx.structured.edge import HashedVariable, cmi_hashed, hash_variable, mi_hashed
 
 ESTIMATORS: dict[str, Callable[..., Any]] = {}
 
-
-def estimator(name: str) -> Callable[[type], type]:
-    """Register an estimator class under ``name``."""
-
-    def register(cls: type) -> type:
-        if name in ESTIMATORS:
-            raise ValueError(f"estimator {name!r} registered twice")
-        ESTIMATORS[name] = cls
-        return cls
-
-    return register
+estimator = name_registry(ESTIMATORS, "estimator")  # @estimator("edge") registers a class
 
 
 def make_estimator(name: str, samples: int, seed: int) -> Any:
