@@ -17,14 +17,13 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from tqdm.auto import tqdm
 
 from n2nonnx import io, metadata
 from n2nonnx.backend import OnnxModule
-from n2nonnx.data import TrainTestData, model_input, resolve_data
+from n2nonnx.data import TrainTestData, check_classes, model_input, resolve_data
 from n2nonnx.errors import DataError, InvalidArgumentError, TrainingDivergedError
 from n2nonnx.model import Model
 from n2nonnx.training import distributed as parallel
@@ -130,7 +129,7 @@ def train(
         proto = score_model(model.proto)  # the class-score output alone
         spec = model_input(proto)
         dataset = resolve_data(data, input_shape=spec.shape, seed=data_seed, input_name=spec.name)
-        _check_classes(proto, dataset)
+        check_classes(proto, dataset)
         input_dtype = torch_dtype(spec.elem_type)
         kind = output_kind(proto)
         shards = parallel.Shards(len(dataset.x_train), parallel.per_rank_batch(config.batch_size, ctx),
@@ -340,19 +339,6 @@ def _scores(output: Any) -> torch.Tensor:
     """The class scores of a forward pass as ``(N, classes)``."""
     scores = output[0] if isinstance(output, tuple | list) else output
     return scores.reshape(len(scores), -1).float()
-
-
-def _check_classes(proto: onnx.ModelProto, dataset: TrainTestData) -> None:
-    dims = proto.graph.output[0].type.tensor_type.shape.dim
-    if len(dims) >= 2 and dims[1].HasField("dim_value"):
-        outputs = int(np.prod([dim.dim_value for dim in dims[1:]]))
-        if 0 < outputs < dataset.num_classes:
-            raise DataError(
-                f"model output {proto.graph.output[0].name!r} has {outputs} class scores but the "
-                f"labels of {dataset.name!r} go up to {dataset.num_classes - 1}; use a model with "
-                f"{dataset.num_classes} outputs or relabel the data"
-            )
-
 
 
 def _fingerprint(proto: onnx.ModelProto, dataset: TrainTestData) -> tuple[str, str]:

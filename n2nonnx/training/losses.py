@@ -23,7 +23,8 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]] = {
 
 def score_model(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The model cut down to its class-score output (see :mod:`n2nonnx.graph.outputs`):
-    skl2onnx puts an int64 ``label`` before ``probabilities``; the label branch's nodes go."""
+    skl2onnx puts an int64 ``label`` before ``probabilities``; the label branch's nodes go.
+    """
     from n2nonnx.graph.outputs import scores_only
 
     return scores_only(proto)
@@ -32,7 +33,8 @@ def score_model(proto: onnx.ModelProto) -> onnx.ModelProto:
 def output_kind(proto: onnx.ModelProto) -> str:
     """What the class-score output holds (the first floating output with a class axis):
     ``"logits"``, ``"probabilities"`` (a final Softmax, common in Keras exports; skl2onnx's
-    Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax)."""
+    Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax).
+    """
     from n2nonnx.graph.outputs import class_score_output
 
     name = class_score_output(proto)
