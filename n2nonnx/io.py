@@ -189,7 +189,7 @@ def remove_stale_scratch(folder: str | os.PathLike) -> list[Path]:
     Returns:
         The folders removed.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in Path(folder).iterdir() if p.name.startswith(SCRATCH_PREFIX) and p.is_dir()]
     except OSError:
@@ -314,6 +314,23 @@ def _check(proto: onnx.ModelProto, path: Path | None) -> None:
         ) from None
 
 
+def _onnxruntime_errors() -> tuple[type[Exception], ...]:
+    """The exception types onnxruntime raises when it cannot open a model.
+
+    Its status codes (``Fail``, ``InvalidGraph``, ``NoSuchFile``, ``NotImplemented`` ...) are
+    classes of ``onnxruntime_pybind11_state`` that derive from ``Exception`` directly, with no
+    shared base, and which of them exist depends on the onnxruntime version; its Python
+    wrapper raises ``ValueError`` and ``RuntimeError``.
+
+    Returns:
+        Every exception class onnxruntime's binding defines, plus those two.
+    """
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    bound = (v for v in vars(state).values() if isinstance(v, type) and issubclass(v, Exception))
+    return (*bound, RuntimeError, ValueError)
+
+
 def _validate_file(path: Path) -> None:
     from n2nonnx.runtime import make_session
 
@@ -324,6 +341,6 @@ def _validate_file(path: Path) -> None:
         raise SaveError(f"refusing to save an invalid model: {first}") from None
     try:
         make_session(str(path))
-    except Exception as error:  # onnxruntime raises its own exception types
+    except _onnxruntime_errors() as error:
         first = str(error).strip().splitlines()[0]
         raise SaveError(f"refusing to save a model onnxruntime cannot open: {first}") from None

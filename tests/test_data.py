@@ -85,7 +85,7 @@ def test_digits_flat_and_image_layouts():
     flat = resolve_data("digits", input_shape=(None, 64))
     assert flat.x_train.shape[1:] == (64,)
     assert len(flat.x_train) + len(flat.x_test) == 1797
-    assert 0.0 <= float(flat.x_train.min()) and float(flat.x_train.max()) <= 1.0
+    assert float(flat.x_train.min()) >= 0.0 and float(flat.x_train.max()) <= 1.0
     image = resolve_data("digits", input_shape=("batch", 1, 8, 8))
     assert image.x_train.shape[1:] == (1, 8, 8)
     assert torch.equal(image.x_train.reshape(len(image.x_train), -1), flat.x_train)
@@ -137,7 +137,7 @@ def test_single_set_is_split_reproducibly():
 
 
 @pytest.mark.parametrize(
-    "mutate, message",
+    ("mutate", "message"),
     [
         (lambda a: (a[0], a[1][:, None].repeat(2, 1), a[2], a[3]), "y_train has shape"),
         (lambda a: (a[0], a[1][:-1], a[2], a[3]), "y_train has 29 labels"),

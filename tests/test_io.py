@@ -112,6 +112,19 @@ def test_save_leaves_nothing_behind_when_validation_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_save_refuses_a_model_onnxruntime_cannot_open(tmp_path):
+    # valid ONNX (unknown domains pass the checker) that onnxruntime refuses with its Fail type
+    value = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2]) for n in "xy"]
+    node = onnx.helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")
+    opsets = [onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("com.example", 1)]
+    proto = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "custom", [value[0]], [value[1]]), opset_imports=opsets
+    )
+    with pytest.raises(SaveError, match="onnxruntime cannot open: .*Frobnicate"):
+        n2nonnx.save(proto, tmp_path / "custom.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_into_missing_folder(tmp_path):
     with pytest.raises(SaveError, match="does not exist"):
         n2nonnx.save(n2nonnx.load(builders.conv_net(11)), tmp_path / "nope" / "m.onnx")

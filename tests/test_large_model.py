@@ -9,8 +9,8 @@ fast; the test takes about two minutes and 8 GB of memory.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import onnx
+import pytest
 from onnx import TensorProto, helper
 
 import n2nonnx

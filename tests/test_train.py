@@ -165,7 +165,7 @@ def test_softmax_output_trains_on_log_probabilities():
 
 
 @pytest.mark.parametrize(
-    "optimizer, settings",
+    ("optimizer", "settings"),
     [("sgd", dict(momentum=0.9, weight_decay=5e-4)), ("adamw", dict(lr=0.01, weight_decay=0.05))],
 )
 @pytest.mark.parametrize("zero_stored", [True, False])
@@ -268,7 +268,7 @@ def test_step_and_onecycle_schedules(mlp20):
 
 
 @pytest.mark.parametrize(
-    "settings, message",
+    ("settings", "message"),
     [
         (dict(optimizer="rmsprop"), "optimizer='rmsprop'.*adam"),
         (dict(schedule="linear"), "schedule='linear'"),
@@ -332,7 +332,7 @@ def _bad_npz(path: Path) -> str:
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    ("extra", "message"),
     [
         (lambda tmp: ["--data", _bad_npz(tmp / "d.npz")], "no array 'y_test'"),
         (lambda tmp: ["--data", "digits"], r"samples of shape \(64,\).*expects \(batch, 20\)"),

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypedDict
 
 from n2nonnx.cli import options
 
+
+class StudySize(TypedDict):
+    """The defaults of one study size: architectures, seeds and epochs per run."""
+
+    archs: list[str]
+    seeds: list[int]
+    epochs: int
+
+
 # The default size finishes in about 15 minutes on 2 cores; --full is the README's study.
-QUICK = {"archs": ["mlp"], "seeds": [0, 1], "epochs": 10}
-FULL = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 15}
+QUICK: StudySize = {"archs": ["mlp"], "seeds": [0, 1], "epochs": 10}
+FULL: StudySize = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 15}
 VARIANTS = ("dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP", "SCL", "N2NSkip-SCL")
 DEFAULT_VARIANTS = VARIANTS[:5]
 

@@ -240,13 +240,19 @@ def analyze(
         _name_of(model, i + 1) for i, model in enumerate(models)
     ]
     reference_name, *model_names = _unique([reference_name, *model_names])
-    for name, graph in zip(model_names, graphs, strict=True):
-        if not graph.same_nodes(reference_graph):
-            raise InvalidArgumentError(
-                f"model {name!r} ({graph.n_nodes} units in {len(graph.blocks)} blocks) does not "
-                f"have the reference's units ({reference_graph.n_nodes} in "
-                f"{len(reference_graph.blocks)} blocks): compare models of the same architecture"
-            )
+    for position, (name, graph) in enumerate(zip(model_names, graphs, strict=True)):
+        aligned = graph.aligned_to(reference_graph)
+        if aligned is not None:
+            graphs[position] = aligned
+            continue
+        missing = sorted(f"{b.weight or b.name} ({b.size} units)" for b in reference_graph.blocks
+                         if (b.weight or b.name, b.size) not in {(c.weight or c.name, c.size) for c in graph.blocks})
+        raise InvalidArgumentError(
+            f"model {name!r} ({graph.n_nodes} units in {len(graph.blocks)} blocks) does not "
+            f"have the reference's layers ({reference_graph.n_nodes} units in "
+            f"{len(reference_graph.blocks)} blocks; e.g. missing or resized: {missing[:3]}): "
+            "compare models of the same architecture"
+        )
     time_points = default_times(reference_graph) if times is None else heat._as_times(times)
     reference_figures, states, saturation = _figures(
         reference_name, reference_graph, time_points, None, None, spectrum, eigenvalues

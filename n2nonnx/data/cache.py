@@ -60,7 +60,8 @@ def store_cached(file_name: str, arrays: dict[str, np.ndarray]) -> Path | None:
         directory.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
+            # numpy's stub lets **arrays fill the bool allow_pickle, so mypy rejects any dict
+            np.savez(stream, **arrays)  # type: ignore[arg-type]  # numpy stub, see above
         os.replace(tmp_name, directory / file_name)
     except OSError as exc:
         if tmp_name is not None:

@@ -185,7 +185,10 @@ def make_data(
     """Build a checked :class:`TrainTestData` from four array-likes.
 
     Args:
-        x_train, y_train, x_test, y_test: inputs and class indices of both splits.
+        x_train: training inputs, ``(N, ...)`` with one row per sample.
+        y_train: training labels, ``N`` integer class indices.
+        x_test: held-out inputs, with the same sample shape as ``x_train``.
+        y_test: held-out labels, one integer class index per row of ``x_test``.
         name: where the data came from, for messages.
         info: provenance to keep with the data.
 

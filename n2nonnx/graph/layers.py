@@ -206,9 +206,7 @@ def _describe(index: GraphIndex, node: onnx.NodeProto, name: str, position: int)
     in_feature_axis %= data_rank
     out_feature_axis %= out_rank
     bias = None
-    if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2]:
-        bias = index.weight_initializer(node.input[2])
-    elif node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+    if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2] or node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
         bias = index.weight_initializer(node.input[2])
     preact = node.output[0]
     if bias is None:
@@ -283,9 +281,7 @@ def _follow_chain(index: GraphIndex, preact: str) -> tuple[tuple[str, ...], str]
     tensor = preact
     while tensor not in index.graph_outputs:
         consumers = index.consumer_nodes(tensor)
-        if len(consumers) == 1 and consumers[0].op_type in CHAIN_OPS:
-            node = consumers[0]
-        elif len(consumers) == 1 and _joins_a_skip(index, consumers[0], tensor):
+        if len(consumers) == 1 and consumers[0].op_type in CHAIN_OPS or len(consumers) == 1 and _joins_a_skip(index, consumers[0], tensor):
             node = consumers[0]
         elif len(consumers) == 2:  # x * gate(x)
             gate = [c for c in consumers if c.op_type in _GATE_OPS]

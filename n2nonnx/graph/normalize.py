@@ -75,9 +75,51 @@ def normalize(
         model = _upgrade(model, opset)
     model = _fold_constants(model)
     tags.restore(model.graph, saved_tags)
+    _name_unknown_input_dims(model)
+    exported = [] if input_shapes else _drop_inferable_value_info(model)
     if input_shapes:
         _set_input_shapes(model, input_shapes)
-    return infer_shapes(model)
+    model = infer_shapes(model)
+    inferred = {value.name for value in model.graph.value_info}
+    model.graph.value_info.extend(v for v in exported if v.name not in inferred)  # where inference stops
+    return model
+
+
+def _name_unknown_input_dims(model: onnx.ModelProto) -> None:
+    """Input dims stored as -1 or 0 (PaddlePaddle) or left empty are unknown: make them symbolic.
+
+    Dimension 0 becomes ``batch`` (so inference carries one batch symbol through the graph
+    instead of inventing ``unk__N`` names); the others ``<input>_dim<i>``.
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers or not value.type.tensor_type.HasField("shape"):
+            continue
+        for position, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param") and dim.dim_param:
+                continue
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                continue
+            dim.dim_param = "batch" if position == 0 else f"{value.name}_dim{position}"
+
+
+def _drop_inferable_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Drop the exporter's shapes of tensors that standard ops produce: inference recomputes
+    them, and a stale one (jax2onnx writes channels-last shapes for channels-first tensors)
+    would contradict it and make the saved model fail onnx's full check. Shapes after
+    custom-domain ops are kept (inference cannot recompute those).
+
+    Returns:
+        The dropped entries, for the tensors inference leaves without a shape.
+    """
+    standard = {out for node in model.graph.node if node.domain in ("", "ai.onnx", "ai.onnx.ml")
+                for out in node.output}
+    dropped = [copy.deepcopy(v) for v in model.graph.value_info if v.name in standard]
+    if dropped:
+        kept = [value for value in model.graph.value_info if value.name not in standard]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
+    return dropped
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -224,7 +266,8 @@ def _set_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequenc
         for position, (dim, size) in enumerate(zip(dims, shape, strict=True)):
             if position == 0 and dim.HasField("dim_param"):
                 continue  # the batch dimension stays symbolic
-            if dim.HasField("dim_value") and dim.dim_value != int(size):
+            # -1 / 0 (PaddlePaddle) and symbolic dims are unknown: they take the given size
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != int(size):
                 raise ShapeError(
                     f"input {name!r} dimension {position} is {dim.dim_value} in the model, "
                     f"but {size} was given"

@@ -74,9 +74,37 @@ def trace_edges(index: GraphIndex, layers: list[Layer]) -> list[Edge]:
     for name in index.graph_inputs:
         axis = _input_feature_axis(index, name, layers)
         edges += _walk(index, f"input:{name}", name, axis, layer_at)
+    for name in embedding_outputs(index):  # token ids carry no units: the table's rows do
+        edges += _walk(index, f"input:{name}", name, _input_feature_axis(index, name, layers), layer_at)
     for layer in layers:
         edges += _walk(index, layer.name, layer.preact, layer.out_feature_axis, layer_at)
     return edges
+
+
+def embedding_outputs(index: GraphIndex) -> list[str]:
+    """Outputs of embedding lookups: a Gather of rows of a constant 2-D float table by
+    indices computed from the graph inputs. They are the network's inputs as far as units
+    go (integer token ids have none), named ``input:<tensor>`` in edges.
+
+    Args:
+        index: the graph.
+
+    Returns:
+        The lookup outputs, in graph order.
+    """
+    found = []
+    for node in index.nodes:
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in index.initializers:
+            continue
+        table = index.initializers[node.input[0]]
+        if len(table.dims) != 2 or int(index.attribute(node, "axis", 0)) != 0:
+            continue
+        if table.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            continue
+        if index.is_constant(node.input[1]):
+            continue
+        found.append(node.output[0])
+    return found
 
 
 def input_units(index: GraphIndex, name: str, layers: list[Layer]) -> int | None:
@@ -94,14 +122,67 @@ def input_units(index: GraphIndex, name: str, layers: list[Layer]) -> int | None
 
 
 def _input_feature_axis(index: GraphIndex, name: str, layers: list[Layer]) -> int | None:
+    view = input_view(index, name, layers)
+    if view is not None:
+        return view[2]
     rank = index.rank(name)
     if rank is None:
         return None
-    direct = [layer for layer in layers if layer.input == name]
-    if direct:
-        return direct[0].in_feature_axis
     convolutional = any(layer.op in ("Conv", "ConvTranspose") for layer in layers)
     return 1 if convolutional and rank >= 3 else rank - 1
+
+
+# Ops between a graph input and its first layer that keep every axis (or permute them).
+_LAYOUT_OPS = frozenset({
+    "Transpose", "Cast", "Identity", "Dropout", "Relu", "Sigmoid", "Tanh", "Neg", "Abs",
+    "BatchNormalization", "InstanceNormalization", "Add", "Sub", "Mul", "Div", "Clip",
+})
+
+
+def input_view(index: GraphIndex, name: str, layers: list[Layer]) -> tuple[str, int, int] | None:
+    """How the first layer reads graph input ``name``, through layout ops (an exporter's
+    Transpose of a channels-last image, a Cast, a normalising Sub / Div).
+
+    Args:
+        index: the graph.
+        name: a graph input.
+        layers: the layers of the graph.
+
+    Returns:
+        ``(tensor, axis, input_axis)``: the tensor the layer reads, its unit axis there, and
+        the input's axis that becomes it (``3`` for an NHWC image transposed to NCHW); None
+        when no layer reads the input through such ops alone.
+    """
+    rank = index.rank(name)
+    by_input: dict[str, Layer] = {}
+    for layer in layers:
+        by_input.setdefault(layer.input, layer)
+    if rank is None:
+        return None
+    queue = deque([(name, list(range(rank)))])  # axis of the tensor -> axis of the input
+    seen = {name}
+    while queue:
+        tensor, axes = queue.popleft()
+        layer = by_input.get(tensor)
+        if layer is not None and layer.in_feature_axis < len(axes):
+            return tensor, layer.in_feature_axis, axes[layer.in_feature_axis]
+        for node in index.consumer_nodes(tensor):
+            output = node.output[0] if node.output else ""
+            if node.op_type not in _LAYOUT_OPS or not output or output in seen:
+                continue
+            if node.op_type == "Transpose":
+                perm = index.attribute(node, "perm")
+                perm = list(perm) if perm is not None else list(reversed(range(len(axes))))
+                if len(perm) != len(axes):
+                    continue
+                moved = [axes[p] for p in perm]
+            elif index.rank(output) == len(axes) and node.input[0] == tensor:
+                moved = axes
+            else:
+                continue
+            seen.add(output)
+            queue.append((output, moved))
+    return None
 
 
 def _walk(index, origin, tensor, axis, layer_at) -> list[Edge]:

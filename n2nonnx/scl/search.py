@@ -156,7 +156,7 @@ def search(
                 output = gated(x_train[index])
                 scores = (output[0] if isinstance(output, tuple | list) else output)
                 scores = scores.reshape(len(scores), -1).float()
-                loss = loss_of(scores, y_train[index], kind)
+                loss = loss_of(scores, y_train[index], kind=kind)
                 optimizer.zero_grad(set_to_none=True)
                 for values in gated.mask_values:
                     values.grad = None

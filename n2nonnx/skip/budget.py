@@ -77,6 +77,34 @@ def trim_masks(
     return masks, removed
 
 
+def regrow_masks(
+    kept: dict[str, np.ndarray], add: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Turn ``add`` pruned weights back on at random, per layer in proportion to its pruned count.
+
+    Args:
+        kept: weight name -> 0/1 mask, in layer order.
+        add: how many pruned weights to keep again in all.
+        rng: the random generator.
+
+    Returns:
+        ``(masks, added)``: the new masks of the layers that gained weights, and how many each got.
+    """
+    names = list(kept)
+    pruned = [int(np.size(kept[name]) - np.count_nonzero(kept[name])) for name in names]
+    per_layer = apportion(add, pruned, pruned)
+    masks, added = {}, {}
+    for name, grow in zip(names, per_layer, strict=True):
+        if grow == 0:
+            continue
+        mask = np.array(kept[name], dtype=np.float32, copy=True)
+        flat = mask.reshape(-1)
+        flat[rng.choice(np.flatnonzero(flat == 0), size=grow, replace=False)] = 1.0
+        masks[name] = mask
+        added[name] = grow
+    return masks, added
+
+
 @dataclass(frozen=True)
 class Connections:
     """The sampled connections of one pair, in canonical layout (target, source, *kernel).

@@ -47,7 +47,8 @@ class Branch:
 
 def activation_node(index: GraphIndex, target: Layer) -> onnx.NodeProto | None:
     """The first activation node of the target's chain with g(0) = 0 (None: Relu, or the
-    identity for a target without a nonlinearity)."""
+    identity for a target without a nonlinearity).
+    """
     tensor = target.preact
     for _ in target.chain:
         consumers = index.consumer_nodes(tensor)

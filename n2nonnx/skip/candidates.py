@@ -19,6 +19,7 @@ import numpy as np
 
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.layers import Layer
+from n2nonnx.graph.trace import input_view
 from n2nonnx.model import Model
 
 PairSpec = str | int | Sequence[tuple[str, str]]
@@ -113,13 +114,14 @@ def sources_of(model: Model) -> list[Source]:
         key = f"input:{name}"
         if key not in fed_inputs:
             continue
-        shape = index.shape(name)
+        # The tensor the first layer reads (after an exporter's NHWC -> NCHW Transpose).
+        view = input_view(index, name, layers)
+        tensor, axis = (view[0], view[1]) if view is not None else (name, 1)
+        shape = index.shape(tensor)
         if shape is None or len(shape) < 2 or not all(isinstance(d, int) for d in shape[1:]):
             continue
-        direct = [layer.in_feature_axis for layer in layers if layer.input == name]
-        axis = direct[0] if direct else 1
         spatial = tuple(int(d) for position, d in enumerate(shape) if position not in (0, axis))
-        found.append(Source(key, name, name, int(shape[axis]), axis, spatial, 0, len(shape)))
+        found.append(Source(key, name, tensor, int(shape[axis]), axis, spatial, 0, len(shape)))
     for layer in layers:
         found.append(
             Source(

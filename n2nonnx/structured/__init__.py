@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -166,7 +166,8 @@ def prune_structured(
     from n2nonnx.structured.selection import admissible, cut_to_target, removal_request
 
     params_before, flops_before = model.parameter_count, layer_flops(model)
-    keep = target_params if target_params is not None else 1 - prune_percent / 100.0
+    # _check_options let exactly one of the two levels through
+    keep = target_params if target_params is not None else 1 - cast(float, prune_percent) / 100.0
     target = int(math.floor(keep * params_before))
     components = find_components(model)
     fixed = _count_units(c for c in components if c.fixed)

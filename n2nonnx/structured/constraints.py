@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from n2nonnx.graph.layers import Layer
 from n2nonnx.model import Model
 from n2nonnx.structured.activations import ActivationProbe, Sample, unit_means
 from n2nonnx.structured.coupling import consumer_columns
+
+if TYPE_CHECKING:
+    import torch
 
 PERCENTS = tuple(range(1, 98, 2))
 CLASSIFIERS = ("lstsq", "svm")
@@ -85,7 +89,15 @@ class ChildRunner:
         self.batch_size = batch_size
         self._torch = torch
 
-    def weight(self, name: str):
+    def weight(self, name: str) -> torch.Tensor:
+        """The live torch tensor of initializer ``name`` in the child's module.
+
+        Args:
+            name: the ONNX initializer name.
+
+        Returns:
+            The tensor; edits to it change what :meth:`run` computes.
+        """
         return self.module.tensor(name)
 
     def run(self) -> np.ndarray:
@@ -105,7 +117,7 @@ def silence(runner: ChildRunner, columns: np.ndarray) -> None:
         return
     weight = runner.weight(child.weight)
     if child.groups == 1 or child.op == "ConvTranspose":
-        index = [slice(None)] * weight.ndim
+        index: list[slice | np.ndarray] = [slice(None)] * weight.ndim
         index[child.in_axis] = columns
         weight.data[tuple(index)] = 0
         return

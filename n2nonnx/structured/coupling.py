@@ -98,10 +98,21 @@ def find_components(model: Model, *, probe: bool = True) -> list[Component]:
     """
     layers = {layer.name: layer for layer in model.layers}
     sets = _UnionFind()
+    fixed = _fixed_units(layers)
+    for target in layers.values():
+        sources = _mapped_sources(target, layers)
+        _couple_joined_inputs(target, sources, sets)
+        if target.groups > 1:
+            _couple_groups(target, sources, sets, fixed, layers)
+    components = _collect_components(layers, sets, fixed)
+    components = _keep_one_unit_per_layer(components, layers)
+    return _probe(model, components) if probe else components
+
+
+def _fixed_units(layers: dict[str, Layer]) -> dict[Unit, str]:
+    """The units that can never be removed, each with the reason, before any probing."""
     fixed: dict[Unit, str] = {}
     for layer in layers.values():
-        for unit in range(layer.units):
-            sets.find((layer.name, unit))
         if layer.is_skip or layer.merges_into is not None:
             _fix_layer(fixed, layer, "N2NSkip branch")
         for edge in layer.feeds:
@@ -112,15 +123,33 @@ def find_components(model: Model, *, probe: bool = True) -> list[Component]:
         for edge in layer.fed_by:
             if edge.source in layers and layers[edge.source].is_skip:
                 _fix_layer(fixed, layer, "receives an N2NSkip branch")
-    for target in layers.values():
-        sources = [e for e in target.fed_by if e.source in layers and e.unit_map is not None]
-        # Units joined at the same input position are coupled (residual Add).
-        for position in range(target.in_units):
-            joined = [(e.source, int(e.unit_map[position])) for e in sources if e.unit_map[position] >= 0]
-            for other in joined[1:]:
-                sets.union(joined[0], other)
-        if target.groups > 1:
-            _couple_groups(target, sources, sets, fixed, layers)
+    return fixed
+
+
+def _mapped_sources(target: Layer, layers: dict[str, Layer]) -> list[tuple[str, np.ndarray]]:
+    """``(source layer, unit map)`` of each traced edge from a layer into ``target``."""
+    return [
+        (edge.source, edge.unit_map)
+        for edge in target.fed_by
+        if edge.source in layers and edge.unit_map is not None
+    ]
+
+
+def _couple_joined_inputs(
+    target: Layer, sources: list[tuple[str, np.ndarray]], sets: _UnionFind
+) -> None:
+    """Units joined at the same input position of ``target`` are coupled (residual Add)."""
+    for position in range(target.in_units):
+        joined = [(source, int(unit_map[position])) for source, unit_map in sources
+                  if unit_map[position] >= 0]
+        for other in joined[1:]:
+            sets.union(joined[0], other)
+
+
+def _collect_components(
+    layers: dict[str, Layer], sets: _UnionFind, fixed: dict[Unit, str]
+) -> list[Component]:
+    """One component per union-find set, in layer order, fixed if any of its units is."""
     members: dict[Unit, list[Unit]] = defaultdict(list)
     for name, layer in layers.items():
         for unit in range(layer.units):
@@ -130,8 +159,7 @@ def find_components(model: Model, *, probe: bool = True) -> list[Component]:
         units = tuple(sorted(members[root], key=lambda u: (layers[u[0]].index, u[1])))
         reasons = sorted({fixed[u] for u in units if u in fixed})
         components.append(Component(units, bool(reasons), "; ".join(reasons)))
-    components = _keep_one_unit_per_layer(components, layers)
-    return _probe(model, components) if probe else components
+    return components
 
 
 def _fix_layer(fixed: dict[Unit, str], layer: Layer, reason: str) -> None:
@@ -139,21 +167,27 @@ def _fix_layer(fixed: dict[Unit, str], layer: Layer, reason: str) -> None:
         fixed.setdefault((layer.name, unit), f"{layer.name}: {reason}")
 
 
-def _couple_groups(target: Layer, sources, sets: _UnionFind, fixed, layers) -> None:
+def _couple_groups(
+    target: Layer,
+    sources: list[tuple[str, np.ndarray]],
+    sets: _UnionFind,
+    fixed: dict[Unit, str],
+    layers: dict[str, Layer],
+) -> None:
     per_in, per_out = target.in_units // target.groups, target.units // target.groups
     if per_in != 1:
         _fix_layer(fixed, target, "grouped convolution")
-        for edge in sources:
-            _fix_layer(fixed, layers[edge.source], f"feeds grouped convolution {target.name!r}")
+        for source, _ in sources:
+            _fix_layer(fixed, layers[source], f"feeds grouped convolution {target.name!r}")
         return
     # Depthwise-like: input channel g and the outputs of group g go together.
-    for edge in sources:
+    for source, unit_map in sources:
         for group in range(target.groups):
-            unit = int(edge.unit_map[group])
+            unit = int(unit_map[group])
             if unit < 0:
                 continue
             for out in range(group * per_out, (group + 1) * per_out):
-                sets.union((edge.source, unit), (target.name, out))
+                sets.union((source, unit), (target.name, out))
 
 
 def _keep_one_unit_per_layer(components: list[Component], layers: dict[str, Layer]) -> list[Component]:

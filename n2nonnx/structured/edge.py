@@ -61,6 +61,7 @@ class HashedVariable:
 
     @property
     def samples(self) -> int:
+        """The number of samples ``N`` each row holds."""
         return int(self.codes.shape[1])
 
 
@@ -135,8 +136,10 @@ def _entropy_of_counts(counts: np.ndarray) -> float:
 
 
 def _joint(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and counts of the pair (a, b) of ids numbered from 0 (ids dense when returned
-    by ``np.unique``; counts may hold zeros)."""
+    """Ids and counts of the pair ``(a, b)`` of ids numbered from 0.
+
+    The ids are dense when returned by ``np.unique``; the counts may hold zeros.
+    """
     combined = a * (int(b.max()) + 1) + b
     if combined.max() < 8 * len(combined):
         return combined, np.bincount(combined)
@@ -168,7 +171,8 @@ def mi_hashed(x: HashedVariable, y: HashedVariable, *, null: np.ndarray | None =
     """EDGE mutual information (nats) of two hashed variables: the ensemble mean.
 
     Args:
-        x, y: hashed variables of the same samples.
+        x: the first hashed variable.
+        y: the second hashed variable, of the same samples as ``x``.
         null: a permutation of the samples; when given, the estimate for ``y`` shuffled by
             it (the bias of independent variables with these buckets) is subtracted.
 
@@ -186,7 +190,9 @@ def cmi_hashed(
     """EDGE conditional mutual information ``I(X; Y | Z)`` (nats) of hashed variables.
 
     Args:
-        x, y, z: hashed variables of the same samples.
+        x: the hashed variable ``X``.
+        y: the hashed variable ``Y``, of the same samples as ``x``.
+        z: the hashed conditioning variable ``Z``, of the same samples.
         null: a permutation of the samples; when given, the estimate with ``y`` shuffled
             by it is subtracted (see :func:`mi_hashed`).
 
@@ -225,7 +231,9 @@ def edge_cmi(
     """Conditional mutual information ``I(X; Y | Z)`` with EDGE (see the module docstring).
 
     Args:
-        x, y, z: ``(N,)`` or ``(N, d)`` samples, rows paired.
+        x: ``(N,)`` or ``(N, dx)`` samples of ``X``.
+        y: ``(N,)`` or ``(N, dy)`` samples of ``Y``, rows paired with ``x``.
+        z: ``(N,)`` or ``(N, dz)`` samples of the conditioning ``Z``, rows paired with ``x``.
         ensemble: number of shifted hashes averaged.
         debias: subtract the estimate with ``y`` randomly re-paired.
         seed: seed of the random projections and of the re-pairing.

@@ -18,8 +18,19 @@ def network_range(model: Model) -> tuple[float, float]:
 
 
 def unit_matrix(model: Model, layer: Layer, value_range: tuple[float, float]) -> np.ndarray:
-    """``(units, in_units)``: the layer's weights min-max normalised to [0, 1] over the network
-    and averaged over the kernel; NaN where a grouped convolution has no connection."""
+    """The layer's weights as a ``(units, in_units)`` matrix of values in [0, 1].
+
+    The weights are min-max normalised over the network and averaged over the kernel; the
+    matrix is NaN where a grouped convolution has no connection.
+
+    Args:
+        model: the model holding the weights (masks applied).
+        layer: the layer whose weights are read.
+        value_range: the network's ``(lowest, highest)`` weight (see :func:`network_range`).
+
+    Returns:
+        The ``(units, in_units)`` float64 matrix.
+    """
     low, high = value_range
     weight = (np.asarray(model.effective_weight(layer), dtype=np.float64) - low) / max(high - low, 1e-12)
     if layer.op == "ConvTranspose":

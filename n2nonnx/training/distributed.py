@@ -355,8 +355,11 @@ class Shards:
         from torch.utils.data.distributed import DistributedSampler
 
         self.batch = batch
-        self.sampler = DistributedSampler(range(samples), num_replicas=ctx.world_size, rank=ctx.rank,
-                                          shuffle=True, seed=seed, drop_last=False)
+        # torch's stub asks for a Dataset; the sampler only takes len() of what it is given
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            range(samples),  # type: ignore[arg-type]  # torch stub, see above
+            num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=False,
+        )
 
     @property
     def steps(self) -> int:

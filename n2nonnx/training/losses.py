@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import onnx
 import torch
 
 
-def _cross_entropy(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+class Loss(Protocol):
+    """A classification loss: the batch mean for class scores against integer labels."""
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, *, kind: str) -> torch.Tensor:
+        """The loss of ``output`` against ``target``.
+
+        Args:
+            output: ``(batch, classes)`` class scores.
+            target: ``(batch,)`` int64 class labels.
+            kind: what ``output`` holds (see :func:`output_kind`).
+
+        Returns:
+            The scalar loss.
+        """
+        ...
+
+
+def _cross_entropy(output: torch.Tensor, target: torch.Tensor, *, kind: str) -> torch.Tensor:
     if kind == "probabilities":
         return torch.nn.functional.nll_loss(torch.log(output.clamp_min(1e-12)), target)
     if kind == "log_probabilities":
@@ -16,14 +33,22 @@ def _cross_entropy(output: torch.Tensor, target: torch.Tensor, kind: str) -> tor
     return torch.nn.functional.cross_entropy(output, target)
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]] = {
+LOSSES: dict[str, Loss] = {
     "cross_entropy": _cross_entropy,
 }
 
 
 def score_model(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The model cut down to its class-score output (see :mod:`n2nonnx.graph.outputs`):
+    """The model cut down to its class-score output (see :mod:`n2nonnx.graph.outputs`).
+
     skl2onnx puts an int64 ``label`` before ``probabilities``; the label branch's nodes go.
+
+    Args:
+        proto: the model (not modified).
+
+    Returns:
+        The model with the class scores as its only output (``proto`` itself when it has
+        one output already).
     """
     from n2nonnx.graph.outputs import scores_only
 
@@ -31,9 +56,14 @@ def score_model(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def output_kind(proto: onnx.ModelProto) -> str:
-    """What the class-score output holds (the first floating output with a class axis):
-    ``"logits"``, ``"probabilities"`` (a final Softmax, common in Keras exports; skl2onnx's
-    Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax).
+    """What the class-score output (the first floating output with a class axis) holds.
+
+    Args:
+        proto: the model.
+
+    Returns:
+        ``"logits"``, ``"probabilities"`` (a final Softmax, common in Keras exports;
+        skl2onnx's Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax).
     """
     from n2nonnx.graph.outputs import class_score_output
 
