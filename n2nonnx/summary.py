@@ -23,6 +23,7 @@ def describe(model: Model) -> dict[str, Any]:
     """The inspection document of ``model`` (see the module docstring for the schema)."""
     layers = []
     prunable = nonzero_total = 0
+    counted: set[str] = set()  # a weight shared by several layers counts once
     for layer in model.layers:
         effective = model.effective_weight(layer)
         nonzero = int(np.count_nonzero(effective))
@@ -33,8 +34,10 @@ def describe(model: Model) -> dict[str, Any]:
             density=nonzero / max(layer.parameters, 1),
         )
         layers.append(entry)
-        prunable += layer.parameters
-        nonzero_total += nonzero
+        if layer.weight not in counted:
+            counted.add(layer.weight)
+            prunable += layer.parameters
+            nonzero_total += nonzero
     return {
         "schema": "n2nonnx.inspect/1",
         "source": str(model.source) if model.source else None,

@@ -254,7 +254,7 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
                        "run": ["run", "--out", "{o}/run"], "study": ["study", "--out", "{o}/study", "--seeds"]}.items():
         refused(f"seed_negative_{verb}", "outside [0, 2**63)", *argv, *(["-1"] if verb == "study" else ["--seed", "-1"]))
     refused("seed_huge_train", "outside [0, 2**63)", *train, "--data", TINY, "--seed", 2**70)
-    refused("device_meta", "--device 'meta'", *train, "--data", TINY, "--device", "meta")
+    refused("device_meta", "device='meta' cannot train", *train, "--data", TINY, "--device", "meta")
     refused("times_huge", "--times", "connectivity", "--dense-reference", pruned, "--times", "1e308")
     refused("times_nan", "--times", "connectivity", "--dense-reference", pruned, "--times", "nan")
     refused("empty_weight", "empty weight", "connectivity", "--dense-reference", f["empty_weight"])

@@ -126,7 +126,12 @@ def _at_init(args: argparse.Namespace, skip: dict | None) -> int:
 
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     density = args.density or 1.0
-    sequential = density * (1 - skip["skip_share"]) if skip else density
+    sequential = density
+    if skip:
+        from n2nonnx.skip import sequential_density
+
+        pair_options = {key: skip[key] for key in ("pairs", "per_target", "kernel", "pool")}
+        sequential = sequential_density(model, density, skip["skip_share"], **pair_options)
     pruned = prune(
         model, args.method if args.masks is None else "masks", sequential, allocation=args.allocation,
         data=args.data, batch_size=args.batch_size, seed=args.seed, exclude=args.exclude,

@@ -109,7 +109,10 @@ def sparsify(
         return _learned(dense, dataset, config, started, progress)
     model = dense
     if config.method != "dense":
-        sequential = config.density * (1 - config.skip_share)
+        from n2nonnx.skip import sequential_density
+
+        pair_options = {k: v for k, v in config.skip_options.items() if k in ("pairs", "per_target", "kernel", "pool")}
+        sequential = sequential_density(dense, config.density, config.skip_share, **pair_options)
         log.info("prune: %s, %s allocation, sequential density %.4g", config.method, config.allocation, sequential)
         model = prune(dense, config.method, sequential, allocation=config.allocation,
                       data=dataset, seed=config.seed, rescale=config.rescale)

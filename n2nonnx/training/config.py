@@ -49,7 +49,7 @@ class TrainConfig:
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", self.batch_size,
                  "an integer >= 1")
         _require(self.optimizer in OPTIMIZER_NAMES, "optimizer", self.optimizer, f"one of {list(OPTIMIZER_NAMES)}")
-        _require(_finite(self.lr) and 0 < self.lr <= 1e3, "lr", self.lr, "a number in (0, 1000]")
+        _require(_finite(self.lr) and 0 < self.lr <= 1e30, "lr", self.lr, "a number in (0, 1e30]")
         _require(_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         _require(_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", self.weight_decay,
                  "a number >= 0")

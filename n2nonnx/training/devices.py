@@ -14,18 +14,25 @@ from n2nonnx.errors import DataError, InvalidArgumentError
 
 
 def torch_dtype(elem_type: int) -> torch.dtype:
-    """The torch dtype of an ONNX input element type (float types only; UNDEFINED: float32).
+    """The torch dtype inputs are fed in for an ONNX input element type.
+
+    Float32/64 inputs keep their type; integer inputs (token ids fed to an embedding Gather)
+    are fed as int64 and get no gradient; UNDEFINED means float32.
 
     Raises:
-        DataError: the input is not a floating-point type.
+        DataError: a half-precision input (such a model trains badly in fp16: export it in
+            float32; deployment can store fp16 weights), or a type that is neither.
     """
     if elem_type == onnx.TensorProto.UNDEFINED:
         return torch.float32
-    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
-    if np.dtype(np_dtype).kind != "f":
+    np_dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    name = onnx.TensorProto.DataType.Name(elem_type)
+    if np_dtype.kind in "iu":
+        return torch.int64
+    if np_dtype.kind != "f" or np_dtype.itemsize < 4:
         raise DataError(
-            f"the model input has type {onnx.TensorProto.DataType.Name(elem_type)}; "
-            f"training supports float inputs only"
+            f"the model input has type {name}; training needs a float32 (or integer token) input: "
+            "export the model in float32 (n2nonnx deploy --weights-fp16 stores half-precision weights)"
         )
     return torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
 

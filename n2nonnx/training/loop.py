@@ -27,6 +27,7 @@ from n2nonnx.data import TrainTestData, check_classes, model_input, resolve_data
 from n2nonnx.errors import DataError, InvalidArgumentError, TrainingDivergedError
 from n2nonnx.model import Model
 from n2nonnx.training import distributed as parallel
+from n2nonnx.training.batchnorm import recalibrate_after_training
 from n2nonnx.training.config import TrainConfig
 from n2nonnx.training.devices import resolve_device, seeded, torch_dtype
 from n2nonnx.training.history import EpochRecord, History
@@ -74,6 +75,7 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     distributed: bool | None = None,
     sync_bn: bool = False,
+    recalibrate_bn: bool = True,
     **options: Any,
 ) -> TrainResult:
     """Train a classifier given as ONNX, and return a new model holding the trained values.
@@ -107,6 +109,12 @@ def train(
         sync_bn: compute BatchNorm batch statistics over all processes' samples (see
             :mod:`n2nonnx.training.sync_bn`); without it each process normalises with its
             own samples, as DDP does. No effect in a single process.
+        recalibrate_bn: after the last epoch, set every BatchNorm's running statistics to
+            the exact eval-mode statistics of the training inputs, layer by layer, with the
+            weights fixed (see :mod:`n2nonnx.training.batchnorm`); the final epoch's test
+            figures are then those of the recalibrated model. Without it the exponential
+            averages of training are kept, which can ruin eval-mode accuracy where sparse
+            layers leave near-constant channels.
         options: fields of :class:`TrainConfig` overriding ``recipe`` (``epochs=5``,
             ``optimizer="sgd"``, ``lr=0.05`` ...). A last batch of one sample is skipped,
             since BatchNorm cannot train on it.
@@ -203,6 +211,14 @@ def train(
         finally:
             bar.close()
 
+    bn_record: dict[str, Any] = {}
+    if recalibrate_bn:  # exact eval-mode BatchNorm statistics for the final weights
+        bn_record = recalibrate_after_training(
+            module, x_train, history, batch_size=eval_batch_size, seed=config.seed,
+            evaluate=lambda: _means(parallel.sum_across(
+                ctx, *_evaluate_sums(module, x_test, y_test, loss_fn, eval_batch_size))),
+        )
+        parallel.broadcast_buffers(module, ctx)  # the same statistics on every rank
     module.eval()
     trained = module.write_back(model.proto)
     record_extra: dict[str, Any] = {"processes": ctx.world_size, "sync_bn": sync_bn} if ctx.active else {}
@@ -214,6 +230,7 @@ def train(
         test_accuracy=history.final.test_accuracy,
         **asdict(config),
         **record_extra,
+        **bn_record,
     )
     return TrainResult(model.with_proto(trained), history, module, dataset, config)
 
