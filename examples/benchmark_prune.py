@@ -14,7 +14,7 @@ Each measurement runs in its own process so that its peak memory (max RSS) is it
 * baseline: one forward + backward + SGD step of the torch module on one batch;
 * each method: ``n2nonnx.prune(model, method, 0.05)`` with default options on the ONNX
   graph through the PyTorch backend (SNIP on one batch; GraSP on 10 samples per class of
-  10 classes; SynFlow with its 100 rounds; ``--synflow-float64`` adds the float64 run).
+  10 classes; SynFlow with its 100 rounds; ``--synflow-float32`` adds the float32, rescaled run).
 
 The time is the ``prune`` call alone (loading and saving are not in it); the file size
 in the title line is the masked model written by ``n2nonnx.save`` against the dense export. Threads:
@@ -171,8 +171,8 @@ def measure(what: str, name: str, config: dict, path: Path) -> dict:
     else:
         model = n2nonnx.load(path)
         method = what.split("-")[0]
-        if what == "synflow-float64":
-            options["precision"] = "float64"
+        if what == "synflow-float32":
+            options["precision"] = "float32"
         count = max(batch, 100)  # GraSP uses 10 per class of the 10 labels
         x = torch.randn(count, 3, size, size)
         y = torch.arange(count) % 10
@@ -187,10 +187,10 @@ def measure(what: str, name: str, config: dict, path: Path) -> dict:
     return {"what": what, "seconds": seconds, "peak_mib": float(np.round(peak, 1)), "file_mib": file_mib}
 
 
-def run_model(name: str, config: dict, threads: int, float64: bool, methods: list[str]) -> tuple[int, dict]:
+def run_model(name: str, config: dict, threads: int, float32: bool, methods: list[str]) -> tuple[int, dict]:
     """Every row for one model, each in a fresh process."""
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    rows = ["baseline", *methods, *(["synflow-float64"] if float64 else [])]
+    rows = ["baseline", *methods, *(["synflow-float32"] if float32 else [])]
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{name}.onnx"
         parameters = build(name, config, path)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["vgg19", "resnet50"],
                         choices=["vgg19", "resnet50", "cifar-resnet"])
     parser.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads (default 2)")
-    parser.add_argument("--synflow-float64", action="store_true", help="add SynFlow's float64 reference run")
+    parser.add_argument("--synflow-float32", action="store_true", help="add SynFlow's float32 (rescaled) run")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="criteria to measure")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models = ["quick"] if args.quick else args.models
     for index, name in enumerate(models):
-        parameters, results = run_model(name, CONFIGS[name], 1 if args.quick else args.threads, args.synflow_float64,
+        parameters, results = run_model(name, CONFIGS[name], 1 if args.quick else args.threads, args.synflow_float32,
                                        args.methods)
         print_table(name, CONFIGS[name], parameters, results)
         if index < len(models) - 1:

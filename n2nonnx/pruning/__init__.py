@@ -40,6 +40,7 @@ class LayerCount:
 
     @property
     def density(self) -> float:
+        """The kept fraction of the layer's weights (0 for an empty layer)."""
         return self.kept / max(self.total, 1)
 
 
@@ -79,7 +80,7 @@ def prune(
         masks: user-supplied masks (an ``.npz`` keyed by weight name, or a dict): used
             as they are, no scoring.
         options: criterion options: ``temperature`` and ``samples_per_class`` (GraSP),
-            ``iterations`` and ``precision`` (SynFlow: ``float32``, default, or ``float64``).
+            ``iterations`` and ``precision`` (SynFlow: ``float64``, default, or ``float32``).
         rescale: multiply each unit's kept weights by ``sqrt(fan_in / kept fan_in)`` so its
             pre-activation keeps the variance it had dense (fan-in-corrected init).
         progress: show progress bars (SynFlow rounds, SNIP / GraSP chunks) on a terminal.
@@ -249,14 +250,15 @@ def _scores_model(model: Model) -> Model:
 def _sample_shape(model: Model) -> tuple[int, ...]:
     info = model.graph_inputs[0]
     shape = info.shape or ()
-    if any(not isinstance(d, int) for d in shape[1:]):
+    sample = tuple(d for d in shape[1:] if isinstance(d, int))
+    if len(sample) != len(shape[1:]):
         from n2nonnx.errors import ShapeError
 
         raise ShapeError(
             f"input {info.name!r} has shape {shape} with unknown sizes besides the batch; pass "
             "input_shapes to load (CLI: --input-shape NAME=1x3x32x32)"
         )
-    return tuple(int(d) for d in shape[1:])
+    return sample
 
 
 def _resolve(model: Model, data: Any, seed: int):
