@@ -10,22 +10,13 @@ jax2onnx wraps them in Transposes, which n2nonnx reads through.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from converters._common import (
-    ExportReport,
-    finish,
-    load_factory,
-    missing,
-    parse_shape,
-    shape_arguments,
-)
-from n2nonnx.errors import N2NError
+from converters._common import ExportReport, factory_main, finish, missing
 
 
 def export(function: Callable, example: np.ndarray, path: str | Path | None = None, *, opset: int = 17,
@@ -57,19 +48,13 @@ def export(function: Callable, example: np.ndarray, path: str | Path | None = No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m converters.jax MODULE:CALLABLE --input-shape 1x32x32x3 -o out.onnx``."""
-    parser = argparse.ArgumentParser(prog="python -m converters.jax",
-                                     description="Export a JAX / Flax model to ONNX (jax2onnx) and check it in onnxruntime.")
-    shape_arguments(parser, "a flax.nnx.Module or a JAX function of one array")
-    args = parser.parse_args(argv)
-    try:
-        model = load_factory(args.factory)()
-        example = np.random.default_rng(args.seed).standard_normal(parse_shape(args.input_shape)).astype(np.float32)
-        report = export(model, example, args.output, opset=args.opset)
-    except N2NError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {report.path} (opset {report.opset}); max |jax - onnxruntime| = {report.max_abs_diff:.3g}")
-    return 0
+    return factory_main(
+        argv,
+        framework="jax",
+        description="Export a JAX / Flax model to ONNX (jax2onnx) and check it in onnxruntime.",
+        what="a flax.nnx.Module or a JAX function of one array",
+        export=export,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the channels-first convolutions, and n2nonnx reads the input's units through it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -21,15 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from converters._common import (
-    ExportReport,
-    finish,
-    load_factory,
-    missing,
-    parse_shape,
-    shape_arguments,
-)
-from n2nonnx.errors import N2NError
+from converters._common import ExportReport, factory_main, finish, missing
 
 
 def export(model: Any, example: np.ndarray, path: str | Path | None = None, *, opset: int = 17,
@@ -63,19 +54,13 @@ def export(model: Any, example: np.ndarray, path: str | Path | None = None, *, o
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m converters.keras MODULE:CALLABLE --input-shape 1x32x32x3 -o out.onnx``."""
-    parser = argparse.ArgumentParser(prog="python -m converters.keras",
-                                     description="Export a Keras model to ONNX (tf2onnx) and check it in onnxruntime.")
-    shape_arguments(parser, "a built keras.Model")
-    args = parser.parse_args(argv)
-    try:
-        model = load_factory(args.factory)()
-        example = np.random.default_rng(args.seed).standard_normal(parse_shape(args.input_shape)).astype(np.float32)
-        report = export(model, example, args.output, opset=args.opset)
-    except N2NError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {report.path} (opset {report.opset}); max |keras - onnxruntime| = {report.max_abs_diff:.3g}")
-    return 0
+    return factory_main(
+        argv,
+        framework="keras",
+        description="Export a Keras model to ONNX (tf2onnx) and check it in onnxruntime.",
+        what="a built keras.Model",
+        export=export,
+    )
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from converters._common import (
     finish,
     load_factory,
     missing,
-    parse_shape,
+    random_example,
+    run_cli,
     shape_arguments,
 )
-from n2nonnx.errors import N2NError
 
 
 def export(layer: Any, example: np.ndarray, path: str | Path | None = None, *, opset: int = 13,
@@ -72,15 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape_arguments(parser, "a paddle.nn.Layer")
     args = parser.parse_args(argv)
     args.opset = args.opset if args.opset != 17 else 13
-    try:
+
+    def export_model() -> ExportReport:
         model = load_factory(args.factory)()
-        example = np.random.default_rng(args.seed).standard_normal(parse_shape(args.input_shape)).astype(np.float32)
-        report = export(model, example, args.output, opset=args.opset)
-    except N2NError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {report.path} (opset {report.opset}); max |paddle - onnxruntime| = {report.max_abs_diff:.3g}")
-    return 0
+        return export(model, random_example(args), args.output, opset=args.opset)
+
+    return run_cli("paddle", export_model)
 
 
 if __name__ == "__main__":

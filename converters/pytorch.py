@@ -11,37 +11,16 @@ preceding conv), because n2nonnx trains the exported graph: BatchNorm must keep 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
 import torch
 
-from n2nonnx.errors import InvalidArgumentError, N2NError
-from n2nonnx.runtime import run
+from converters._common import ExportReport, finish, load_factory, parse_shape, run_cli
 from n2nonnx.torch_export import to_onnx
 
-
-@dataclass(frozen=True)
-class ExportReport:
-    """What an export produced.
-
-    Attributes:
-        proto: the exported model.
-        path: where it was written (None if only in memory).
-        max_abs_diff: largest absolute difference between the module's outputs and
-            onnxruntime's on the example inputs.
-        opset: the default-domain opset of the export.
-    """
-
-    proto: onnx.ModelProto
-    path: Path | None
-    max_abs_diff: float
-    opset: int
+__all__ = ["ExportReport", "export", "main"]
 
 
 def export(
@@ -86,37 +65,7 @@ def export(
     finally:
         module.train(was_training)
     feeds = {name: t.detach().cpu().numpy() for name, t in zip(input_names, inputs, strict=True)}
-    actual = run(proto, feeds)
-    diff = max(
-        float(np.max(np.abs(a.astype(np.float64) - e.detach().cpu().numpy().astype(np.float64))))
-        if a.size else 0.0
-        for a, e in zip(actual, expected, strict=True)
-    )
-    written = None
-    if path is not None:
-        from n2nonnx.io import save
-
-        written = save(proto, path)
-    opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    return ExportReport(proto=proto, path=written, max_abs_diff=diff, opset=int(opset_used))
-
-
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise InvalidArgumentError(f"--input-shape {text!r} is not like 1x3x32x32") from None
-
-
-def _load_factory(spec: str):
-    module_name, _, attribute = spec.partition(":")
-    if not attribute:
-        raise InvalidArgumentError(f"{spec!r} is not MODULE:CALLABLE (e.g. n2nonnx.zoo:mlp)")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise InvalidArgumentError(f"cannot import {spec!r}: {error}") from None
-    return factory
+    return finish(proto, feeds, [e.detach().cpu().numpy() for e in expected], path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,17 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fold-batchnorm", action="store_true", help="fold BatchNorm into convs")
     parser.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter")
     args = parser.parse_args(argv)
-    try:
+
+    def export_model() -> ExportReport:
         torch.manual_seed(args.seed)
-        module = _load_factory(args.factory)()
-        inputs = [torch.randn(*_parse_shape(s)) for s in args.input_shape]
-        report = export(module, inputs, args.output, opset=args.opset,
-                        keep_batchnorm=not args.fold_batchnorm, dynamo=args.dynamo)
-    except N2NError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {report.path} (opset {report.opset}); max |torch - onnxruntime| = {report.max_abs_diff:.3g}")
-    return 0
+        module = load_factory(args.factory, example="n2nonnx.zoo:mlp")()
+        inputs = [torch.randn(*parse_shape(s)) for s in args.input_shape]
+        return export(module, inputs, args.output, opset=args.opset,
+                      keep_batchnorm=not args.fold_batchnorm, dynamo=args.dynamo)
+
+    return run_cli("torch", export_model)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converters._common import ExportReport, finish, missing, parse_shape
-from n2nonnx.errors import InvalidArgumentError, N2NError
+from converters._common import ExportReport, finish, missing, random_example, run_cli
+from n2nonnx.errors import InvalidArgumentError
 
 _POST = {"LOGISTIC": "Sigmoid", "SOFTMAX": "Softmax", "NONE": "Identity"}
 
@@ -108,7 +108,7 @@ def _rewrite(node: onnx.NodeProto, graph: onnx.GraphProto) -> list[onnx.NodeProt
     raw = f"{base}/raw_scores"
     out = [helper.make_node("Gemm", [node.input[0], f"{base}/weight", f"{base}/bias"], [raw],
                             name=f"{base}/gemm", transB=1)]
-    extra = {"axis": -1} if post == "SOFTMAX" else {}
+    extra: dict[str, Any] = {"axis": -1} if post == "SOFTMAX" else {}
     out.append(helper.make_node(_POST[post], [raw], [scores], name=f"{base}/post", **extra))
     if node.op_type == "LinearClassifier" and node.output[0]:
         graph.initializer.append(numpy_helper.from_array(labels, f"{base}/labels"))
@@ -128,19 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--seed", type=int, default=0, help="seed of the example inputs")
     args = parser.parse_args(argv)
-    try:
+
+    def export_model() -> ExportReport:
         try:
             with open(args.estimator, "rb") as handle:
                 estimator = pickle.load(handle)  # noqa: S301 - the user's own file
         except OSError as error:
             raise InvalidArgumentError(f"cannot read {args.estimator}: {error.strerror}") from None
-        example = np.random.default_rng(args.seed).standard_normal(parse_shape(args.input_shape)).astype(np.float32)
-        report = export(estimator, example, args.output, opset=args.opset)
-    except N2NError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {report.path} (opset {report.opset}); max |sklearn - onnxruntime| = {report.max_abs_diff:.3g}")
-    return 0
+        return export(estimator, random_example(args), args.output, opset=args.opset)
+
+    return run_cli("sklearn", export_model)
 
 
 if __name__ == "__main__":

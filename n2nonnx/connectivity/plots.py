@@ -158,7 +158,8 @@ def plot_report(report: ConnectivityReport, path: str | Path) -> Path:
     try:
         top = figure.add_gridspec(2, 1, height_ratios=(1.1, 1.0), hspace=0.35)
         panels = top[0].subgridspec(1, len(report.graphs))
-        plot_adjacency(report.graphs, [figure.add_subplot(p) for p in panels])
+        columns = range(len(report.graphs))
+        plot_adjacency(report.graphs, [figure.add_subplot(panels[0, c]) for c in columns])
         bottom = top[1].subgridspec(1, 2, wspace=0.3)
         plot_delta(report, figure.add_subplot(bottom[0]))
         plot_scree(report, figure.add_subplot(bottom[1]))

@@ -10,8 +10,7 @@ import onnx
 
 from n2nonnx.data.dataset import TrainTestData
 from n2nonnx.errors import DataError
-
-Dim = int | str | None  # a known size, a symbolic name, or unknown
+from n2nonnx.graph.index import Dim, value_info_dims
 
 
 @dataclass(frozen=True)
@@ -51,14 +50,8 @@ def model_input(model: Any) -> ModelInput:
             f"({names})"
         )
     value = inputs[0]
-    tensor_type = value.type.tensor_type
-    dims: list[Dim] = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        else:
-            dims.append(dim.dim_param or None)
-    return ModelInput(value.name, tuple(dims), int(tensor_type.elem_type))
+    dims = value_info_dims(value) or ()
+    return ModelInput(value.name, dims, int(value.type.tensor_type.elem_type))
 
 
 def format_shape(shape: Sequence[Dim]) -> str:

@@ -29,23 +29,32 @@ class TensorInfo:
         dims = list(self.shape)
         if batch is not None and dims:
             dims[0] = batch
-        return tuple(dims) if all(isinstance(d, int) for d in dims) else None  # type: ignore[return-value]
+        static = [d for d in dims if isinstance(d, int)]
+        return tuple(static) if len(static) == len(dims) else None
+
+
+def value_info_dims(value: onnx.ValueInfoProto) -> tuple[Dim, ...] | None:
+    """The dims of a tensor's ValueInfo: a size, a symbolic name, or None where unknown.
+
+    Args:
+        value: a graph input, output or value_info entry.
+
+    Returns:
+        One entry per dim, or None when the ValueInfo carries no shape at all.
+    """
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    return tuple(
+        int(dim.dim_value) if dim.HasField("dim_value") else (dim.dim_param or None)
+        for dim in tensor_type.shape.dim
+    )
 
 
 def _value_info_to_tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
-    tensor_type = value.type.tensor_type
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else "unknown"
-    if not tensor_type.HasField("shape"):
-        return TensorInfo(value.name, None, dtype)
-    dims: list[Dim] = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return TensorInfo(value.name, tuple(dims), dtype)
+    elem_type = value.type.tensor_type.elem_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type).name if elem_type else "unknown"
+    return TensorInfo(value.name, value_info_dims(value), dtype)
 
 
 class GraphIndex:
@@ -93,6 +102,7 @@ class GraphIndex:
         return info.shape if info else None
 
     def rank(self, name: str) -> int | None:
+        """The number of dims of tensor ``name``, or None if its shape is unknown."""
         shape = self.shape(name)
         return None if shape is None else len(shape)
 
@@ -113,9 +123,11 @@ class GraphIndex:
         return None
 
     def consumer_nodes(self, name: str) -> list[onnx.NodeProto]:
+        """The nodes that read tensor ``name``, in graph order (empty if none)."""
         return [self.nodes[p] for p in self.consumers.get(name, [])]
 
     def producer_node(self, name: str) -> onnx.NodeProto | None:
+        """The node that writes tensor ``name``, or None for inputs and initializers."""
         position = self.producer.get(name)
         return None if position is None else self.nodes[position]
 

@@ -51,6 +51,7 @@ class Edge:
     unit_map: np.ndarray | None
 
     def to_dict(self) -> dict:
+        """The edge as JSON-ready data (``mapped`` tells whether a unit map was followed)."""
         return {
             "source": self.source,
             "target": self.target,
@@ -172,7 +173,7 @@ def find_layers(index: GraphIndex) -> list[Layer]:
     """
     from n2nonnx.graph.trace import trace_edges
 
-    layers = []
+    layers: list[Layer] = []
     for position, node in enumerate(index.nodes):
         if node.op_type in LAYER_OPS and node.domain in ("", "ai.onnx"):
             layer = _describe(index, node, index.node_names[position], len(layers))

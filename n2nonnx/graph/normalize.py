@@ -104,10 +104,14 @@ def _name_unknown_input_dims(model: onnx.ModelProto) -> None:
 
 
 def _drop_inferable_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """Drop the exporter's shapes of tensors that standard ops produce: inference recomputes
-    them, and a stale one (jax2onnx writes channels-last shapes for channels-first tensors)
-    would contradict it and make the saved model fail onnx's full check. Shapes after
-    custom-domain ops are kept (inference cannot recompute those).
+    """Drop the exporter's shapes of tensors that standard ops produce.
+
+    Inference recomputes them, and a stale one (jax2onnx writes channels-last shapes for
+    channels-first tensors) would contradict it and make the saved model fail onnx's full
+    check. Shapes after custom-domain ops are kept (inference cannot recompute those).
+
+    Args:
+        model: the model, edited in place.
 
     Returns:
         The dropped entries, for the tensors inference leaves without a shape.
@@ -174,11 +178,26 @@ def _copy_without_large_data(model: onnx.ModelProto, light: onnx.ModelProto) -> 
             light.graph.initializer.append(tensor)
 
 
+# What the opset converter and the checker raise: their own errors, and the C++ exceptions that
+# pybind11 translates (runtime_error and unknown ones -> RuntimeError, invalid_argument ->
+# ValueError, out_of_range -> IndexError, overflow_error -> OverflowError, bad_cast -> TypeError).
+_UPGRADE_ERRORS = (
+    version_converter.ConvertError,
+    onnx.checker.ValidationError,
+    shape_inference.InferenceError,
+    RuntimeError,
+    ValueError,
+    IndexError,
+    OverflowError,
+    TypeError,
+)
+
+
 def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     try:
         upgraded = version_converter.convert_version(model, ANALYSIS_OPSET)
         onnx.checker.check_model(upgraded)
-    except Exception as error:  # the converter raises bare RuntimeErrors
+    except _UPGRADE_ERRORS as error:
         warnings.warn(
             f"could not upgrade opset {opset} to {ANALYSIS_OPSET} ({_first_line(error)}); "
             "keeping the original opset",

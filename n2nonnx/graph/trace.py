@@ -82,9 +82,11 @@ def trace_edges(index: GraphIndex, layers: list[Layer]) -> list[Edge]:
 
 
 def embedding_outputs(index: GraphIndex) -> list[str]:
-    """Outputs of embedding lookups: a Gather of rows of a constant 2-D float table by
-    indices computed from the graph inputs. They are the network's inputs as far as units
-    go (integer token ids have none), named ``input:<tensor>`` in edges.
+    """Outputs of embedding lookups: a Gather of rows of a constant 2-D float table.
+
+    The rows are picked by indices computed from the graph inputs. Such outputs are the
+    network's inputs as far as units go (integer token ids have none), named
+    ``input:<tensor>`` in edges.
 
     Args:
         index: the graph.
@@ -140,8 +142,10 @@ _LAYOUT_OPS = frozenset({
 
 
 def input_view(index: GraphIndex, name: str, layers: list[Layer]) -> tuple[str, int, int] | None:
-    """How the first layer reads graph input ``name``, through layout ops (an exporter's
-    Transpose of a channels-last image, a Cast, a normalising Sub / Div).
+    """How the first layer reads graph input ``name``, through layout ops.
+
+    Layout ops are an exporter's Transpose of a channels-last image, a Cast, a normalising
+    Sub / Div and the like.
 
     Args:
         index: the graph.
@@ -155,8 +159,8 @@ def input_view(index: GraphIndex, name: str, layers: list[Layer]) -> tuple[str, 
     """
     rank = index.rank(name)
     by_input: dict[str, Layer] = {}
-    for layer in layers:
-        by_input.setdefault(layer.input, layer)
+    for candidate in layers:
+        by_input.setdefault(candidate.input, candidate)
     if rank is None:
         return None
     queue = deque([(name, list(range(rank)))])  # axis of the tensor -> axis of the input
@@ -253,9 +257,12 @@ def _unknown(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> Outgoing:
 def _same_units(index, node, trace) -> Outgoing:
     """Ops that keep the unit axis (values or spatial sizes may change, units do not)."""
     output = node.output[0]
-    if trace.axis is not None and trace.unit_map is not None:
-        if _size(index, output, trace.axis) not in (None, len(trace.unit_map)):
-            return [(output, trace.axis, None)]
+    if (
+        trace.axis is not None
+        and trace.unit_map is not None
+        and _size(index, output, trace.axis) not in (None, len(trace.unit_map))
+    ):
+        return [(output, trace.axis, None)]
     return [(output, trace.axis, trace.unit_map)]
 
 
@@ -400,9 +407,14 @@ def _dynamic_matmul(index, node, trace) -> Outgoing:
     """A product of two activations (attention): units survive on the right operand only."""
     output = node.output[0]
     rank, out_rank = index.rank(trace.tensor), index.rank(output)
-    if node.op_type == "MatMul" and node.input[1] == trace.tensor and rank and out_rank:
-        if trace.axis == rank - 1:
-            return [(output, out_rank - 1, trace.unit_map)]
+    if (
+        node.op_type == "MatMul"
+        and node.input[1] == trace.tensor
+        and rank
+        and out_rank
+        and trace.axis == rank - 1
+    ):
+        return [(output, out_rank - 1, trace.unit_map)]
     return [(output, (out_rank - 1) if out_rank else None, None)]
 
 

@@ -61,20 +61,8 @@ def trim_masks(
         ``(masks, removed)``: the new masks of the layers that lost weights, and how many
         each lost.
     """
-    names = list(kept)
-    counts = [int(np.count_nonzero(kept[name])) for name in names]
-    per_layer = apportion(remove, counts, counts)
-    masks, removed = {}, {}
-    for name, drop in zip(names, per_layer, strict=True):
-        if drop == 0:
-            continue
-        mask = np.array(kept[name], dtype=np.float32, copy=True)
-        flat = mask.reshape(-1)
-        alive = np.flatnonzero(flat)
-        flat[rng.choice(alive, size=drop, replace=False)] = 0.0
-        masks[name] = mask
-        removed[name] = drop
-    return masks, removed
+    counts = [int(np.count_nonzero(mask)) for mask in kept.values()]
+    return _flip_at_random(kept, apportion(remove, counts, counts), rng, turn_on=False)
 
 
 def regrow_masks(
@@ -90,19 +78,40 @@ def regrow_masks(
     Returns:
         ``(masks, added)``: the new masks of the layers that gained weights, and how many each got.
     """
-    names = list(kept)
-    pruned = [int(np.size(kept[name]) - np.count_nonzero(kept[name])) for name in names]
-    per_layer = apportion(add, pruned, pruned)
-    masks, added = {}, {}
-    for name, grow in zip(names, per_layer, strict=True):
-        if grow == 0:
+    pruned = [int(np.size(mask) - np.count_nonzero(mask)) for mask in kept.values()]
+    return _flip_at_random(kept, apportion(add, pruned, pruned), rng, turn_on=True)
+
+
+def _flip_at_random(
+    kept: dict[str, np.ndarray],
+    per_layer: Sequence[int],
+    rng: np.random.Generator,
+    *,
+    turn_on: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Flip ``per_layer[i]`` random entries of the i-th mask: zeros to one, or ones to zero.
+
+    Args:
+        kept: weight name -> 0/1 mask, in layer order.
+        per_layer: how many entries to flip in each mask.
+        rng: the random generator.
+        turn_on: flip pruned entries on (True) or kept entries off (False).
+
+    Returns:
+        ``(masks, flipped)``: the new masks of the layers that changed, and how many
+        entries each had flipped.
+    """
+    masks, flipped = {}, {}
+    for (name, old), count in zip(kept.items(), per_layer, strict=True):
+        if count == 0:
             continue
-        mask = np.array(kept[name], dtype=np.float32, copy=True)
+        mask = np.array(old, dtype=np.float32, copy=True)
         flat = mask.reshape(-1)
-        flat[rng.choice(np.flatnonzero(flat == 0), size=grow, replace=False)] = 1.0
+        candidates = np.flatnonzero(flat == 0) if turn_on else np.flatnonzero(flat)
+        flat[rng.choice(candidates, size=count, replace=False)] = 1.0 if turn_on else 0.0
         masks[name] = mask
-        added[name] = grow
-    return masks, added
+        flipped[name] = count
+    return masks, flipped
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,15 @@ class Branch:
 
 
 def activation_node(index: GraphIndex, target: Layer) -> onnx.NodeProto | None:
-    """The first activation node of the target's chain with g(0) = 0 (None: Relu, or the
-    identity for a target without a nonlinearity).
+    """The first activation node of the target's chain with g(0) = 0.
+
+    Args:
+        index: the graph.
+        target: the layer whose chain is searched.
+
+    Returns:
+        The node, or None where there is none (a Relu, or the identity for a target
+        without a nonlinearity).
     """
     tensor = target.preact
     for _ in target.chain:

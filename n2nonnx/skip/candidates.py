@@ -51,6 +51,7 @@ class Source:
 
     @property
     def is_conv(self) -> bool:
+        """True for a source with spatial dims (rank 3 or more: a convolution's output)."""
         return self.rank is not None and self.rank >= 3
 
 
@@ -96,6 +97,7 @@ class LeftOut:
     reason: str
 
     def to_dict(self) -> dict:
+        """The left-out pair as JSON-ready data."""
         return {"source": self.source, "target": self.target, "reason": self.reason}
 
 
@@ -118,10 +120,14 @@ def sources_of(model: Model) -> list[Source]:
         view = input_view(index, name, layers)
         tensor, axis = (view[0], view[1]) if view is not None else (name, 1)
         shape = index.shape(tensor)
-        if shape is None or len(shape) < 2 or not all(isinstance(d, int) for d in shape[1:]):
+        if shape is None or len(shape) < 2:
             continue
-        spatial = tuple(int(d) for position, d in enumerate(shape) if position not in (0, axis))
-        found.append(Source(key, name, tensor, int(shape[axis]), axis, spatial, 0, len(shape)))
+        sizes = [d for d in shape[1:] if isinstance(d, int)]
+        units = shape[axis]
+        if len(sizes) != len(shape) - 1 or not isinstance(units, int):
+            continue
+        spatial = tuple(size for position, size in enumerate(sizes, 1) if position != axis)
+        found.append(Source(key, name, tensor, units, axis, spatial, 0, len(shape)))
     for layer in layers:
         found.append(
             Source(
@@ -236,38 +242,114 @@ def find_pairs(
     layers = sequential_layers(model)
     sources = sources_of(model)
     by_name = {s.name: s for s in sources}
-    reach = _downstream(layers)
-    wanted: list[tuple[Source, Layer]] | None = None
-    max_k: int | None = None
+    wanted, max_k = _parse_pair_spec(model, layers, by_name, pairs)
+    _check_options(per_target, kernel, pool)
+    candidates = wanted if wanted is not None else [(s, t) for t in layers for s in sources]
+    chosen, left_out = _align_candidates(
+        model, candidates, _downstream(layers),
+        explicit=wanted is not None, max_k=max_k, kernel=kernel, pool=pool,
+    )
+    if per_target is not None:
+        chosen, over = _limit_per_target(layers, chosen, per_target)
+        left_out += over
+    return _ordered_unique(chosen, layers, sources), left_out
+
+
+_PAIRS_HINT = "pairs must be 'all', a maximum k, or a list of (source, target) name pairs"
+
+
+def _parse_pair_spec(
+    model: Model, layers: list[Layer], by_name: dict[str, Source], pairs: PairSpec
+) -> tuple[list[tuple[Source, Layer]] | None, int | None]:
+    """Read ``pairs`` of :func:`find_pairs`.
+
+    Args:
+        model: the model.
+        layers: its sequential layers.
+        by_name: every source by name.
+        pairs: ``"all"``, a maximum ``k``, or ``(source, target)`` names.
+
+    Returns:
+        ``(wanted, max_k)``: the explicitly asked pairs (None unless a list was given) and
+        the largest ``k`` allowed (None for no limit).
+
+    Raises:
+        InvalidArgumentError: a bad value or an unknown name.
+    """
     if isinstance(pairs, str):
         if pairs != "all":
-            raise InvalidArgumentError(f"pairs={pairs!r}: use 'all', a maximum k (int >= 2) or a list of (source, target)")
-    elif isinstance(pairs, (int, np.integer)) and not isinstance(pairs, bool):
-        if pairs < 2:
-            raise InvalidArgumentError(f"pairs={pairs}: the maximum k must be at least 2 (k = 1 is a sequential layer)")
-        max_k = int(pairs)
-    else:
-        try:
-            names = [(str(s), str(t)) for s, t in pairs]
-        except (TypeError, ValueError):
             raise InvalidArgumentError(
-                "pairs must be 'all', a maximum k, or a list of (source, target) name pairs"
-            ) from None
-        wanted = [(_find_source(model, by_name, s), _find_target(layers, t)) for s, t in names]
+                f"pairs={pairs!r}: use 'all', a maximum k (int >= 2) or a list of (source, target)"
+            )
+        return None, None
+    if isinstance(pairs, bool):
+        raise InvalidArgumentError(_PAIRS_HINT)
+    if isinstance(pairs, (int, np.integer)):
+        if pairs < 2:
+            raise InvalidArgumentError(
+                f"pairs={pairs}: the maximum k must be at least 2 (k = 1 is a sequential layer)"
+            )
+        return None, int(pairs)
+    try:
+        names = [(str(s), str(t)) for s, t in pairs]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(_PAIRS_HINT) from None
+    return [(_find_source(model, by_name, s), _find_target(layers, t)) for s, t in names], None
+
+
+def _check_options(per_target: int | None, kernel: str, pool: str) -> None:
+    """Refuse bad ``per_target`` / ``kernel`` / ``pool`` values of :func:`find_pairs`.
+
+    Args:
+        per_target: a positive integer or None.
+        kernel: ``"target"`` or ``"1x1"``.
+        pool: ``"max"`` or ``"avg"``.
+
+    Raises:
+        InvalidArgumentError: a value outside those.
+    """
     if per_target is not None and (not isinstance(per_target, (int, np.integer)) or per_target < 1):
-        raise InvalidArgumentError(f"per_target={per_target!r}: give a positive integer (or None for no limit)")
+        raise InvalidArgumentError(
+            f"per_target={per_target!r}: give a positive integer (or None for no limit)"
+        )
     if kernel not in ("target", "1x1"):
         raise InvalidArgumentError(f"kernel={kernel!r}: choose 'target' or '1x1'")
     if pool not in ("max", "avg"):
         raise InvalidArgumentError(f"pool={pool!r}: choose 'max' or 'avg'")
-    candidates = wanted if wanted is not None else [(s, t) for t in layers for s in sources]
+
+
+def _align_candidates(
+    model: Model,
+    candidates: list[tuple[Source, Layer]],
+    reach: dict[str, set[str]],
+    *,
+    explicit: bool,
+    max_k: int | None,
+    kernel: str,
+    pool: str,
+) -> tuple[list[Pair], list[LeftOut]]:
+    """The candidates that qualify and align, and those left out with a reason.
+
+    Args:
+        model: the model.
+        candidates: ``(source, target)`` pairs to consider.
+        reach: names downstream of each layer / input (see :func:`_downstream`).
+        explicit: the candidates were asked for by name, so structural misfits are
+            reported rather than silently skipped.
+        max_k: the largest depth difference allowed, or None.
+        kernel: see :func:`align`.
+        pool: see :func:`align`.
+
+    Returns:
+        ``(chosen, left_out)``, in candidate order.
+    """
     chosen: list[Pair] = []
     left_out: list[LeftOut] = []
     for source, target in candidates:
         reason = _structural_reason(source, target, reach)
         k = target.depth - source.depth
         if reason is not None:
-            if wanted is not None:
+            if explicit:
                 left_out.append(LeftOut(source.name, target.name, reason))
             continue
         if max_k is not None and k > max_k:
@@ -278,25 +360,57 @@ def find_pairs(
             left_out.append(LeftOut(source.name, target.name, why))
             continue
         chosen.append(_with_k(pair, k))
-    if per_target is not None:
-        kept: list[Pair] = []
-        for target in layers:
-            mine = [p for p in chosen if p.target.name == target.name]
-            mine.sort(key=lambda p: (p.k, p.source.depth))
-            kept += mine[:per_target]
-            left_out += [LeftOut(p.source.name, target.name, f"over the per-target limit of {per_target}") for p in mine[per_target:]]
-        chosen = kept
+    return chosen, left_out
+
+
+def _limit_per_target(
+    layers: list[Layer], chosen: list[Pair], per_target: int
+) -> tuple[list[Pair], list[LeftOut]]:
+    """Keep the ``per_target`` nearest sources of each target (smallest k, earlier source).
+
+    Args:
+        layers: the sequential layers, in order.
+        chosen: the aligned pairs.
+        per_target: sources kept per target.
+
+    Returns:
+        ``(kept, left_out)``: the kept pairs grouped by target, and the dropped ones.
+    """
+    kept: list[Pair] = []
+    left_out: list[LeftOut] = []
+    for target in layers:
+        mine = [p for p in chosen if p.target.name == target.name]
+        mine.sort(key=lambda p: (p.k, p.source.depth))
+        kept += mine[:per_target]
+        left_out += [
+            LeftOut(p.source.name, target.name, f"over the per-target limit of {per_target}")
+            for p in mine[per_target:]
+        ]
+    return kept, left_out
+
+
+def _ordered_unique(chosen: list[Pair], layers: list[Layer], sources: list[Source]) -> list[Pair]:
+    """The pairs ordered by target, then source, each (source, target) once.
+
+    Args:
+        chosen: the pairs.
+        layers: the sequential layers (for the target order).
+        sources: every source (for the source order).
+
+    Returns:
+        The ordered pairs without repeats.
+    """
     order = {layer.name: layer.index for layer in layers}
     source_order = {s.name: position for position, s in enumerate(sources)}
-    chosen.sort(key=lambda p: (order[p.target.name], source_order[p.source.name]))
+    ordered = sorted(chosen, key=lambda p: (order[p.target.name], source_order[p.source.name]))
     seen: set[tuple[str, str]] = set()
     unique = []
-    for pair in chosen:
+    for pair in ordered:
         key = (pair.source.name, pair.target.name)
         if key not in seen:
             seen.add(key)
             unique.append(pair)
-    return unique, left_out
+    return unique
 
 
 def _leading(model: Model, tensor: str):

@@ -19,8 +19,9 @@ ML = "ai.onnx.ml"
 
 @register_op("ArrayFeatureExtractor", domain=ML, versions=(1,))
 def array_feature_extractor(spec: NodeSpec) -> Kernel:
-    """``Y = X[..., indices]``: select entries along the last axis (flattened indices); a 1-D
-    ``X`` gives a ``(1, len(indices))`` result, as onnxruntime does.
+    """``Y = X[..., indices]``: select entries along the last axis (flattened indices).
+
+    A 1-D ``X`` gives a ``(1, len(indices))`` result, as onnxruntime does.
     """
 
     def kernel(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
