@@ -47,8 +47,12 @@ class ExportReport:
     opset: int
 
 
-def finish(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray], expected: Sequence[np.ndarray],
-           path: str | Path | None) -> ExportReport:
+def finish(
+    proto: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    expected: Sequence[np.ndarray],
+    path: str | Path | None,
+) -> ExportReport:
     """Run ``proto`` in onnxruntime on ``feeds``, compare with ``expected``, save if asked.
 
     Args:
@@ -62,8 +66,12 @@ def finish(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray], expected: Se
     """
     actual = run(proto, dict(feeds))
     diff = max(
-        (float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64)))) if np.size(a) else 0.0
-         for a, e in zip(actual, expected, strict=True)),
+        (
+            float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(e, np.float64))))
+            if np.size(a)
+            else 0.0
+            for a, e in zip(actual, expected, strict=True)
+        ),
         default=0.0,
     )
     written = None

@@ -19,8 +19,14 @@ import numpy as np
 from converters._common import ExportReport, factory_main, finish, missing
 
 
-def export(function: Callable, example: np.ndarray, path: str | Path | None = None, *, opset: int = 17,
-           dynamic_batch: bool = True) -> ExportReport:
+def export(
+    function: Callable,
+    example: np.ndarray,
+    path: str | Path | None = None,
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+) -> ExportReport:
     """Export a JAX callable (a ``flax.nnx.Module`` or a function of one array) with jax2onnx.
 
     Args:
@@ -43,7 +49,9 @@ def export(function: Callable, example: np.ndarray, path: str | Path | None = No
     proto = to_onnx(function, [shape], opset=opset, return_mode="proto")
     expected = function(jnp.asarray(example))
     expected = expected if isinstance(expected, (list, tuple)) else [expected]
-    return finish(proto, {proto.graph.input[0].name: example}, [np.asarray(e) for e in expected], path)
+    return finish(
+        proto, {proto.graph.input[0].name: example}, [np.asarray(e) for e in expected], path
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,8 +23,14 @@ import numpy as np
 from converters._common import ExportReport, factory_main, finish, missing
 
 
-def export(model: Any, example: np.ndarray, path: str | Path | None = None, *, opset: int = 17,
-           input_name: str = "x") -> ExportReport:
+def export(
+    model: Any,
+    example: np.ndarray,
+    path: str | Path | None = None,
+    *,
+    opset: int = 17,
+    input_name: str = "x",
+) -> ExportReport:
     """Export a Keras model (inference mode) with tf2onnx and compare it with onnxruntime.
 
     Args:
@@ -49,7 +55,9 @@ def export(model: Any, example: np.ndarray, path: str | Path | None = None, *, o
     proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=opset)
     expected = model(example, training=False)
     expected = expected if isinstance(expected, (list, tuple)) else [expected]
-    return finish(proto, {proto.graph.input[0].name: example}, [np.asarray(e) for e in expected], path)
+    return finish(
+        proto, {proto.graph.input[0].name: example}, [np.asarray(e) for e in expected], path
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,8 +30,14 @@ from converters._common import (
 )
 
 
-def export(layer: Any, example: np.ndarray, path: str | Path | None = None, *, opset: int = 13,
-           input_name: str = "x") -> ExportReport:
+def export(
+    layer: Any,
+    example: np.ndarray,
+    path: str | Path | None = None,
+    *,
+    opset: int = 13,
+    input_name: str = "x",
+) -> ExportReport:
     """Export a Paddle layer (eval mode) with paddle2onnx and compare it with onnxruntime.
 
     Args:
@@ -55,10 +61,17 @@ def export(layer: Any, example: np.ndarray, path: str | Path | None = None, *, o
     with tempfile.TemporaryDirectory(prefix="n2nonnx-paddle-") as scratch:
         prefix = Path(scratch) / "model"
         paddle.jit.save(layer, str(prefix), input_spec=spec)
-        program = next(p for p in (prefix.with_suffix(".json"), prefix.with_suffix(".pdmodel")) if p.exists())
+        program = next(
+            p for p in (prefix.with_suffix(".json"), prefix.with_suffix(".pdmodel")) if p.exists()
+        )
         target = Path(scratch) / "model.onnx"
-        paddle2onnx.export(str(program), str(prefix.with_suffix(".pdiparams")), str(target),
-                           opset_version=opset, verbose=False)
+        paddle2onnx.export(
+            str(program),
+            str(prefix.with_suffix(".pdiparams")),
+            str(target),
+            opset_version=opset,
+            verbose=False,
+        )
         proto = onnx.load(str(target))
     expected = layer(paddle.to_tensor(example))
     expected = expected if isinstance(expected, (list, tuple)) else [expected]
@@ -67,8 +80,10 @@ def export(layer: Any, example: np.ndarray, path: str | Path | None = None, *, o
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m converters.paddle MODULE:CALLABLE --input-shape 1x3x32x32 -o out.onnx``."""
-    parser = argparse.ArgumentParser(prog="python -m converters.paddle",
-                                     description="Export a PaddlePaddle layer to ONNX (paddle2onnx) and check it in onnxruntime.")
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.paddle",
+        description="Export a PaddlePaddle layer to ONNX (paddle2onnx) and check it in onnxruntime.",
+    )
     shape_arguments(parser, "a paddle.nn.Layer")
     args = parser.parse_args(argv)
     args.opset = args.opset if args.opset != 17 else 13

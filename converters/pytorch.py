@@ -51,17 +51,32 @@ def export(
     Returns:
         An :class:`ExportReport`.
     """
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    input_names = list(input_names or (["x"] if len(inputs) == 1 else [f"x{i}" for i in range(len(inputs))]))
+    inputs = (
+        (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    )
+    input_names = list(
+        input_names or (["x"] if len(inputs) == 1 else [f"x{i}" for i in range(len(inputs))])
+    )
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
             expected = module(*inputs)
         expected = (expected,) if isinstance(expected, torch.Tensor) else tuple(expected)
-        output_names = list(output_names or (["y"] if len(expected) == 1 else [f"y{i}" for i in range(len(expected))]))
-        proto = to_onnx(module, inputs, input_names, output_names, opset=opset, dynamic_batch=dynamic_batch,
-                        keep_batchnorm=keep_batchnorm, dynamo=dynamo)
+        output_names = list(
+            output_names
+            or (["y"] if len(expected) == 1 else [f"y{i}" for i in range(len(expected))])
+        )
+        proto = to_onnx(
+            module,
+            inputs,
+            input_names,
+            output_names,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            keep_batchnorm=keep_batchnorm,
+            dynamo=dynamo,
+        )
     finally:
         module.train(was_training)
     feeds = {name: t.detach().cpu().numpy() for name, t in zip(input_names, inputs, strict=True)}
@@ -74,12 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m converters.pytorch",
         description="Export a PyTorch module (built by MODULE:CALLABLE) to ONNX and check it in onnxruntime.",
     )
-    parser.add_argument("factory", help="MODULE:CALLABLE returning an nn.Module, e.g. n2nonnx.zoo:mlp")
-    parser.add_argument("--input-shape", required=True, action="append",
-                        help="example input shape, e.g. 1x3x32x32 (repeat for several inputs)")
+    parser.add_argument(
+        "factory", help="MODULE:CALLABLE returning an nn.Module, e.g. n2nonnx.zoo:mlp"
+    )
+    parser.add_argument(
+        "--input-shape",
+        required=True,
+        action="append",
+        help="example input shape, e.g. 1x3x32x32 (repeat for several inputs)",
+    )
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seed for the weights and example inputs")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for the weights and example inputs"
+    )
     parser.add_argument("--fold-batchnorm", action="store_true", help="fold BatchNorm into convs")
     parser.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter")
     args = parser.parse_args(argv)
@@ -88,8 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         module = load_factory(args.factory, example="n2nonnx.zoo:mlp")()
         inputs = [torch.randn(*parse_shape(s)) for s in args.input_shape]
-        return export(module, inputs, args.output, opset=args.opset,
-                      keep_batchnorm=not args.fold_batchnorm, dynamo=args.dynamo)
+        return export(
+            module,
+            inputs,
+            args.output,
+            opset=args.opset,
+            keep_batchnorm=not args.fold_batchnorm,
+            dynamo=args.dynamo,
+        )
 
     return run_cli("torch", export_model)
 

@@ -29,8 +29,14 @@ from n2nonnx.errors import InvalidArgumentError
 _POST = {"LOGISTIC": "Sigmoid", "SOFTMAX": "Softmax", "NONE": "Identity"}
 
 
-def export(estimator: Any, example: np.ndarray, path: str | Path | None = None, *, opset: int = 17,
-           linear_as_gemm: bool = True) -> ExportReport:
+def export(
+    estimator: Any,
+    example: np.ndarray,
+    path: str | Path | None = None,
+    *,
+    opset: int = 17,
+    linear_as_gemm: bool = True,
+) -> ExportReport:
     """Export a fitted estimator with skl2onnx and compare it with onnxruntime.
 
     Args:
@@ -51,7 +57,9 @@ def export(estimator: Any, example: np.ndarray, path: str | Path | None = None, 
     example = np.asarray(example, dtype=np.float32)
     classifier = hasattr(estimator, "predict_proba")
     options = {id(estimator): {"zipmap": False}} if classifier else None
-    proto = to_onnx(estimator, example[:1], options=options, target_opset={"": opset, "ai.onnx.ml": 3})
+    proto = to_onnx(
+        estimator, example[:1], options=options, target_opset={"": opset, "ai.onnx.ml": 3}
+    )
     if linear_as_gemm:
         proto = linear_to_gemm(proto)
     feeds = {proto.graph.input[0].name: example}
@@ -102,26 +110,50 @@ def _rewrite(node: onnx.NodeProto, graph: onnx.GraphProto) -> list[onnx.NodeProt
         return None
     weight = np.asarray(attrs["coefficients"], dtype=np.float32).reshape(rows, -1)
     bias = np.asarray(attrs.get("intercepts", [0.0] * rows), dtype=np.float32)
-    graph.initializer.extend([numpy_helper.from_array(weight, f"{base}/weight"),
-                              numpy_helper.from_array(bias, f"{base}/bias")])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(weight, f"{base}/weight"),
+            numpy_helper.from_array(bias, f"{base}/bias"),
+        ]
+    )
     scores = node.output[1] if node.op_type == "LinearClassifier" else node.output[0]
     raw = f"{base}/raw_scores"
-    out = [helper.make_node("Gemm", [node.input[0], f"{base}/weight", f"{base}/bias"], [raw],
-                            name=f"{base}/gemm", transB=1)]
+    out = [
+        helper.make_node(
+            "Gemm",
+            [node.input[0], f"{base}/weight", f"{base}/bias"],
+            [raw],
+            name=f"{base}/gemm",
+            transB=1,
+        )
+    ]
     extra: dict[str, Any] = {"axis": -1} if post == "SOFTMAX" else {}
     out.append(helper.make_node(_POST[post], [raw], [scores], name=f"{base}/post", **extra))
     if node.op_type == "LinearClassifier" and node.output[0]:
         graph.initializer.append(numpy_helper.from_array(labels, f"{base}/labels"))
-        out.append(helper.make_node("ArgMax", [scores], [f"{base}/argmax"], name=f"{base}/argmax", axis=1, keepdims=0))
-        out.append(helper.make_node("Gather", [f"{base}/labels", f"{base}/argmax"], [node.output[0]],
-                                    name=f"{base}/label", axis=0))
+        out.append(
+            helper.make_node(
+                "ArgMax", [scores], [f"{base}/argmax"], name=f"{base}/argmax", axis=1, keepdims=0
+            )
+        )
+        out.append(
+            helper.make_node(
+                "Gather",
+                [f"{base}/labels", f"{base}/argmax"],
+                [node.output[0]],
+                name=f"{base}/label",
+                axis=0,
+            )
+        )
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m converters.sklearn model.pkl --input-shape 1x20 -o out.onnx``."""
-    parser = argparse.ArgumentParser(prog="python -m converters.sklearn",
-                                     description="Export a fitted scikit-learn model (pickle) to ONNX and check it in onnxruntime.")
+    parser = argparse.ArgumentParser(
+        prog="python -m converters.sklearn",
+        description="Export a fitted scikit-learn model (pickle) to ONNX and check it in onnxruntime.",
+    )
     parser.add_argument("estimator", help="a pickle of a fitted estimator (trusted files only)")
     parser.add_argument("--input-shape", required=True, help="example input shape, e.g. 8x20")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")

@@ -39,6 +39,7 @@ def resnet50_layers(width_divisor: int = 1):
     ``sources`` are the layers whose units feed the layer's input channels (several after a
     residual add: unit c of each of them feeds input channel c).
     """
+
     def w(units: int) -> int:
         return max(1, units // width_divisor)
 
@@ -86,8 +87,11 @@ def random_unit_graph(layers, density: float, skip_density: float, seed: int) ->
     flow = sp.csr_array((np.ones(rows.size), (rows, cols)), shape=(start, start))
     flow.sum_duplicates()
     flow.data[:] = 1.0
-    return UnitGraph(flow=heat.compact(flow), blocks=tuple(blocks.values()),
-                     output_nodes=np.arange(blocks["fc"].start, blocks["fc"].stop))
+    return UnitGraph(
+        flow=heat.compact(flow),
+        blocks=tuple(blocks.values()),
+        output_nodes=np.arange(blocks["fc"].start, blocks["fc"].stop),
+    )
 
 
 def _sample_pairs(rng, units: int, in_units: int, probability: float):
@@ -139,31 +143,45 @@ def main(argv: list[str] | None = None) -> int:
     names = ["reference 10%", "pruned 2%", "n2nskip 1%+1%"]
     sources = heat.heat_sources(graphs[0].n_nodes, graphs[0].input_nodes)
     times = default_times(graphs[0], count)
-    print(f"unit graphs built in {build:.1f} s ({len(layers) - 1} layers, ResNet-50 widths / {divisor})")
+    print(
+        f"unit graphs built in {build:.1f} s ({len(layers) - 1} layers, ResNet-50 widths / {divisor})"
+    )
     for name, graph in zip(names, graphs, strict=True):
         degree = np.asarray(graph.adjacency.sum(axis=0)).ravel()
-        print(f"  {name:<15} {graph.n_nodes:>7} units {graph.n_edges:>10} edges  "
-              f"max degree {degree.max():>6.0f}  mean {degree.mean():>7.1f}")
+        print(
+            f"  {name:<15} {graph.n_nodes:>7} units {graph.n_edges:>10} edges  "
+            f"max degree {degree.max():>6.0f}  mean {degree.mean():>7.1f}"
+        )
     print(f"{count} times from {times[0]:.3g} to {times[-1]:.3g}")
     ours, ours_time, ours_peak = _timed(lambda: _ours(graphs, sources, times))
     base, base_time, base_peak = _timed(lambda: _baseline(graphs, sources, times))
     saturation = [heat.saturation_state(g.adjacency, sources) for g in graphs]
-    difference = max(float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
-                     for a, b in zip(ours, base, strict=True))
+    difference = max(
+        float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+        for a, b in zip(ours, base, strict=True)
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
     print()
-    print(f"{'delta(t), 2 models x ' + str(count) + ' t':<32}{'n2nonnx':>12}{'baseline':>12}{'ratio':>8}")
-    print(f"{'wall time (s)':<32}{ours_time:>12.2f}{base_time:>12.2f}{base_time / ours_time:>7.1f}x")
-    print(f"{'peak traced memory (MB)':<32}{ours_peak / 2**20:>12.1f}{base_peak / 2**20:>12.1f}"
-          f"{base_peak / max(ours_peak, 1):>7.1f}x")
+    print(
+        f"{'delta(t), 2 models x ' + str(count) + ' t':<32}{'n2nonnx':>12}{'baseline':>12}{'ratio':>8}"
+    )
+    print(
+        f"{'wall time (s)':<32}{ours_time:>12.2f}{base_time:>12.2f}{base_time / ours_time:>7.1f}x"
+    )
+    print(
+        f"{'peak traced memory (MB)':<32}{ours_peak / 2**20:>12.1f}{base_peak / 2**20:>12.1f}"
+        f"{base_peak / max(ours_peak, 1):>7.1f}x"
+    )
     print(f"{'max relative difference':<32}{difference:>12.2e}")
     print(f"{'peak RSS of the process (MB)':<32}{rss:>12.0f}")
     print()
     print(f"{'t':>11}{names[1]:>15}{names[2]:>15}")
     for i, t in enumerate(times):
         print(f"{t:>11.4g}{ours[0][i]:>15.4g}{ours[1][i]:>15.4g}")
-    print(f"{'inf':>11}" + "".join(
-        f"{heat.heat_delta(saturation[0], s):>15.4g}" for s in saturation[1:]))
+    print(
+        f"{'inf':>11}"
+        + "".join(f"{heat.heat_delta(saturation[0], s):>15.4g}" for s in saturation[1:])
+    )
     return 0
 
 

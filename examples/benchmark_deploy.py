@@ -70,9 +70,15 @@ def build_variants(name, spec, density, folder: Path, seed: int = 0) -> dict[str
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny models, one density, batch 1, 1 thread")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (default 7)")
-    parser.add_argument("--out", type=Path, help="folder for the exported files (default: a temporary one)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny models, one density, batch 1, 1 thread"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="interleaved timing rounds (default 7)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="folder for the exported files (default: a temporary one)"
+    )
     args = parser.parse_args(argv)
     models = QUICK if args.quick else MODELS
     densities = (0.05,) if args.quick else (0.05, 0.02)
@@ -88,28 +94,52 @@ def main(argv=None) -> int:
         for density in densities:
             files = build_variants(name, spec, density, folder)
             dense_bytes = len(files["dense"])
-            size_rows.append((name, density, dense_bytes, *(len(files[v]) / dense_bytes for v in VARIANTS[1:])))
+            size_rows.append(
+                (name, density, dense_bytes, *(len(files[v]) / dense_bytes for v in VARIANTS[1:]))
+            )
             for threads in threads_list:
-                sessions = [make_session(files[v], ["CPUExecutionProvider"], threads=threads) for v in VARIANTS]
+                sessions = [
+                    make_session(files[v], ["CPUExecutionProvider"], threads=threads)
+                    for v in VARIANTS
+                ]
                 for batch in batches:
-                    x = np.random.default_rng(1).standard_normal((batch, *spec[2])).astype(np.float32)
+                    x = (
+                        np.random.default_rng(1)
+                        .standard_normal((batch, *spec[2]))
+                        .astype(np.float32)
+                    )
                     feed = {sessions[0].get_inputs()[0].name: x}
                     calls = 20 if batch == 1 else 5
                     medians = interleaved_medians(sessions, feed, rounds=rounds, calls=calls)
-                    time_rows.append((name, density, threads, batch, medians[0],
-                                      *(m / medians[0] for m in medians[1:])))
+                    time_rows.append(
+                        (
+                            name,
+                            density,
+                            threads,
+                            batch,
+                            medians[0],
+                            *(m / medians[0] for m in medians[1:]),
+                        )
+                    )
             print(f"  done {name} at {density:.0%}", file=sys.stderr, flush=True)
     print("File size (ratio to the dense file)\n")
     print("| model | density | dense KiB | masked | fp32 | fp16 | int8 |")
     print("|---|---|---|---|---|---|---|")
     for name, density, dense_bytes, *ratios in size_rows:
-        print(f"| {name} | {density:.0%} | {dense_bytes / 1024:.0f} | " + " | ".join(f"{r:.3f}x" for r in ratios) + " |")
+        print(
+            f"| {name} | {density:.0%} | {dense_bytes / 1024:.0f} | "
+            + " | ".join(f"{r:.3f}x" for r in ratios)
+            + " |"
+        )
     print("\nLatency (median per call; ratio to dense, below 1 = faster)\n")
     print("| model | density | threads | batch | dense ms | masked | fp32 | fp16 | int8 |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, density, threads, batch, dense_time, *ratios in time_rows:
-        print(f"| {name} | {density:.0%} | {threads} | {batch} | {dense_time * 1e3:.3f} | "
-              + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
+        print(
+            f"| {name} | {density:.0%} | {threads} | {batch} | {dense_time * 1e3:.3f} | "
+            + " | ".join(f"{r:.2f}x" for r in ratios)
+            + " |"
+        )
     return 0
 
 

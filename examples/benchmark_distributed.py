@@ -52,17 +52,24 @@ def sparse_mlp(sizes: list[int], density: float, seed: int = 0) -> onnx.ModelPro
     for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         weight, bias, out = f"w{index}", f"b{index}", f"z{index}"
         initializers += [
-            numpy_helper.from_array(rng.normal(0, (2 / fan_in) ** 0.5, (fan_out, fan_in)).astype(np.float32), weight),
+            numpy_helper.from_array(
+                rng.normal(0, (2 / fan_in) ** 0.5, (fan_out, fan_in)).astype(np.float32), weight
+            ),
             numpy_helper.from_array(np.zeros(fan_out, np.float32), bias),
         ]
-        nodes.append(helper.make_node("Gemm", [current, weight, bias], [out], transB=1, name=f"fc{index}"))
+        nodes.append(
+            helper.make_node("Gemm", [current, weight, bias], [out], transB=1, name=f"fc{index}")
+        )
         current = out
         if index < len(sizes) - 2:
             nodes.append(helper.make_node("Relu", [out], [f"a{index}"], name=f"relu{index}"))
             current = f"a{index}"
     graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
-        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["N", sizes[-1]])], initializers,
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info(current, TensorProto.FLOAT, ["N", sizes[-1]])],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     for index in range(1, len(sizes) - 2):
@@ -86,12 +93,27 @@ def _worker(rank: int, world: int, threads: int, setup: dict, out: str) -> None:
         os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     model = sparse_mlp(setup["sizes"], setup["density"])
     data = blobs(setup["samples"], setup["sizes"][0], setup["sizes"][-1])
-    result = train(model, data, epochs=setup["epochs"], batch_size=setup["batch"], optimizer="sgd", lr=0.01,
-                   schedule="none", progress=False, distributed=world > 1)
+    result = train(
+        model,
+        data,
+        epochs=setup["epochs"],
+        batch_size=setup["batch"],
+        optimizer="sgd",
+        lr=0.01,
+        schedule="none",
+        progress=False,
+        distributed=world > 1,
+    )
     timed = result.history.records[1:]
-    report = {"samples_per_s": setup["samples"] * len(timed) / sum(record.seconds for record in timed)}
+    report = {
+        "samples_per_s": setup["samples"] * len(timed) / sum(record.seconds for record in timed)
+    }
     if world > 1:
-        report.update(_step_times(OnnxModule(result.model.proto), data, setup["batch"] // world, setup["steps"]))
+        report.update(
+            _step_times(
+                OnnxModule(result.model.proto), data, setup["batch"] // world, setup["steps"]
+            )
+        )
     if rank == 0:
         Path(out).write_text(json.dumps(report))
 
@@ -115,7 +137,9 @@ def _step_times(module: torch.nn.Module, data, batch: int, steps: int) -> dict[s
 
     times: dict[str, list[float]] = {"step_ms": [], "no_sync_step_ms": []}
     for index in range(steps):  # interleaved: all-reduce, no all-reduce, ...
-        for label in ("step_ms", "no_sync_step_ms") if index % 2 == 0 else ("no_sync_step_ms", "step_ms"):
+        for label in (
+            ("step_ms", "no_sync_step_ms") if index % 2 == 0 else ("no_sync_step_ms", "step_ms")
+        ):
             torch.distributed.barrier()
             started = time.perf_counter()
             if label == "no_sync_step_ms":
@@ -138,20 +162,31 @@ def measure(world: int, threads: int, setup: dict) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "report.json")
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
-        mp.start_processes(_worker, args=(world, threads, setup, out), nprocs=world, join=True,
-                           start_method="fork")
+        mp.start_processes(
+            _worker, args=(world, threads, setup, out), nprocs=world, join=True, start_method="fork"
+        )
         return json.loads(Path(out).read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (the test suite)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, one round (the test suite)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=512, help="global batch (both configurations)")
+    parser.add_argument(
+        "--batch-size", type=int, default=512, help="global batch (both configurations)"
+    )
     args = parser.parse_args(argv)
-    setup = {"sizes": [64, args.hidden, args.hidden, 10], "density": 0.1, "samples": 16384, "epochs": 3,
-             "batch": args.batch_size, "steps": 20}
+    setup = {
+        "sizes": [64, args.hidden, args.hidden, 10],
+        "density": 0.1,
+        "samples": 16384,
+        "epochs": 3,
+        "batch": args.batch_size,
+        "steps": 20,
+    }
     rounds = args.rounds
     # forked workers inherit these imports (seconds each); the parent runs no torch op itself
     torch.optim.SGD([torch.zeros(1, requires_grad=True)])
@@ -159,16 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         setup.update(sizes=[16, 32, 32, 4], samples=512, epochs=2, batch=64, steps=4)
         rounds = 1
-    print(f"sparse MLP {setup['sizes']} (hidden weights {setup['density']:.0%} dense), "
-          f"{setup['samples']} samples, global batch {setup['batch']}, {setup['epochs']} epochs, "
-          f"{rounds} round(s), {os.cpu_count()} CPU cores, torch {torch.__version__}", flush=True)
+    print(
+        f"sparse MLP {setup['sizes']} (hidden weights {setup['density']:.0%} dense), "
+        f"{setup['samples']} samples, global batch {setup['batch']}, {setup['epochs']} epochs, "
+        f"{rounds} round(s), {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        flush=True,
+    )
     runs: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in CONFIGS}
     for round_index in range(rounds):
         order = CONFIGS if round_index % 2 == 0 else tuple(reversed(CONFIGS))
         for label, world, threads in order:
             runs[label].append(measure(world, threads, setup))
-            print(f"  round {round_index + 1}: {label:20s} {runs[label][-1]['samples_per_s']:10.0f} samples/s",
-                  flush=True)
+            print(
+                f"  round {round_index + 1}: {label:20s} {runs[label][-1]['samples_per_s']:10.0f} samples/s",
+                flush=True,
+            )
     baseline = statistics.median(run["samples_per_s"] for run in runs[CONFIGS[0][0]])
     print(f"\n{'configuration':22s} {'samples/s':>10s} {'vs 1x1':>7s}")
     for label, _, _ in CONFIGS:
@@ -178,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     step = statistics.median(run["step_ms"] for run in ddp)
     quiet = statistics.median(run["no_sync_step_ms"] for run in ddp)
     share = max(0.0, step - quiet) / step
-    print(f"\n2 procs, one step (per-rank batch {setup['batch'] // 2}): {step:.2f} ms with the gradient "
-          f"all-reduce, {quiet:.2f} ms without (no_sync): communication share {share:.0%}")
+    print(
+        f"\n2 procs, one step (per-rank batch {setup['batch'] // 2}): {step:.2f} ms with the gradient "
+        f"all-reduce, {quiet:.2f} ms without (no_sync): communication share {share:.0%}"
+    )
     return 0
 
 

@@ -37,7 +37,29 @@ import time
 from pathlib import Path
 
 METHODS = ["random", "magnitude", "snip", "grasp", "synflow"]
-VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+VGG19 = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+]
 CONFIGS = {
     "vgg19": {"size": 224, "batch": 8, "classes": 1000},
     "resnet50": {"size": 224, "batch": 8, "classes": 1000},
@@ -78,9 +100,14 @@ def vgg(config: list, classes: int, hidden: int):
             layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
             channels = item
     module = nn.Sequential(
-        *layers, nn.Flatten(),
-        nn.Linear(channels * 7 * 7, hidden), nn.ReLU(inplace=True), nn.Dropout(),
-        nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(),
+        *layers,
+        nn.Flatten(),
+        nn.Linear(channels * 7 * 7, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(),
         nn.Linear(hidden, classes),
     )
     for layer in module.modules():
@@ -103,24 +130,40 @@ def resnet50(classes: int = 1000):
             super().__init__()
             out = width * 4
             self.body = nn.Sequential(
-                nn.Conv2d(channels_in, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out),
+                nn.Conv2d(channels_in, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, out, 1, bias=False),
+                nn.BatchNorm2d(out),
             )
-            self.shortcut = (nn.Sequential(nn.Conv2d(channels_in, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-                             if stride != 1 or channels_in != out else nn.Identity())
+            self.shortcut = (
+                nn.Sequential(
+                    nn.Conv2d(channels_in, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+                )
+                if stride != 1 or channels_in != out
+                else nn.Identity()
+            )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.relu(self.body(x) + self.shortcut(x))
 
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                               nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+    ]
     channels = 64
     for width, blocks, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
         for index in range(blocks):
             layers.append(Bottleneck(channels, width, stride if index == 0 else 1))
             channels = width * 4
-    module = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
+    module = nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)
+    )
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
@@ -184,10 +227,17 @@ def measure(what: str, name: str, config: dict, path: Path) -> dict:
             written = n2nonnx.save(pruned, Path(folder) / "masked.onnx", validate=False)
             file_mib = file_size(written) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
-    return {"what": what, "seconds": seconds, "peak_mib": float(np.round(peak, 1)), "file_mib": file_mib}
+    return {
+        "what": what,
+        "seconds": seconds,
+        "peak_mib": float(np.round(peak, 1)),
+        "file_mib": file_mib,
+    }
 
 
-def run_model(name: str, config: dict, threads: int, float32: bool, methods: list[str]) -> tuple[int, dict]:
+def run_model(
+    name: str, config: dict, threads: int, float32: bool, methods: list[str]
+) -> tuple[int, dict]:
     """Every row for one model, each in a fresh process."""
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     rows = ["baseline", *methods, *(["synflow-float32"] if float32 else [])]
@@ -196,9 +246,21 @@ def run_model(name: str, config: dict, threads: int, float32: bool, methods: lis
         parameters = build(name, config, path)
         results = {}
         for what in rows:
-            command = [sys.executable, __file__, "--one", what, "--model", str(path), "--name", name,
-                       "--threads", str(threads)]
-            child = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                what,
+                "--model",
+                str(path),
+                "--name",
+                name,
+                "--threads",
+                str(threads),
+            ]
+            child = subprocess.run(
+                command, capture_output=True, text=True, check=False, env=environment
+            )
             if child.returncode != 0:
                 raise SystemExit(f"{name} {what} failed:\n{child.stderr}")
             results[what] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -210,25 +272,39 @@ def print_table(name: str, config: dict, parameters: int, results: dict) -> None
     """The title line (model, sizes, files), then one row per method against the step."""
     base = results["baseline"]
     masked = max(r["file_mib"] for what, r in results.items() if what != "baseline")
-    print(f"{name}: {parameters / 1e6:.1f} M parameters, input 3x{config['size']}x{config['size']}, "
-          f"batch {config['batch']}, SynFlow {config.get('iterations', 100)} rounds; dense file "
-          f"{base['file_mib']:.1f} MiB, masked file {masked:.1f} MiB ({masked / base['file_mib']:.2f}x)")
+    print(
+        f"{name}: {parameters / 1e6:.1f} M parameters, input 3x{config['size']}x{config['size']}, "
+        f"batch {config['batch']}, SynFlow {config.get('iterations', 100)} rounds; dense file "
+        f"{base['file_mib']:.1f} MiB, masked file {masked:.1f} MiB ({masked / base['file_mib']:.2f}x)"
+    )
     print(f"{'method':<22}{'seconds':>10}{'x step':>9}{'peak MiB':>11}{'x step':>9}")
-    print(f"{'torch fwd+bwd+step':<22}{base['seconds']:>10.2f}{1:>9.2f}{base['peak_mib']:>11.0f}{1:>9.2f}")
+    print(
+        f"{'torch fwd+bwd+step':<22}{base['seconds']:>10.2f}{1:>9.2f}{base['peak_mib']:>11.0f}{1:>9.2f}"
+    )
     for what, r in results.items():
         if what != "baseline":
-            print(f"{what:<22}{r['seconds']:>10.2f}{r['seconds'] / base['seconds']:>9.2f}"
-                  f"{r['peak_mib']:>11.0f}{r['peak_mib'] / base['peak_mib']:>9.2f}")
+            print(
+                f"{what:<22}{r['seconds']:>10.2f}{r['seconds'] / base['seconds']:>9.2f}"
+                f"{r['peak_mib']:>11.0f}{r['peak_mib'] / base['peak_mib']:>9.2f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, for the test suite")
-    parser.add_argument("--models", nargs="+", default=["vgg19", "resnet50"],
-                        choices=["vgg19", "resnet50", "cifar-resnet"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["vgg19", "resnet50"],
+        choices=["vgg19", "resnet50", "cifar-resnet"],
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads (default 2)")
-    parser.add_argument("--synflow-float32", action="store_true", help="add SynFlow's float32 (rescaled) run")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="criteria to measure")
+    parser.add_argument(
+        "--synflow-float32", action="store_true", help="add SynFlow's float32 (rescaled) run"
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=METHODS, choices=METHODS, help="criteria to measure"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -241,8 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     models = ["quick"] if args.quick else args.models
     for index, name in enumerate(models):
-        parameters, results = run_model(name, CONFIGS[name], 1 if args.quick else args.threads, args.synflow_float32,
-                                       args.methods)
+        parameters, results = run_model(
+            name,
+            CONFIGS[name],
+            1 if args.quick else args.threads,
+            args.synflow_float32,
+            args.methods,
+        )
         print_table(name, CONFIGS[name], parameters, results)
         if index < len(models) - 1:
             print()

@@ -50,8 +50,13 @@ def stages(model, dataset, per_class: int) -> dict[str, float]:
     activations = ActivationProbe(model, model.layers, sample).run()
     times["activations"] = time.perf_counter() - started
     started = time.perf_counter()
-    scores = unit_scores(model, parents, activations, make_estimator("edge", len(sample.y), 0),
-                         value_range=network_range(model))
+    scores = unit_scores(
+        model,
+        parents,
+        activations,
+        make_estimator("edge", len(sample.y), 0),
+        value_range=network_range(model),
+    )
     times["scores"] = time.perf_counter() - started
     started = time.perf_counter()
     order = {name: np.argsort(values, kind="stable") for name, values in scores.items()}
@@ -62,7 +67,9 @@ def stages(model, dataset, per_class: int) -> dict[str, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny CNN, 20 samples per class, one round")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny CNN, 20 samples per class, one round"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -81,11 +88,15 @@ def main(argv=None) -> int:
         records.setdefault("train epoch", []).append(time.perf_counter() - started)
         for name, seconds in stages(model, dataset, per_class).items():
             records.setdefault(name, []).append(seconds)
-        result = prune_structured(model, "snacs", data=dataset, prune_percent=20, samples_per_class=per_class)
+        result = prune_structured(
+            model, "snacs", data=dataset, prune_percent=20, samples_per_class=per_class
+        )
         records.setdefault("snacs decision (total)", []).append(result.decision_seconds)
     epoch = float(np.median(records["train epoch"]))
-    print(f"VGG-style 1-D CNN {widths} on MNIST-1D, {per_class} samples per class, 1 thread, "
-          f"median of {rounds} interleaved round(s)\n")
+    print(
+        f"VGG-style 1-D CNN {widths} on MNIST-1D, {per_class} samples per class, 1 thread, "
+        f"median of {rounds} interleaved round(s)\n"
+    )
     print("| step | seconds | x one epoch |")
     print("|---|---|---|")
     for name, values in records.items():

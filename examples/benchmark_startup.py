@@ -26,12 +26,19 @@ def timed(command: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="interleaved rounds (median reported)"
+    )
     args = parser.parse_args()
     commands = {"python -c pass": [sys.executable, "-c", "pass"]}
     for verb in VERBS:
-        commands[f"n2nonnx {verb} --help".replace("  ", " ")] = [sys.executable, "-m", "n2nonnx", *([verb] if verb else []),
-                                                                 "--help"]
+        commands[f"n2nonnx {verb} --help".replace("  ", " ")] = [
+            sys.executable,
+            "-m",
+            "n2nonnx",
+            *([verb] if verb else []),
+            "--help",
+        ]
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.rounds):
         for name, command in commands.items():

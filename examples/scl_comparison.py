@@ -33,9 +33,20 @@ from n2nonnx.runtime import accuracy
 from n2nonnx.scl.variants import scl_cell
 from n2nonnx.training import train
 
-RECIPE = {"batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "cosine"}
+RECIPE = {
+    "batch_size": 128,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "schedule": "cosine",
+}
 # label -> (method, allocation of a pruning method | skip share of an SCL variant)
-METHODS = {"SCL": ("scl", 0.0), "N2NSkip-SCL": ("scl", 0.5), "SNIP": ("snip", "global"), "RP": ("expander", "erk")}
+METHODS = {
+    "SCL": ("scl", 0.0),
+    "N2NSkip-SCL": ("scl", 0.5),
+    "SNIP": ("snip", "global"),
+    "RP": ("expander", "erk"),
+}
 
 
 def dense_model(hidden: list[int]) -> n2nonnx.Model:
@@ -44,32 +55,60 @@ def dense_model(hidden: list[int]) -> n2nonnx.Model:
     return n2nonnx.load(export(module, torch.randn(2, 40)).proto)
 
 
-def run_cell(dense: n2nonnx.Model, dataset, label: str, density: float, seed: int, epochs: int) -> dict:
+def run_cell(
+    dense: n2nonnx.Model, dataset, label: str, density: float, seed: int, epochs: int
+) -> dict:
     method, setting = METHODS[label]
     started = time.perf_counter()
     extra: dict = {}
     if method == "scl":
-        result = scl_cell(dense, dataset, density=density, skip_share=setting, recipe={**RECIPE, "epochs": epochs},
-                          seed=seed)
+        result = scl_cell(
+            dense,
+            dataset,
+            density=density,
+            skip_share=setting,
+            recipe={**RECIPE, "epochs": epochs},
+            seed=seed,
+        )
         trained = result.model
-        extra = {"learned_density": result.learned_density, "reached": result.reached, **result.skip_split,
-                 "layer_densities": [round(layer.density, 4) for layer in result.layers]}
+        extra = {
+            "learned_density": result.learned_density,
+            "reached": result.reached,
+            **result.skip_split,
+            "layer_densities": [round(layer.density, 4) for layer in result.layers],
+        }
     else:
-        pruned = prune(dense, method, density, allocation=setting, data=dataset, seed=seed, rescale=True)
+        pruned = prune(
+            dense, method, density, allocation=setting, data=dataset, seed=seed, rescale=True
+        )
         trained = train(pruned, dataset, epochs=epochs, seed=seed, **RECIPE).model
     kept = sum(int(np.count_nonzero(trained.effective_weight(layer))) for layer in trained.layers)
     total = sum(layer.parameters for layer in trained.layers if not layer.is_skip)
-    return {"method": label, "density": density, "seed": seed, "epochs": epochs,
-            "accuracy": accuracy(trained, dataset.x_test.numpy(), dataset.y_test.numpy()),
-            "achieved_density": kept / total, "seconds": time.perf_counter() - started, **extra}
+    return {
+        "method": label,
+        "density": density,
+        "seed": seed,
+        "epochs": epochs,
+        "accuracy": accuracy(trained, dataset.x_test.numpy(), dataset.y_test.numpy()),
+        "achieved_density": kept / total,
+        "seconds": time.perf_counter() - started,
+        **extra,
+    }
 
 
 def table(cells: list[dict], densities: list[float]) -> str:
-    lines = ["| method | " + " | ".join(f"{d:.0%}" for d in densities) + " |", "|---|" + "---|" * len(densities)]
+    lines = [
+        "| method | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
+        "|---|" + "---|" * len(densities),
+    ]
     for label in METHODS:
         entries = []
         for density in densities:
-            values = [100 * c["accuracy"] for c in cells if c["method"] == label and c["density"] == density]
+            values = [
+                100 * c["accuracy"]
+                for c in cells
+                if c["method"] == label and c["density"] == density
+            ]
             if not values:
                 entries.append("")
                 continue
@@ -82,7 +121,9 @@ def table(cells: list[dict], densities: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/scl_comparison")
-    parser.add_argument("--quick", action="store_true", help="a small MLP, one density, seed and 2 epochs")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small MLP, one density, seed and 2 epochs"
+    )
     parser.add_argument("--densities", type=float, nargs="+", default=[0.05, 0.02])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=15)
@@ -104,13 +145,19 @@ def main(argv: list[str] | None = None) -> int:
                 if path.exists() and json.loads(path.read_text()).get("settings") == settings:
                     cells.append(json.loads(path.read_text()))
                     continue
-                cell = {**run_cell(dense, dataset, label, density, seed, args.epochs), "settings": settings}
+                cell = {
+                    **run_cell(dense, dataset, label, density, seed, args.epochs),
+                    "settings": settings,
+                }
                 temporary = path.with_suffix(".tmp")
                 temporary.write_text(json.dumps(cell, indent=1))
                 temporary.replace(path)
                 cells.append(cell)
-                print(f"{label:5s} density {density:<5g} seed {seed}: {cell['accuracy']:.2%} "
-                      f"(achieved density {cell['achieved_density']:.4g}, {cell['seconds']:.0f}s)", flush=True)
+                print(
+                    f"{label:5s} density {density:<5g} seed {seed}: {cell['accuracy']:.2%} "
+                    f"(achieved density {cell['achieved_density']:.4g}, {cell['seconds']:.0f}s)",
+                    flush=True,
+                )
     text = table(cells, args.densities)
     (out / "results.md").write_text(text + "\n")
     print(text)

@@ -64,14 +64,18 @@ def trained_model(name: str, spec, out: Path, epochs: int):
     if not path.exists():
         torch.manual_seed(0)
         export(zoo.build(factory, **options), torch.randn(2, *shape), out / f"{name}_init.onnx")
-        result = n2nonnx.train(n2nonnx.load(out / f"{name}_init.onnx"), data, epochs=epochs, progress=False)
+        result = n2nonnx.train(
+            n2nonnx.load(out / f"{name}_init.onnx"), data, epochs=epochs, progress=False
+        )
         n2nonnx.save(result.model, path)
     return n2nonnx.load(path)
 
 
 def test_accuracy(model, dataset) -> float:
     x = dataset.x_test.numpy().astype(np.float32)
-    return accuracy(make_session(model, ["CPUExecutionProvider"], threads=1), x, dataset.y_test.numpy())
+    return accuracy(
+        make_session(model, ["CPUExecutionProvider"], threads=1), x, dataset.y_test.numpy()
+    )
 
 
 def latency_ratios(dense, pruned, shape, rounds: int) -> dict[str, float]:
@@ -80,8 +84,12 @@ def latency_ratios(dense, pruned, shape, rounds: int) -> dict[str, float]:
     figures = {}
     for batch in (1, 64):
         x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
-        medians = interleaved_medians(sessions, {sessions[0].get_inputs()[0].name: x}, rounds=rounds,
-                                      calls=20 if batch == 1 else 5)
+        medians = interleaved_medians(
+            sessions,
+            {sessions[0].get_inputs()[0].name: x},
+            rounds=rounds,
+            calls=20 if batch == 1 else 5,
+        )
         figures[f"dense_ms_b{batch}"] = medians[0] * 1e3
         figures[f"ratio_b{batch}"] = medians[1] / medians[0]
     return figures
@@ -92,12 +100,21 @@ def run_cell(model, dataset, spec, method_key: str, level: float, args) -> dict:
     options = {"samples_per_class": args.samples_per_class, **extra} if method == "snacs" else {}
     cell = {"method": method_key, "prune_percent": level}
     try:
-        result = prune_structured(model, method, data=dataset, prune_percent=level, seed=0, **options)
+        result = prune_structured(
+            model, method, data=dataset, prune_percent=level, seed=0, **options
+        )
     except InvalidArgumentError as error:
         return {**cell, "unreachable": str(error)}
     pruned_accuracy = test_accuracy(result.model, dataset)
-    tuned = n2nonnx.train(result.model, dataset, epochs=args.finetune_epochs, optimizer="adam", lr=1e-3,
-                          schedule="cosine", seed=0).model
+    tuned = n2nonnx.train(
+        result.model,
+        dataset,
+        epochs=args.finetune_epochs,
+        optimizer="adam",
+        lr=1e-3,
+        schedule="cosine",
+        seed=0,
+    ).model
     return {
         **cell,
         "params_kept": result.params_kept,
@@ -112,15 +129,24 @@ def run_cell(model, dataset, spec, method_key: str, level: float, args) -> dict:
 
 
 def table(out: Path, dense_rows: dict) -> str:
-    lines = ["| model | level | method | params kept | FLOPs kept | acc pruned | acc fine-tuned | "
-             "latency b1 | latency b64 | decide s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | level | method | params kept | FLOPs kept | acc pruned | acc fine-tuned | "
+        "latency b1 | latency b64 | decide s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, (dense_accuracy, dense_tuned) in dense_rows.items():
-        lines.append(f"| {name} | 0% | dense | 1.000 | 1.000 | {dense_accuracy:.3f} | {dense_tuned:.3f} | 1.00x | 1.00x | - |")
+        lines.append(
+            f"| {name} | 0% | dense | 1.000 | 1.000 | {dense_accuracy:.3f} | {dense_tuned:.3f} | 1.00x | 1.00x | - |"
+        )
         cells = [json.loads(p.read_text()) for p in sorted((out / "cells" / name).glob("*.json"))]
-        for cell in sorted(cells, key=lambda c: (c["prune_percent"], list(METHODS).index(c["method"]))):
+        for cell in sorted(
+            cells, key=lambda c: (c["prune_percent"], list(METHODS).index(c["method"]))
+        ):
             if "unreachable" in cell:
-                lines.append(f"| {name} | {cell['prune_percent']:g}% | {cell['method']} | unreachable "
-                             "(limits) | | | | | | |")
+                lines.append(
+                    f"| {name} | {cell['prune_percent']:g}% | {cell['method']} | unreachable "
+                    "(limits) | | | | | | |"
+                )
                 continue
             lines.append(
                 f"| {name} | {cell['prune_percent']:g}% | {cell['method']} | {cell['params_kept']:.3f} | "
@@ -132,15 +158,32 @@ def table(out: Path, dense_rows: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for models and finished cells (resumable)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for models and finished cells (resumable)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny models, one level, one epoch")
-    parser.add_argument("--levels", type=float, nargs="+", default=[25.0, 40.0, 60.0],
-                        help="percent of parameters removed (default 25 40 60)")
-    parser.add_argument("--train-epochs", type=int, default=20, help="epochs of the dense models (default 20)")
-    parser.add_argument("--finetune-epochs", type=int, default=5,
-                        help="epochs of the same fine-tuning for every pruned model (Adam 1e-3, cosine; default 5)")
-    parser.add_argument("--samples-per-class", type=int, default=250, help="SNACS sample (default 250)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds (default 7)")
+    parser.add_argument(
+        "--levels",
+        type=float,
+        nargs="+",
+        default=[25.0, 40.0, 60.0],
+        help="percent of parameters removed (default 25 40 60)",
+    )
+    parser.add_argument(
+        "--train-epochs", type=int, default=20, help="epochs of the dense models (default 20)"
+    )
+    parser.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=5,
+        help="epochs of the same fine-tuning for every pruned model (Adam 1e-3, cosine; default 5)",
+    )
+    parser.add_argument(
+        "--samples-per-class", type=int, default=250, help="SNACS sample (default 250)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=7, help="interleaved latency rounds (default 7)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     models = QUICK if args.quick else MODELS
@@ -152,8 +195,15 @@ def main(argv=None) -> int:
     for name, spec in models.items():
         model = trained_model(name, spec, args.out, args.train_epochs)
         dataset = resolve_data(spec[3], input_shape=[None, *spec[2]])
-        dense_tuned = n2nonnx.train(model, dataset, epochs=args.finetune_epochs, optimizer="adam", lr=1e-3,
-                                    schedule="cosine", seed=0).model
+        dense_tuned = n2nonnx.train(
+            model,
+            dataset,
+            epochs=args.finetune_epochs,
+            optimizer="adam",
+            lr=1e-3,
+            schedule="cosine",
+            seed=0,
+        ).model
         dense_rows[name] = (test_accuracy(model, dataset), test_accuracy(dense_tuned, dataset))
         folder = args.out / "cells" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +215,11 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 cell = run_cell(model, dataset, spec, method_key, level, args)
                 path.write_text(json.dumps(cell, indent=1, sort_keys=True))
-                print(f"  {name} {method_key} {level:g}% done in {time.perf_counter() - started:.0f}s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"  {name} {method_key} {level:g}% done in {time.perf_counter() - started:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     print(table(args.out, dense_rows))
     return 0
 

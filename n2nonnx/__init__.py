@@ -36,20 +36,33 @@ from n2nonnx.lazy import lazy_exports
 __version__ = "0.2.0"
 
 __all__ = [
-    "Model", "N2NError", "TrainConfig", "__version__", "add_n2nskip", "analyze", "deploy", "load", "prune",
-    "resolve_data", "save", "train",
+    "Model",
+    "N2NError",
+    "TrainConfig",
+    "__version__",
+    "add_n2nskip",
+    "analyze",
+    "deploy",
+    "load",
+    "prune",
+    "resolve_data",
+    "save",
+    "train",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "load": "n2nonnx.io",
-    "save": "n2nonnx.io",
-    "Model": "n2nonnx.model",
-    "N2NError": "n2nonnx.errors",
-    "prune": "n2nonnx.pruning",
-    "add_n2nskip": "n2nonnx.skip",
-    "train": "n2nonnx.training",
-    "TrainConfig": "n2nonnx.training",
-    "analyze": "n2nonnx.connectivity",
-    "deploy": "n2nonnx.deployment",
-    "resolve_data": "n2nonnx.data",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "load": "n2nonnx.io",
+        "save": "n2nonnx.io",
+        "Model": "n2nonnx.model",
+        "N2NError": "n2nonnx.errors",
+        "prune": "n2nonnx.pruning",
+        "add_n2nskip": "n2nonnx.skip",
+        "train": "n2nonnx.training",
+        "TrainConfig": "n2nonnx.training",
+        "analyze": "n2nonnx.connectivity",
+        "deploy": "n2nonnx.deployment",
+        "resolve_data": "n2nonnx.data",
+    },
+)

@@ -68,7 +68,9 @@ def load(
     _check(proto, path)
     # A proto read here from a file or bytes is ours to normalise in place; never a caller's.
     owned = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview))
-    model = Model(normalize(proto, input_shapes, upgrade=upgrade, copy_input=not owned), source=path)
+    model = Model(
+        normalize(proto, input_shapes, upgrade=upgrade, copy_input=not owned), source=path
+    )
     model.external_files = external_files
     if analyze:
         _ = model.layers
@@ -126,7 +128,11 @@ def save(
         )
     if target.is_dir():
         raise SaveError(f"cannot write {target}: it is a folder; give a file name ending in .onnx")
-    use_external = external_data if external_data is not None else initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+    use_external = (
+        external_data
+        if external_data is not None
+        else initializer_bytes(proto) > EXTERNAL_DATA_THRESHOLD
+    )
     try:
         scratch = make_scratch(target.parent)
     except OSError as error:
@@ -137,11 +143,19 @@ def save(
         if use_external:
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
-            onnx.save_model(copy, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                copy,
+                staged,
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
         else:
             if is_large(proto):
-                raise SaveError("the model is over 2 GB, too big for one file; save it with external data")
+                raise SaveError(
+                    "the model is over 2 GB, too big for one file; save it with external data"
+                )
             staged.write_bytes(proto.SerializeToString())
         if validate:
             _validate_file(staged)
@@ -191,7 +205,9 @@ def remove_stale_scratch(folder: str | os.PathLike) -> list[Path]:
     """
     removed: list[Path] = []
     try:
-        candidates = [p for p in Path(folder).iterdir() if p.name.startswith(SCRATCH_PREFIX) and p.is_dir()]
+        candidates = [
+            p for p in Path(folder).iterdir() if p.name.startswith(SCRATCH_PREFIX) and p.is_dir()
+        ]
     except OSError:
         return removed
     for scratch in candidates:

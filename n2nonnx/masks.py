@@ -19,7 +19,9 @@ from n2nonnx.model import Model
 from n2nonnx.tags import replace_tensor
 
 
-def apply_masks(model: Model, new_masks: Mapping[str, np.ndarray], *, zero_weights: bool = True) -> Model:
+def apply_masks(
+    model: Model, new_masks: Mapping[str, np.ndarray], *, zero_weights: bool = True
+) -> Model:
     """Gate initializers with masks in the graph; returns a new model.
 
     A weight that has no mask yet gets a mask initializer, a Cast and a ``Mul`` whose output

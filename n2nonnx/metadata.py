@@ -54,8 +54,11 @@ def read(proto: onnx.ModelProto) -> dict[str, Any]:
 def _warn_once(text: str, problem: str) -> None:
     if hash(text) not in _warned:
         _warned.add(hash(text))
-        log.warning("ignoring the model's damaged n2nonnx provenance record (%s); a fresh one is written "
-                    "with the output", problem)
+        log.warning(
+            "ignoring the model's damaged n2nonnx provenance record (%s); a fresh one is written "
+            "with the output",
+            problem,
+        )
 
 
 def write(proto: onnx.ModelProto, document: dict[str, Any]) -> None:

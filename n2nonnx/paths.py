@@ -53,7 +53,9 @@ def check_output_file(
                 "its inputs, choose another path"
             )
     if len(resolved.name.encode()) > _NAME_MAX:
-        raise InvalidArgumentError(f"{label}: the file name is longer than {_NAME_MAX} bytes; choose a shorter one")
+        raise InvalidArgumentError(
+            f"{label}: the file name is longer than {_NAME_MAX} bytes; choose a shorter one"
+        )
     if target.is_dir():
         raise InvalidArgumentError(f"{label} {str(target)!r} is a folder; give a file name")
     if suffixes and not resolved.name.lower().endswith(suffixes):
@@ -83,7 +85,9 @@ def check_output_dir(path: str | os.PathLike[str], *, label: str = "--out") -> P
     """
     target = Path(path).expanduser()
     if any(len(part.encode()) > _NAME_MAX for part in target.parts):
-        raise InvalidArgumentError(f"{label}: a folder name is longer than {_NAME_MAX} bytes; choose a shorter one")
+        raise InvalidArgumentError(
+            f"{label}: a folder name is longer than {_NAME_MAX} bytes; choose a shorter one"
+        )
     if target.exists() and not target.is_dir():
         raise InvalidArgumentError(f"{label} {str(target)!r} is a file; give a folder")
     existing = target.resolve()
@@ -95,9 +99,13 @@ def check_output_dir(path: str | os.PathLike[str], *, label: str = "--out") -> P
 
 def _check_folder(folder: Path, label: str, target: Path) -> None:
     if not folder.is_dir():
-        raise InvalidArgumentError(f"{label} {str(target)!r}: folder {str(folder)!r} does not exist")
+        raise InvalidArgumentError(
+            f"{label} {str(target)!r}: folder {str(folder)!r} does not exist"
+        )
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InvalidArgumentError(f"{label} {str(target)!r}: folder {str(folder)!r} is not writable")
+        raise InvalidArgumentError(
+            f"{label} {str(target)!r}: folder {str(folder)!r} is not writable"
+        )
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -116,7 +124,9 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """
     target = Path(path)
     try:
-        handle, scratch = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        handle, scratch = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
     except OSError as error:
         raise SaveError(f"cannot write {target}: {error.strerror or error}") from None
     try:

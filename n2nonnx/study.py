@@ -67,10 +67,14 @@ class StudyPlan:
         """(arch, variant, density, seed) of every run; dense runs once per seed."""
         for arch in self.archs:
             if arch not in ARCHS:
-                raise InvalidArgumentError(f"unknown study architecture {arch!r}; choose from {', '.join(ARCHS)}")
+                raise InvalidArgumentError(
+                    f"unknown study architecture {arch!r}; choose from {', '.join(ARCHS)}"
+                )
         for variant in self.variants:
             if variant not in VARIANTS:
-                raise InvalidArgumentError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+                raise InvalidArgumentError(
+                    f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}"
+                )
         grid = []
         for arch in self.archs:
             for seed in self.seeds:
@@ -79,12 +83,16 @@ class StudyPlan:
                     grid += [(arch, variant, density, seed) for density in densities]
         return grid
 
-
     def settings(self, arch: str) -> dict[str, Any]:
         """What, besides variant, density and seed, decides a cell's numbers."""
         factory, options = ARCHS[arch]
-        return {"recipe": dict(self.recipe), "data": self.data, "sampling": self.sampling,
-                "rescale": self.rescale, "arch": [factory, options]}
+        return {
+            "recipe": dict(self.recipe),
+            "data": self.data,
+            "sampling": self.sampling,
+            "rescale": self.rescale,
+            "arch": [factory, options],
+        }
 
 
 def cell_path(out: Path, arch: str, variant: str, density: float, seed: int) -> Path:
@@ -103,8 +111,14 @@ def _done(path: Path, settings: dict[str, Any]) -> bool:
     return _well_formed(cell) and cell.get("settings") == json.loads(json.dumps(settings))
 
 
-def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False, main_process: bool = True,
-              agree: Any = None) -> dict[str, Any] | None:
+def run_study(
+    plan: StudyPlan,
+    out: str | Path,
+    *,
+    progress: bool = False,
+    main_process: bool = True,
+    agree: Any = None,
+) -> dict[str, Any] | None:
     """Run every missing cell of ``plan`` into ``out``, then summarise.
 
     Args:
@@ -131,29 +145,51 @@ def run_study(plan: StudyPlan, out: str | Path, *, progress: bool = False, main_
     if len(todo) < len(cells):
         log.info("resuming: %d of %d cells already done", len(cells) - len(todo), len(cells))
     models, unsaved = _models(plan, out, sorted({cell[0] for cell in todo}))
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="study", unit="cell",
-               disable=None if progress and main_process else True)
+    bar = tqdm(
+        total=len(cells),
+        initial=len(cells) - len(todo),
+        desc="study",
+        unit="cell",
+        disable=None if progress and main_process else True,
+    )
     try:
         for arch, variant, density, seed in todo:
-            if arch in unsaved and main_process:  # written with its first cell: a failing study leaves nothing
+            if (
+                arch in unsaved and main_process
+            ):  # written with its first cell: a failing study leaves nothing
                 path = out / "models" / f"{arch}.onnx"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 n2nonnx.save(unsaved.pop(arch), path)
             method, allocation, share = VARIANTS[variant]
-            config = JobConfig(method=method, density=density, skip_share=share, allocation=allocation,
-                               sampling=plan.sampling, recipe=dict(plan.recipe), seed=seed,
-                               rescale=plan.rescale)
+            config = JobConfig(
+                method=method,
+                density=density,
+                skip_share=share,
+                allocation=allocation,
+                sampling=plan.sampling,
+                recipe=dict(plan.recipe),
+                seed=seed,
+                rescale=plan.rescale,
+            )
             numbers = sparsify(models[arch], plan.data, config).numbers
             numbers.update(arch=arch, variant=variant, seed=seed, settings=plan.settings(arch))
             if not main_process:
                 continue
             target = cell_path(out, arch, variant, density, seed)
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(target, json.dumps(numbers, default=json_default))  # complete or absent
+            write_text_atomic(
+                target, json.dumps(numbers, default=json_default)
+            )  # complete or absent
             bar.update()
-            bar.write(f"{arch:6s} {variant:12s} density {density:<5g} seed {seed}: "
-                      f"{numbers['onnxruntime_test_accuracy']:.2%}"
-                      + (f", delta {numbers['connectivity']['saturation_delta']:.3g}" if "connectivity" in numbers else ""))
+            bar.write(
+                f"{arch:6s} {variant:12s} density {density:<5g} seed {seed}: "
+                f"{numbers['onnxruntime_test_accuracy']:.2%}"
+                + (
+                    f", delta {numbers['connectivity']['saturation_delta']:.3g}"
+                    if "connectivity" in numbers
+                    else ""
+                )
+            )
     finally:
         bar.close()
     return summarize(plan, out) if main_process else None
@@ -183,10 +219,14 @@ def _models(plan: StudyPlan, out: Path, archs: list[str]) -> tuple[dict[str, Any
                     log.warning("re-exporting the study model %s: %s", path, error)
             if model is None:
                 factory, options = ARCHS[arch]
-                model = unsaved[arch] = n2nonnx.load(export_builtin(factory, Path(scratch) / f"{arch}.onnx", 0, options))
+                model = unsaved[arch] = n2nonnx.load(
+                    export_builtin(factory, Path(scratch) / f"{arch}.onnx", 0, options)
+                )
             check_float32_input(model)
             info = model.graph_inputs[0]
-            check_classes(model, resolve_data(plan.data, input_shape=info.shape, input_name=info.name))
+            check_classes(
+                model, resolve_data(plan.data, input_shape=info.shape, input_name=info.name)
+            )
             models[arch] = model
     return models, unsaved
 
@@ -211,12 +251,21 @@ def _well_formed(cell: Any) -> bool:
     number = (int, float)
     try:
         return (
-            isinstance(cell, dict) and "settings" in cell and isinstance(cell["arch"], str)
-            and isinstance(cell["variant"], str) and isinstance(cell["seed"], int)
-            and isinstance(cell["config"]["density"], number) and isinstance(cell["density"], number)
+            isinstance(cell, dict)
+            and "settings" in cell
+            and isinstance(cell["arch"], str)
+            and isinstance(cell["variant"], str)
+            and isinstance(cell["seed"], int)
+            and isinstance(cell["config"]["density"], number)
+            and isinstance(cell["density"], number)
             and isinstance(cell["onnxruntime_test_accuracy"], number)
-            and ("connectivity" not in cell or all(
-                isinstance(cell["connectivity"][key], number) for key in ("saturation_delta", "dead_units")))
+            and (
+                "connectivity" not in cell
+                or all(
+                    isinstance(cell["connectivity"][key], number)
+                    for key in ("saturation_delta", "dead_units")
+                )
+            )
         )
     except (KeyError, TypeError):
         return False
@@ -227,8 +276,11 @@ def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
     out = Path(out)
     settings = {arch: json.loads(json.dumps(plan.settings(arch))) for arch in plan.archs}
     cells = [
-        c for c in load_cells(out)
-        if c["arch"] in plan.archs and c["variant"] in plan.variants and c["seed"] in plan.seeds
+        c
+        for c in load_cells(out)
+        if c["arch"] in plan.archs
+        and c["variant"] in plan.variants
+        and c["seed"] in plan.seeds
         and (c["variant"] == "dense" or c["config"]["density"] in plan.densities)
         and c.get("settings") == settings[c["arch"]]
     ]
@@ -236,16 +288,30 @@ def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
     for cell in cells:
         groups[(cell["arch"], cell["variant"], cell["config"]["density"])].append(cell)
     rows = []
-    for (arch, variant, density), members in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][2], list(VARIANTS).index(kv[0][1]))):
+    for (arch, variant, density), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], -kv[0][2], list(VARIANTS).index(kv[0][1]))
+    ):
         accuracy = np.array([100 * m["onnxruntime_test_accuracy"] for m in members])
         deltas = [m["connectivity"]["saturation_delta"] for m in members if "connectivity" in m]
-        rows.append({
-            "arch": arch, "variant": variant, "density": density, "seeds": sorted(m["seed"] for m in members),
-            "accuracy_mean": float(accuracy.mean()), "accuracy_std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
-            "achieved_density": float(np.mean([m["density"] for m in members])),
-            "delta_mean": float(np.mean(deltas)) if deltas else None,
-            "dead_units_mean": float(np.mean([m["connectivity"]["dead_units"] for m in members if "connectivity" in m])) if deltas else None,
-        })
+        rows.append(
+            {
+                "arch": arch,
+                "variant": variant,
+                "density": density,
+                "seeds": sorted(m["seed"] for m in members),
+                "accuracy_mean": float(accuracy.mean()),
+                "accuracy_std": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
+                "achieved_density": float(np.mean([m["density"] for m in members])),
+                "delta_mean": float(np.mean(deltas)) if deltas else None,
+                "dead_units_mean": float(
+                    np.mean(
+                        [m["connectivity"]["dead_units"] for m in members if "connectivity" in m]
+                    )
+                )
+                if deltas
+                else None,
+            }
+        )
     summary = {"plan": _plan_dict(plan), "rows": rows}
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
     write_text_atomic(out / "results.md", format_table(rows, plan))
@@ -272,26 +338,52 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
         if not mine:
             continue
         densities = sorted({r["density"] for r in mine if r["variant"] != "dense"}, reverse=True)
-        lines += ["", f"## {arch}", "", "| variant | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
-                  "|---|" + "---|" * len(densities)]
+        lines += [
+            "",
+            f"## {arch}",
+            "",
+            "| variant | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
+            "|---|" + "---|" * len(densities),
+        ]
         for variant in plan.variants:
             cells = {r["density"]: r for r in mine if r["variant"] == variant}
             if variant == "dense" and 1.0 in cells:
                 r = cells[1.0]
-                lines.append(f"| dense | {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} |" + " |" * (len(densities) - 1))
+                lines.append(
+                    f"| dense | {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} |"
+                    + " |" * (len(densities) - 1)
+                )
                 continue
-            entries = [f"{cells[d]['accuracy_mean']:.2f} +- {cells[d]['accuracy_std']:.2f}" if d in cells else "" for d in densities]
+            entries = [
+                f"{cells[d]['accuracy_mean']:.2f} +- {cells[d]['accuracy_std']:.2f}"
+                if d in cells
+                else ""
+                for d in densities
+            ]
             lines.append(f"| {variant} | " + " | ".join(entries) + " |")
-        lines += ["", "| delta (dead units) | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
-                  "|---|" + "---|" * len(densities)]
+        lines += [
+            "",
+            "| delta (dead units) | " + " | ".join(f"{d:.0%}" for d in densities) + " |",
+            "|---|" + "---|" * len(densities),
+        ]
         for variant in plan.variants:
             if variant == "dense":
                 continue
             cells = {r["density"]: r for r in mine if r["variant"] == variant}
-            entries = [f"{cells[d]['delta_mean']:.3g} ({cells[d]['dead_units_mean']:.0f})"
-                       if d in cells and cells[d]["delta_mean"] is not None else "" for d in densities]
+            entries = [
+                f"{cells[d]['delta_mean']:.3g} ({cells[d]['dead_units_mean']:.0f})"
+                if d in cells and cells[d]["delta_mean"] is not None
+                else ""
+                for d in densities
+            ]
             lines.append(f"| {variant} | " + " | ".join(entries) + " |")
-    lines += ["", "![accuracy vs density](accuracy_vs_density.png)", "", "![delta vs density](delta_vs_density.png)", ""]
+    lines += [
+        "",
+        "![accuracy vs density](accuracy_vs_density.png)",
+        "",
+        "![delta vs density](delta_vs_density.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -307,8 +399,11 @@ def _figure(rows, key, path: Path, ylabel: str, log_y: bool = False):
     figure, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4), squeeze=False)
     for axis, arch in zip(axes[0], archs, strict=True):
         for variant in VARIANTS:
-            points = sorted((r["density"], r[key], r.get("accuracy_std", 0)) for r in rows
-                            if r["arch"] == arch and r["variant"] == variant and r[key] is not None)
+            points = sorted(
+                (r["density"], r[key], r.get("accuracy_std", 0))
+                for r in rows
+                if r["arch"] == arch and r["variant"] == variant and r[key] is not None
+            )
             if not points:
                 continue
             if variant == "dense":
@@ -316,10 +411,19 @@ def _figure(rows, key, path: Path, ylabel: str, log_y: bool = False):
                 continue
             x, y, err = zip(*points, strict=True)
             style = "-" if variant.startswith("N2NSkip") else "--"
-            axis.errorbar([100 * v for v in x], y, yerr=err if key == "accuracy_mean" else None,
-                          marker="o", linestyle=style, capsize=3, label=variant)
+            axis.errorbar(
+                [100 * v for v in x],
+                y,
+                yerr=err if key == "accuracy_mean" else None,
+                marker="o",
+                linestyle=style,
+                capsize=3,
+                label=variant,
+            )
         axis.set_xscale("log")
-        ticks = sorted({100 * r["density"] for r in rows if r["arch"] == arch and r["variant"] != "dense"})
+        ticks = sorted(
+            {100 * r["density"] for r in rows if r["arch"] == arch and r["variant"] != "dense"}
+        )
         axis.set_xticks(ticks, [f"{t:g}%" for t in ticks])
         axis.minorticks_off()
         if log_y and any(r[key] for r in rows if r["arch"] == arch):
@@ -340,11 +444,27 @@ def plot_accuracy(rows, path: Path) -> None:
 
 def plot_delta(rows, path: Path) -> None:
     """Saturation delta vs density (log scale), one panel per architecture."""
-    _figure([r for r in rows if r["variant"] != "dense"], "delta_mean", path, "heat-diffusion delta", log_y=True)
+    _figure(
+        [r for r in rows if r["variant"] != "dense"],
+        "delta_mean",
+        path,
+        "heat-diffusion delta",
+        log_y=True,
+    )
 
 
 def _plan_dict(plan: StudyPlan) -> dict[str, Any]:
-    return {"archs": list(plan.archs), "variants": list(plan.variants), "densities": list(plan.densities),
-            "seeds": list(plan.seeds), "data": plan.data, "recipe": plan.recipe, "sampling": plan.sampling,
-            "rescale": plan.rescale, "architectures": {a: ARCHS[a] for a in plan.archs},
-            "variant_definitions": {k: {"method": m, "allocation": a, "skip_share": s} for k, (m, a, s) in VARIANTS.items()}}
+    return {
+        "archs": list(plan.archs),
+        "variants": list(plan.variants),
+        "densities": list(plan.densities),
+        "seeds": list(plan.seeds),
+        "data": plan.data,
+        "recipe": plan.recipe,
+        "sampling": plan.sampling,
+        "rescale": plan.rescale,
+        "architectures": {a: ARCHS[a] for a in plan.archs},
+        "variant_definitions": {
+            k: {"method": m, "allocation": a, "skip_share": s} for k, (m, a, s) in VARIANTS.items()
+        },
+    }

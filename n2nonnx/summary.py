@@ -57,7 +57,11 @@ def describe(model: Model) -> dict[str, Any]:
 
 
 def _tensor(info) -> dict[str, Any]:
-    return {"name": info.name, "shape": list(info.shape) if info.shape else None, "dtype": info.dtype}
+    return {
+        "name": info.name,
+        "shape": list(info.shape) if info.shape else None,
+        "dtype": info.dtype,
+    }
 
 
 def format_table(document: dict[str, Any]) -> str:
@@ -74,9 +78,12 @@ def format_table(document: dict[str, Any]) -> str:
             for edge in layer["feeds"]
         )
         row = [
-            str(layer["index"]), layer["name"], layer["op"],
+            str(layer["index"]),
+            layer["name"],
+            layer["op"],
             "x".join(str(d) for d in layer["weight_shape"]),
-            f"{layer['parameters']:,}", str(layer["units"]),
+            f"{layer['parameters']:,}",
+            str(layer["units"]),
             f"{_spatial(layer['spatial_in'])} -> {_spatial(layer['spatial_out'])}",
             str(layer["depth"]),
         ]
@@ -85,7 +92,10 @@ def format_table(document: dict[str, Any]) -> str:
         row.append(feeds)
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     totals = document["totals"]
     inputs = ", ".join(f"{t['name']} {_shape(t['shape'])}" for t in document["inputs"])

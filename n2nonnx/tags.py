@@ -114,7 +114,8 @@ def upgrade_legacy(proto: onnx.ModelProto, provenance_key: str) -> bool:
     changed = False
     for node in graph.node:
         if (
-            node.op_type == "Mul" and len(node.input) == 2
+            node.op_type == "Mul"
+            and len(node.input) == 2
             and node.input[1].endswith(_LEGACY_MASK_SUFFIX)
             and node.input[1][: -len(_LEGACY_MASK_SUFFIX)] == node.input[0]
             and node.input[1] in initializers

@@ -52,12 +52,30 @@ def to_onnx(
         if dynamo:
             shapes = [{0: torch.export.Dim.DYNAMIC} for _ in inputs] if dynamic_batch else None
             with contextlib.redirect_stdout(io.StringIO()):
-                torch.onnx.export(module, inputs, str(target), dynamo=True, opset_version=opset,
-                                  input_names=list(input_names), output_names=list(output_names),
-                                  dynamic_shapes=tuple(shapes) if shapes else None, external_data=False)
+                torch.onnx.export(
+                    module,
+                    inputs,
+                    str(target),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_shapes=tuple(shapes) if shapes else None,
+                    external_data=False,
+                )
         else:
-            axes = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
-            torch.onnx.export(module, inputs, str(target), dynamo=False, opset_version=opset,
-                              input_names=list(input_names), output_names=list(output_names),
-                              dynamic_axes=axes, do_constant_folding=not keep_batchnorm)
+            axes = (
+                {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
+            )
+            torch.onnx.export(
+                module,
+                inputs,
+                str(target),
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=axes,
+                do_constant_folding=not keep_batchnorm,
+            )
         return onnx.load(str(target))

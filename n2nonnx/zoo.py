@@ -24,8 +24,12 @@ register = name_registry(ZOO, "zoo model")  # @register("name") adds a factory t
 
 
 @register("mlp")
-def mlp(in_features: int = 40, hidden: Sequence[int] = (256, 256, 256), classes: int = 10,
-        batchnorm: bool = False) -> nn.Module:
+def mlp(
+    in_features: int = 40,
+    hidden: Sequence[int] = (256, 256, 256),
+    classes: int = 10,
+    batchnorm: bool = False,
+) -> nn.Module:
     """A fully connected ReLU network (the default model, sized for MNIST-1D)."""
     layers: list[nn.Module] = []
     width = in_features
@@ -39,11 +43,15 @@ def mlp(in_features: int = 40, hidden: Sequence[int] = (256, 256, 256), classes:
     return nn.Sequential(*layers)
 
 
-_CONV_FAMILY = {1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d), 2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)}
+_CONV_FAMILY = {
+    1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d),
+    2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d),
+}
 
 
-def _vgg_features(dims: int, in_channels: int, size: int, widths: Sequence[int],
-                  pool_after: Sequence[int]) -> tuple[list[nn.Module], int]:
+def _vgg_features(
+    dims: int, in_channels: int, size: int, widths: Sequence[int], pool_after: Sequence[int]
+) -> tuple[list[nn.Module], int]:
     """Conv-BN-ReLU blocks with 2x max pooling after the listed positions; (layers, flat size)."""
     conv, norm, pool = _CONV_FAMILY[dims]
     layers: list[nn.Module] = []
@@ -58,19 +66,32 @@ def _vgg_features(dims: int, in_channels: int, size: int, widths: Sequence[int],
 
 
 @register("vgg1d")
-def vgg1d(in_channels: int = 1, length: int = 40, widths: Sequence[int] = (32, 32, 64, 64),
-          pool_after: Sequence[int] = (1, 3), classes: int = 10) -> nn.Module:
+def vgg1d(
+    in_channels: int = 1,
+    length: int = 40,
+    widths: Sequence[int] = (32, 32, 64, 64),
+    pool_after: Sequence[int] = (1, 3),
+    classes: int = 10,
+) -> nn.Module:
     """A VGG-style 1-D CNN (conv-BN-ReLU blocks, max pooling) for MNIST-1D."""
     layers, flat = _vgg_features(1, in_channels, length, widths, pool_after)
     return nn.Sequential(*layers, nn.Linear(flat, classes))
 
 
 @register("vgg2d")
-def vgg2d(in_channels: int = 3, size: int = 32, widths: Sequence[int] = (16, 16, 32, 32),
-          pool_after: Sequence[int] = (1, 3), classes: int = 10, hidden: int = 64) -> nn.Module:
+def vgg2d(
+    in_channels: int = 3,
+    size: int = 32,
+    widths: Sequence[int] = (16, 16, 32, 32),
+    pool_after: Sequence[int] = (1, 3),
+    classes: int = 10,
+    hidden: int = 64,
+) -> nn.Module:
     """A VGG-style 2-D CNN with a two-layer classifier."""
     layers, flat = _vgg_features(2, in_channels, size, widths, pool_after)
-    return nn.Sequential(*layers, nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, classes))
+    return nn.Sequential(
+        *layers, nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, classes)
+    )
 
 
 class BasicBlock(nn.Module):
@@ -85,7 +106,8 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or channels_in != channels_out:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out)
+                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
+                nn.BatchNorm2d(channels_out),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,11 +118,15 @@ class BasicBlock(nn.Module):
 
 
 @register("resnet")
-def resnet(in_channels: int = 3, widths: Sequence[int] = (16, 32), blocks: int = 1,
-           classes: int = 10) -> nn.Module:
+def resnet(
+    in_channels: int = 3, widths: Sequence[int] = (16, 32), blocks: int = 1, classes: int = 10
+) -> nn.Module:
     """A small ResNet: stem conv, stages of basic blocks (stride 2 between), GAP, FC."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-                               nn.BatchNorm2d(widths[0]), nn.ReLU()]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(),
+    ]
     channels = widths[0]
     for stage, width in enumerate(widths):
         for block in range(blocks):
@@ -125,31 +151,53 @@ class DenseLayer(nn.Module):
 
 
 @register("densenet")
-def densenet(in_channels: int = 3, stem: int = 8, growth: int = 4, layers: int = 3,
-             classes: int = 10) -> nn.Module:
+def densenet(
+    in_channels: int = 3, stem: int = 8, growth: int = 4, layers: int = 3, classes: int = 10
+) -> nn.Module:
     """A DenseNet-style block: each layer's output is concatenated to all earlier ones."""
     modules: list[nn.Module] = [nn.Conv2d(in_channels, stem, 3, padding=1, bias=False)]
     channels = stem
     for _ in range(layers):
         modules.append(DenseLayer(channels, growth))
         channels += growth
-    modules += [nn.BatchNorm2d(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                nn.Linear(channels, classes)]
+    modules += [
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, classes),
+    ]
     return nn.Sequential(*modules)
 
 
 @register("mobilenet")
-def mobilenet(in_channels: int = 3, widths: Sequence[int] = (16, 32), classes: int = 10) -> nn.Module:
+def mobilenet(
+    in_channels: int = 3, widths: Sequence[int] = (16, 32), classes: int = 10
+) -> nn.Module:
     """MobileNet-style: depthwise 3x3 + pointwise 1x1 blocks, one grouped conv, hard-swish."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 2, 1), nn.BatchNorm2d(widths[0]),
-                               nn.Hardswish()]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, widths[0], 3, 2, 1),
+        nn.BatchNorm2d(widths[0]),
+        nn.Hardswish(),
+    ]
     channels = widths[0]
     for width in widths:
-        layers += [nn.Conv2d(channels, channels, 3, 1, 1, groups=channels), nn.BatchNorm2d(channels),
-                   nn.ReLU6(), nn.Conv2d(channels, width, 1), nn.BatchNorm2d(width), nn.ReLU6()]
+        layers += [
+            nn.Conv2d(channels, channels, 3, 1, 1, groups=channels),
+            nn.BatchNorm2d(channels),
+            nn.ReLU6(),
+            nn.Conv2d(channels, width, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU6(),
+        ]
         channels = width
-    layers += [nn.Conv2d(channels, channels, 3, 1, 1, groups=4), nn.ReLU(),
-               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)]
+    layers += [
+        nn.Conv2d(channels, channels, 3, 1, 1, groups=4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(channels, classes),
+    ]
     return nn.Sequential(*layers)
 
 
@@ -159,8 +207,9 @@ class EncoderClassifier(nn.Module):
     def __init__(self, features: int, width: int, heads: int, classes: int) -> None:
         super().__init__()
         self.embed = nn.Linear(features, width)
-        self.encoder = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width,
-                                                  dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoderLayer(
+            width, heads, dim_feedforward=2 * width, dropout=0.0, batch_first=True
+        )
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,7 +236,9 @@ def build(name: str, **options) -> nn.Module:
 BUILTIN_INPUTS = {"mlp": (1, 40), "vgg1d": (1, 1, 40)}
 
 
-def export_builtin(arch: str, path: str | Path, seed: int = 0, options: dict[str, Any] | None = None) -> Path:
+def export_builtin(
+    arch: str, path: str | Path, seed: int = 0, options: dict[str, Any] | None = None
+) -> Path:
     """Build the built-in ``arch`` (with ``options``) for MNIST-1D and save it as ONNX.
 
     Args:
@@ -207,7 +258,9 @@ def export_builtin(arch: str, path: str | Path, seed: int = 0, options: dict[str
     from n2nonnx.torch_export import to_onnx
 
     if arch not in BUILTIN_INPUTS:
-        raise InvalidArgumentError(f"unknown built-in architecture {arch!r}; choose from {sorted(BUILTIN_INPUTS)}")
+        raise InvalidArgumentError(
+            f"unknown built-in architecture {arch!r}; choose from {sorted(BUILTIN_INPUTS)}"
+        )
     torch.manual_seed(seed)
     module = build(arch, **(options or {})).eval()
     proto = to_onnx(module, (torch.randn(*BUILTIN_INPUTS[arch]),), ["x"], ["y"])

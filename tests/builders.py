@@ -7,10 +7,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def make_model(nodes, inputs, outputs, initializers, opset: int, name: str = "g") -> onnx.ModelProto:
+def make_model(
+    nodes, inputs, outputs, initializers, opset: int, name: str = "g"
+) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
     opsets = [helper.make_opsetid("", opset)]
-    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    model = helper.make_model(
+        graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)
+    )
     onnx.checker.check_model(model)
     return model
 
@@ -42,7 +46,9 @@ def gemm_mlp(opset: int, seed: int = 0) -> onnx.ModelProto:
     bn_attrs = {"epsilon": 1e-5}
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "b1"], ["z1"], transB=1, name="fc1"),
-        helper.make_node("BatchNormalization", ["z1", "s1", "t1", "m1", "v1"], ["n1"], name="bn1", **bn_attrs),
+        helper.make_node(
+            "BatchNormalization", ["z1", "s1", "t1", "m1", "v1"], ["n1"], name="bn1", **bn_attrs
+        ),
         helper.make_node("Relu", ["n1"], ["a1"], name="relu1"),
         dropout,
         helper.make_node("Gemm", ["d1", "w2", "b2"], ["z2"], name="fc2"),
@@ -53,12 +59,18 @@ def gemm_mlp(opset: int, seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Add", ["m3", "b3"], ["y"], name="fc3_bias"),
     ]
     initializers = [
-        tensor("w1", rand(rng, 16, 12)), tensor("b1", rand(rng, 16)),
-        tensor("s1", 1 + rand(rng, 16)), tensor("t1", rand(rng, 16)),
-        tensor("m1", rand(rng, 16)), tensor("v1", 1 + np.abs(rand(rng, 16))),
-        tensor("w2", rand(rng, 16, 8)), tensor("b2", rand(rng, 8)),
-        tensor("wp", rand(rng, 8, 16)), tensor("bp", rand(rng, 8)),
-        tensor("w3", rand(rng, 8, 4)), tensor("b3", rand(rng, 4)),
+        tensor("w1", rand(rng, 16, 12)),
+        tensor("b1", rand(rng, 16)),
+        tensor("s1", 1 + rand(rng, 16)),
+        tensor("t1", rand(rng, 16)),
+        tensor("m1", rand(rng, 16)),
+        tensor("v1", 1 + np.abs(rand(rng, 16))),
+        tensor("w2", rand(rng, 16, 8)),
+        tensor("b2", rand(rng, 8)),
+        tensor("wp", rand(rng, 8, 16)),
+        tensor("bp", rand(rng, 8)),
+        tensor("w3", rand(rng, 8, 4)),
+        tensor("b3", rand(rng, 4)),
     ]
     return make_model(nodes, [value("x", "N", 12)], [value("y", "N", 4)], initializers, opset)
 
@@ -68,8 +80,12 @@ def conv_net(opset: int, seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     bn_attrs = {"epsilon": 1e-5}
     nodes = [
-        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("BatchNormalization", ["c", "s", "t", "m", "v"], ["n"], name="bn", **bn_attrs),
+        helper.make_node(
+            "Conv", ["x", "cw", "cb"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"
+        ),
+        helper.make_node(
+            "BatchNormalization", ["c", "s", "t", "m", "v"], ["n"], name="bn", **bn_attrs
+        ),
         helper.make_node("Relu", ["n"], ["r"], name="relu"),
         helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
         helper.make_node("Flatten", ["p"], ["f"], axis=1, name="flatten"),
@@ -77,9 +93,12 @@ def conv_net(opset: int, seed: int = 0) -> onnx.ModelProto:
     ]
     initializers = [
         tensor("fb", rand(rng, 5)),
-        tensor("cw", rand(rng, 4, 2, 3, 3)), tensor("cb", rand(rng, 4)),
-        tensor("s", 1 + rand(rng, 4)), tensor("t", rand(rng, 4)),
-        tensor("m", rand(rng, 4)), tensor("v", 1 + np.abs(rand(rng, 4))),
+        tensor("cw", rand(rng, 4, 2, 3, 3)),
+        tensor("cb", rand(rng, 4)),
+        tensor("s", 1 + rand(rng, 4)),
+        tensor("t", rand(rng, 4)),
+        tensor("m", rand(rng, 4)),
+        tensor("v", 1 + np.abs(rand(rng, 4))),
         tensor("fw", rand(rng, 5, 64)),
     ]
     return make_model(nodes, [value("x", "N", 2, 8, 8)], [value("y", "N", 5)], initializers, opset)
@@ -107,7 +126,13 @@ def constant_node_weights(seed: int = 0) -> onnx.ModelProto:
         helper.make_node("Conv", ["x", "w1"], ["c"], kernel_shape=[3, 3], name="conv"),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("Flatten", ["r"], ["f"], name="flatten"),
-        helper.make_node("Constant", [], ["w2t64"], value=tensor("w2_value", w2_transposed.astype(np.float64)), name="const_w2"),
+        helper.make_node(
+            "Constant",
+            [],
+            ["w2t64"],
+            value=tensor("w2_value", w2_transposed.astype(np.float64)),
+            name="const_w2",
+        ),
         helper.make_node("Cast", ["w2t64"], ["w2t"], to=TensorProto.FLOAT, name="cast_w2"),
         helper.make_node("Transpose", ["w2t"], ["w2"], perm=[1, 0], name="transpose_w2"),
         helper.make_node("MatMul", ["f", "w2"], ["y"], name="fc"),
@@ -119,7 +144,9 @@ def symbolic_spatial() -> onnx.ModelProto:
     """A conv whose input height and width are symbolic."""
     rng = np.random.default_rng(0)
     nodes = [
-        helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node(
+            "Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"
+        ),
         helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "fw"], ["y"], transB=1, name="fc"),
@@ -140,8 +167,13 @@ def custom_domain_before_layer() -> onnx.ModelProto:
         helper.make_node("Mystery", ["x"], ["m"], domain="com.example", name="mystery"),
         helper.make_node("Conv", ["m", "w"], ["y"], kernel_shape=[3, 3], name="conv"),
     ]
-    graph = helper.make_graph(nodes, "g", [value("x", "N", 3, 8, 8)], [value("y", "N", 4, 6, 6)],
-                              initializer=[tensor("w", rand(rng, 4, 3, 3, 3))])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [value("x", "N", 3, 8, 8)],
+        [value("y", "N", 4, 6, 6)],
+        initializer=[tensor("w", rand(rng, 4, 3, 3, 3))],
+    )
     opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.example", 1)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
 
@@ -150,7 +182,12 @@ def dangling_input() -> onnx.ModelProto:
     """A node reads a tensor nothing produces (an inconsistent graph)."""
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Gemm", ["nowhere", "w"], ["y"], transB=1, name="fc")]
-    graph = helper.make_graph(nodes, "g", [value("x", "N", 4)], [value("y", "N", 2)],
-                              initializer=[tensor("w", rand(rng, 2, 4))])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [value("x", "N", 4)],
+        [value("y", "N", 2)],
+        initializer=[tensor("w", rand(rng, 2, 4))],
+    )
     opsets = [helper.make_opsetid("", 13)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)

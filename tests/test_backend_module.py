@@ -23,9 +23,17 @@ torch.manual_seed(0)
 def export(module: nn.Module, example: torch.Tensor, opset: int = 17) -> onnx.ModelProto:
     """Legacy-export ``module`` with a dynamic batch axis, BatchNorm left unfused."""
     buffer = io.BytesIO()
-    torch.onnx.export(module.eval(), (example,), buffer, dynamo=False, do_constant_folding=False,
-                      input_names=["x"], output_names=["y"], opset_version=opset,
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    torch.onnx.export(
+        module.eval(),
+        (example,),
+        buffer,
+        dynamo=False,
+        do_constant_folding=False,
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=opset,
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+    )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -35,8 +43,12 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max()) / scale
 
 
-def assert_matches_onnxruntime(proto: onnx.ModelProto, shape_after_batch: tuple[int, ...],
-                               dtype=np.float32, tolerance: float = 1e-5) -> OnnxModule:
+def assert_matches_onnxruntime(
+    proto: onnx.ModelProto,
+    shape_after_batch: tuple[int, ...],
+    dtype=np.float32,
+    tolerance: float = 1e-5,
+) -> OnnxModule:
     module = OnnxModule(proto).eval()
     rng = np.random.default_rng(0)
     for batch in (1, 7):
@@ -57,11 +69,18 @@ class VGGish(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(),
-                                        nn.Dropout(0.5), nn.Linear(32, 10))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 10)
+        )
 
     def forward(self, x):
         return self.classifier(self.features(x))
@@ -74,7 +93,9 @@ class ResidualBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=2, bias=False), nn.BatchNorm2d(cout)
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cout, 5))
 
     def forward(self, x):
@@ -87,10 +108,17 @@ class DenseBlock(nn.Module):
     def __init__(self, cin=4, growth=4, layers=3):
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(cin + i * growth), nn.ReLU(), nn.Conv2d(cin + i * growth, growth, 3, padding=1))
-            for i in range(layers))
+            nn.Sequential(
+                nn.BatchNorm2d(cin + i * growth),
+                nn.ReLU(),
+                nn.Conv2d(cin + i * growth, growth, 3, padding=1),
+            )
+            for i in range(layers)
+        )
         total = cin + layers * growth
-        self.transition = nn.Sequential(nn.BatchNorm2d(total), nn.Conv2d(total, 8, 1), nn.AvgPool2d(2))
+        self.transition = nn.Sequential(
+            nn.BatchNorm2d(total), nn.Conv2d(total, 8, 1), nn.AvgPool2d(2)
+        )
 
     def forward(self, x):
         features = [x]
@@ -103,11 +131,20 @@ class MobileNetish(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
-            nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.Hardswish(),
-            nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU6(),
-            nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.Hardsigmoid(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            nn.BatchNorm2d(8),
+            nn.Hardswish(),
+            nn.Conv2d(8, 16, 1),
+            nn.BatchNorm2d(16),
+            nn.ReLU6(),
+            nn.Conv2d(16, 16, 3, padding=1, groups=4),
+            nn.Hardsigmoid(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, 10),
         )
 
     def forward(self, x):
@@ -123,11 +160,18 @@ class AttentionBlock(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(0.1), nn.Linear(2 * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(0.1), nn.Linear(2 * dim, dim)
+        )
 
     def forward(self, x):
         batch, tokens, _ = x.shape
-        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (
+            self.qkv(x)
+            .reshape(batch, tokens, 3, self.heads, self.dim // self.heads)
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )
         weights = torch.softmax(q @ k.transpose(-2, -1) / (self.dim // self.heads) ** 0.5, dim=-1)
         mixed = (weights @ v).transpose(1, 2).reshape(batch, tokens, self.dim)
         x = self.norm1(x + self.proj(mixed))
@@ -135,7 +179,9 @@ class AttentionBlock(nn.Module):
 
 
 def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 4))
+    return nn.Sequential(
+        nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 4)
+    )
 
 
 EQUIVALENCE = {
@@ -183,7 +229,9 @@ def test_float16_model_matches_onnxruntime(name):
     assert module.tensor(weight).grad is not None
 
 
-def add_mask(proto: onnx.ModelProto, weight: str, density: float = 0.5, seed: int = 0) -> onnx.ModelProto:
+def add_mask(
+    proto: onnx.ModelProto, weight: str, density: float = 0.5, seed: int = 0
+) -> onnx.ModelProto:
     """Gate initializer ``weight`` by a random mask (n2nonnx's in-graph mask representation)."""
     model = onnx.ModelProto()
     model.CopyFrom(proto)
@@ -220,8 +268,13 @@ def test_masked_model_matches_onnxruntime_and_keeps_zeros():
 
 
 def test_train_mode_batchnorm_matches_torch_exactly():
-    torch_model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6, momentum=0.2), nn.ReLU(),
-                                nn.Flatten(), nn.Linear(6 * 8 * 8, 3))
+    torch_model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6, momentum=0.2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 8 * 8, 3),
+    )
     proto = export(torch_model, torch.randn(2, 3, 8, 8))
     module = OnnxModule(proto)
     torch_model.train()
@@ -239,8 +292,12 @@ def test_train_mode_batchnorm_matches_torch_exactly():
             optimizer.zero_grad()
             out.pow(2).mean().backward()
             optimizer.step()
-        torch.testing.assert_close(module.tensor(mean_name), torch_model[1].running_mean, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(module.tensor(var_name), torch_model[1].running_var, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            module.tensor(mean_name), torch_model[1].running_mean, rtol=1e-6, atol=1e-6
+        )
+        torch.testing.assert_close(
+            module.tensor(var_name), torch_model[1].running_var, rtol=1e-6, atol=1e-6
+        )
     module.eval()
     torch_model.eval()
     x = torch.randn(4, 3, 8, 8)
@@ -255,9 +312,16 @@ def test_train_mode_batchnorm_matches_torch_exactly():
 def test_dropout_identity_in_eval_and_active_in_train():
     torch_model = nn.Sequential(nn.Linear(10, 200), nn.Dropout(0.5))
     buffer = io.BytesIO()
-    torch.onnx.export(torch_model.train(), (torch.randn(2, 10),), buffer, dynamo=False, do_constant_folding=False,
-                      input_names=["x"], training=torch.onnx.TrainingMode.TRAINING,
-                      dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(
+        torch_model.train(),
+        (torch.randn(2, 10),),
+        buffer,
+        dynamo=False,
+        do_constant_folding=False,
+        input_names=["x"],
+        training=torch.onnx.TrainingMode.TRAINING,
+        dynamic_axes={"x": {0: "batch"}},
+    )
     proto = onnx.load_from_string(buffer.getvalue())
     assert any(n.op_type == "Dropout" for n in proto.graph.node)
     module = OnnxModule(proto)
@@ -273,10 +337,12 @@ def test_dropout_identity_in_eval_and_active_in_train():
 
 def test_dropout_node_trains_with_ratio_input():
     graph = helper.make_graph(
-        [helper.make_node("Dropout", ["x", "ratio"], ["y"])], "dropout",
+        [helper.make_node("Dropout", ["x", "ratio"], ["y"])],
+        "dropout",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1000])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1000])],
-        [numpy_helper.from_array(np.array(0.25, dtype=np.float32), "ratio")])
+        [numpy_helper.from_array(np.array(0.25, dtype=np.float32), "ratio")],
+    )
     module = OnnxModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
     x = torch.ones(4, 1000)
     module.eval()
@@ -291,8 +357,15 @@ def test_dropout_node_trains_with_ratio_input():
 def keras_style_mlp() -> onnx.ModelProto:
     """MatMul + Add layers, as Keras / tf2onnx export them."""
     rng = np.random.default_rng(1)
-    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name) for name, shape in
-             (("dense/kernel", (6, 8)), ("dense/bias", (8,)), ("dense_1/kernel", (8, 3)), ("dense_1/bias", (3,)))]
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in (
+            ("dense/kernel", (6, 8)),
+            ("dense/bias", (8,)),
+            ("dense_1/kernel", (8, 3)),
+            ("dense_1/bias", (3,)),
+        )
+    ]
     inits.append(numpy_helper.from_array(np.array([-1, 8], dtype=np.int64), "shape"))
     nodes = [
         helper.make_node("Reshape", ["x", "shape_in"], ["x2"]),
@@ -303,8 +376,13 @@ def keras_style_mlp() -> onnx.ModelProto:
         helper.make_node("Add", ["dense_1/bias", "h3"], ["y"], name="dense_1/BiasAdd"),
     ]
     inits.append(numpy_helper.from_array(np.array([-1, 6], dtype=np.int64), "shape_in"))
-    graph = helper.make_graph(nodes, "keras", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "keras",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -319,20 +397,35 @@ def test_gradients_flow_to_matmul_weights_and_biases():
         assert module.tensor(name).grad is not None and module.tensor(name).grad.abs().sum() > 0
     names = [n for n, _ in module.named_parameters()]
     assert len(names) == 4 and all("." not in n for n in names)
-    assert [n for n, _ in module.named_onnx_parameters()] == ["dense/kernel", "dense/bias", "dense_1/kernel", "dense_1/bias"]
+    assert [n for n, _ in module.named_onnx_parameters()] == [
+        "dense/kernel",
+        "dense/bias",
+        "dense_1/kernel",
+        "dense_1/bias",
+    ]
     assert all(p is module.tensor(n) for n, p in module.named_onnx_parameters())
 
 
 def test_attention_mask_and_scalar_constants_stay_buffers():
     rng = np.random.default_rng(0)
     mask = np.triu(np.full((4, 4), -1e4, np.float32), 1)
-    inits = [numpy_helper.from_array(mask, "causal_mask"), numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "gamma")]
-    nodes = [helper.make_node("Add", ["scores", "causal_mask"], ["masked"]),
-             helper.make_node("Mul", ["masked", "half"], ["scaled"]),
-             helper.make_node("Mul", ["scaled", "gamma"], ["y"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 4])], inits)
+    inits = [
+        numpy_helper.from_array(mask, "causal_mask"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "gamma"),
+    ]
+    nodes = [
+        helper.make_node("Add", ["scores", "causal_mask"], ["masked"]),
+        helper.make_node("Mul", ["masked", "half"], ["scaled"]),
+        helper.make_node("Mul", ["scaled", "gamma"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 4])],
+        inits,
+    )
     module = OnnxModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert not module.is_trainable("causal_mask") and not module.is_trainable("half")
     assert module.is_trainable("gamma")
@@ -369,10 +462,14 @@ def test_write_back_round_trip():
         module.tensor(weight).mul_(-2.0).add_(0.1)
     written = module.write_back(proto)
     assert [t.name for t in written.graph.initializer] == [t.name for t in proto.graph.initializer]
-    assert [t.data_type for t in written.graph.initializer] == [t.data_type for t in proto.graph.initializer]
+    assert [t.data_type for t in written.graph.initializer] == [
+        t.data_type for t in proto.graph.initializer
+    ]
     assert [n.name for n in written.graph.node] == [n.name for n in proto.graph.node]
-    np.testing.assert_array_equal(numpy_helper.to_array(
-        next(t for t in written.graph.initializer if t.name == weight)), module.tensor(weight).detach().numpy())
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(next(t for t in written.graph.initializer if t.name == weight)),
+        module.tensor(weight).detach().numpy(),
+    )
     onnx.checker.check_model(written, full_check=True)
     x = np.random.default_rng(3).standard_normal((7, 8, 8, 8)).astype(np.float32)
     with torch.no_grad():
@@ -398,9 +495,11 @@ def test_initializer_values_cover_everything():
 
 def test_keyword_inputs_and_multiple_outputs():
     graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])], "two",
+        [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])],
+        "two",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("a", "b")],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("s", "p")])
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("s", "p")],
+    )
     module = OnnxModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     total, product = module(b=torch.tensor([1.0, 2.0]), a=torch.tensor([3.0, 4.0]))
     assert total.tolist() == [4.0, 6.0] and product.tolist() == [3.0, 8.0]
@@ -410,9 +509,12 @@ def test_keyword_inputs_and_multiple_outputs():
 
 
 def test_unknown_op_raises_unsupported_with_a_useful_message():
-    graph = helper.make_graph([helper.make_node("FrobnicateXYZ", ["x"], ["y"], name="frob7")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("FrobnicateXYZ", ["x"], ["y"], name="frob7")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     with pytest.raises(UnsupportedOpError) as info:
         OnnxModule(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     message = str(info.value)
@@ -434,10 +536,15 @@ def _twice_v19(spec):
 
 
 def test_registry_falls_back_to_highest_version_at_or_below_the_opset():
-    graph = helper.make_graph([helper.make_node("Twice", ["x"], ["y"], domain=_TEST_DOMAIN)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_TEST_DOMAIN, 17)])
+    graph = helper.make_graph(
+        [helper.make_node("Twice", ["x"], ["y"], domain=_TEST_DOMAIN)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_TEST_DOMAIN, 17)]
+    )
     assert resolve("Twice", _TEST_DOMAIN, 17) is _twice
     assert OnnxModule(model)(torch.ones(2)).tolist() == [2.0, 2.0]
     assert resolve("Twice", _TEST_DOMAIN, 21) is _twice_v19
@@ -504,7 +611,10 @@ def test_float64_execution_keeps_onnx_dtypes_on_the_way_out():
     assert module.tensor(weight).dtype == torch.float64
     assert module(torch.randn(2, 12)).dtype == torch.float64
     assert module.initializer_values()[weight].dtype == np.float32
-    assert module.write_back(proto).graph.initializer[0].data_type == proto.graph.initializer[0].data_type
+    assert (
+        module.write_back(proto).graph.initializer[0].data_type
+        == proto.graph.initializer[0].data_type
+    )
 
 
 def test_batchnorm_stats_aliased_by_the_exporter_get_private_buffers():
@@ -525,9 +635,16 @@ def test_batchnorm_stat_sharing_an_initializer_with_its_scale_is_split():
     rng = np.random.default_rng(2)
     ones = numpy_helper.from_array(np.ones(3, np.float32), "ones")
     zeros = numpy_helper.from_array(np.zeros(3, np.float32), "zeros")
-    node = helper.make_node("BatchNormalization", ["x", "ones", "zeros", "zeros", "ones"], ["y"], name="bn")
-    graph = helper.make_graph([node], "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 4])], [ones, zeros])
+    node = helper.make_node(
+        "BatchNormalization", ["x", "ones", "zeros", "zeros", "ones"], ["y"], name="bn"
+    )
+    graph = helper.make_graph(
+        [node],
+        "bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 4])],
+        [ones, zeros],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=10)
     module = OnnxModule(proto).train()
     module(torch.from_numpy(rng.standard_normal((6, 3, 4)).astype(np.float32) * 3 + 1))
@@ -537,7 +654,9 @@ def test_batchnorm_stat_sharing_an_initializer_with_its_scale_is_split():
     assert list(written.graph.node[0].input[3:]) == ["bn/running_mean", "bn/running_var"]
     x = rng.standard_normal((2, 3, 4)).astype(np.float32)
     with torch.no_grad():
-        assert relative_error(module.eval()(torch.from_numpy(x)).numpy(), run(written, x)[0]) <= 1e-5
+        assert (
+            relative_error(module.eval()(torch.from_numpy(x)).numpy(), run(written, x)[0]) <= 1e-5
+        )
 
 
 def test_training_step_speed_is_close_to_hand_written_torch():

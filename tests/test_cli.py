@@ -23,7 +23,14 @@ def test_inspect_table_vgg(zoo_models, capsys):
     out = capsys.readouterr().out
     table = rows(out)
     assert [r[2] for r in table] == ["Conv"] * 4 + ["Gemm"] * 2
-    assert [r[3] for r in table] == ["8x3x3x3", "8x8x3x3", "16x8x3x3", "16x16x3x3", "32x256", "10x32"]
+    assert [r[3] for r in table] == [
+        "8x3x3x3",
+        "8x8x3x3",
+        "16x8x3x3",
+        "16x16x3x3",
+        "32x256",
+        "10x32",
+    ]
     assert [r[5] for r in table] == ["8", "8", "16", "16", "32", "10"]
     assert table[2][6:9] == ["8x8", "->", "8x8"] and table[0][6:9] == ["16x16", "->", "16x16"]
     assert table[-1][-1] == "output:y"
@@ -44,7 +51,9 @@ def test_inspect_json_schema(zoo_models, capsys):
         assert document["schema"] == "n2nonnx.inspect/1", name
         layers = document["layers"]
         assert document["totals"]["layers"] == len(layers)
-        assert document["totals"]["prunable_parameters"] == sum(layer["parameters"] for layer in layers)
+        assert document["totals"]["prunable_parameters"] == sum(
+            layer["parameters"] for layer in layers
+        )
         assert document["totals"]["parameters"] >= document["totals"]["prunable_parameters"]
         assert all(layer["density"] == 1.0 and not layer["masked"] for layer in layers)
         assert {"name", "op", "weight", "units", "spatial_in", "feeds", "depth"} <= set(layers[0])
@@ -60,14 +69,38 @@ def test_inspect_with_input_shape(tmp_path, capsys):
 def test_pytorch_bridge_command(tmp_path):
     out = tmp_path / "vgg.onnx"
     result = subprocess.run(
-        [sys.executable, "-m", "converters.pytorch", "n2nonnx.zoo:vgg1d", "--input-shape", "1x1x40", "-o", str(out)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "converters.pytorch",
+            "n2nonnx.zoo:vgg1d",
+            "--input-shape",
+            "1x1x40",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "max |torch - onnxruntime|" in result.stdout
     assert any(n.op_type == "BatchNormalization" for n in onnx.load(out).graph.node)
-    bad = subprocess.run([sys.executable, "-m", "converters.pytorch", "nope:thing", "--input-shape", "1x4", "-o", str(tmp_path / "x.onnx")],
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "converters.pytorch",
+            "nope:thing",
+            "--input-shape",
+            "1x4",
+            "-o",
+            str(tmp_path / "x.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2 and "cannot import" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -95,13 +128,19 @@ def test_help_starts_without_heavy_imports():
         "        pass\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_usage_errors_are_one_line():
-    result = subprocess.run([sys.executable, "-m", "n2nonnx", "prune", "m.onnx", "--density", "1.5"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "n2nonnx", "prune", "m.onnx", "--density", "1.5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "--density: 1.5 is not in (0, 1]" in result.stderr

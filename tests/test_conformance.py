@@ -29,8 +29,12 @@ _TORCH_LACKS = {
     TP.STRING: "string tensors",
     TP.COMPLEX64: "complex (no ONNX op here uses it)",
     TP.COMPLEX128: "complex (no ONNX op here uses it)",
-    TP.FLOAT8E4M3FN: "float8", TP.FLOAT8E4M3FNUZ: "float8", TP.FLOAT8E5M2: "float8",
-    TP.FLOAT8E5M2FNUZ: "float8", TP.UINT4: "4-bit integers", TP.INT4: "4-bit integers",
+    TP.FLOAT8E4M3FN: "float8",
+    TP.FLOAT8E4M3FNUZ: "float8",
+    TP.FLOAT8E5M2: "float8",
+    TP.FLOAT8E5M2FNUZ: "float8",
+    TP.UINT4: "4-bit integers",
+    TP.INT4: "4-bit integers",
 }
 for _extra in ("FLOAT4E2M1", "FLOAT8E8M0", "UINT2", "INT2"):
     if hasattr(TP, _extra):
@@ -44,10 +48,12 @@ EXCLUDED = {
     "test_training_dropout_default_mask": "training-mode Dropout draws ONNX's reference RNG stream",
     "test_resize_downsample_scales_linear_align_corners": (
         "onnxruntime, the project's numeric oracle, uses the integer output size for align_corners "
-        "(the ONNX reference uses scale * size); the backend follows onnxruntime"),
+        "(the ONNX reference uses scale * size); the backend follows onnxruntime"
+    ),
     "test_resize_downsample_scales_cubic_align_corners": (
         "onnxruntime, the project's numeric oracle, uses the integer output size for align_corners "
-        "(the ONNX reference uses scale * size); the backend follows onnxruntime"),
+        "(the ONNX reference uses scale * size); the backend follows onnxruntime"
+    ),
     "test_identity_sequence": "sequence types are not tensors",
     "test_identity_opt": "optional types are not tensors",
 }
@@ -90,15 +96,29 @@ def _to_torch(value) -> torch.Tensor:
     return torch.from_numpy(np.array(array))
 
 
-_NUMPY_NAMES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-                "uint16", "uint32", "uint64", "bool"}
+_NUMPY_NAMES = {
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+}
 
 
 def _check(got: torch.Tensor, expected, rtol: float, atol: float) -> None:
     want = _as_numpy(expected)
     if got.dtype == torch.bfloat16:
         assert want.dtype.name == "bfloat16", f"dtype bfloat16 vs {want.dtype}"
-        np.testing.assert_allclose(got.float().numpy(), want.astype(np.float32), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            got.float().numpy(), want.astype(np.float32), rtol=rtol, atol=atol
+        )
         return
     actual = got.detach().numpy()
     assert actual.dtype == want.dtype, f"dtype {actual.dtype} vs {want.dtype}"
@@ -141,7 +161,11 @@ def collect_results() -> dict[str, list[tuple[str, str, str]]]:
         if case.kind != "node":
             continue
         ops = {node.op_type for node in case.model.graph.node if node.domain in ("", "ai.onnx")}
-        if not ops or not ops <= registered or any(n.domain not in ("", "ai.onnx") for n in case.model.graph.node):
+        if (
+            not ops
+            or not ops <= registered
+            or any(n.domain not in ("", "ai.onnx") for n in case.model.graph.node)
+        ):
             continue
         row = case.model.graph.node[0].op_type if len(case.model.graph.node) == 1 else EXPANDED
         status, detail = run_case(case)
@@ -159,7 +183,9 @@ def format_table(results: dict[str, list[tuple[str, str, str]]]) -> list[str]:
         excluded = len(entries) - ran
         rate = f"{passed / ran:7.1%}" if ran else "    n/a"
         lines.append(f"{row:<26}{passed:>6}{ran:>6}{excluded:>6}{rate:>8}")
-        lines += [f"    FAIL {name}: {detail}" for name, status, detail in entries if status == "fail"]
+        lines += [
+            f"    FAIL {name}: {detail}" for name, status, detail in entries if status == "fail"
+        ]
     return lines
 
 
@@ -197,8 +223,23 @@ def test_each_registered_op_passes_95_percent(results):
 
 
 def test_conformance_covers_the_core_ops(results):
-    core = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool",
-            "Relu", "Softmax", "LayerNormalization", "Reshape", "Concat", "Gather", "Resize", "Slice"}
+    core = {
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "BatchNormalization",
+        "MaxPool",
+        "AveragePool",
+        "Relu",
+        "Softmax",
+        "LayerNormalization",
+        "Reshape",
+        "Concat",
+        "Gather",
+        "Resize",
+        "Slice",
+    }
     missing = sorted(core - {row for row, entries in results.items() if entries})
     assert not missing, f"no conformance cases ran for {missing}"
 

@@ -20,8 +20,15 @@ from n2nonnx.graph.masking import gate
 def _export(module: torch.nn.Module, example: torch.Tensor, names=None) -> onnx.ModelProto:
     torch.manual_seed(0)
     buffer = io.BytesIO()
-    torch.onnx.export(module.eval(), (example,), buffer, dynamo=False, do_constant_folding=False,
-                      input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    torch.onnx.export(
+        module.eval(),
+        (example,),
+        buffer,
+        dynamo=False,
+        do_constant_folding=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
     proto = onnx.load_from_string(buffer.getvalue())
     layers = [n for n in proto.graph.node if n.op_type in ("Gemm", "Conv", "MatMul")]
     for node, name in zip(layers, names or [], strict=False):
@@ -38,8 +45,13 @@ def _mask(proto: onnx.ModelProto, weight: str, keep: np.ndarray) -> onnx.ModelPr
 
 def _mlp() -> onnx.ModelProto:
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
-                                 torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    module = torch.nn.Sequential(
+        torch.nn.Linear(8, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 4),
+    )
     return _export(module, torch.randn(1, 8), ["fc1", "fc2", "fc3"])
 
 
@@ -51,18 +63,31 @@ def _add_skip(proto: onnx.ModelProto, indices: list[int], weight: np.ndarray) ->
     final = fc3.output[0]
     fc3.output[0] = "fc3_preact"
     prefix = "n2nskip/fc1->fc3"
-    proto.graph.initializer.extend([
-        numpy_helper.from_array(np.asarray(indices, dtype=np.int64), f"{prefix}/indices"),
-        numpy_helper.from_array(weight.astype(np.float32), f"{prefix}/weight"),
-    ])
-    proto.graph.node.extend([
-        helper.make_node("Gather", [fc1_out, f"{prefix}/indices"], [f"{prefix}/gathered"],
-                         axis=1, name=f"{prefix}/gather"),
-        helper.make_node("MatMul", [f"{prefix}/gathered", f"{prefix}/weight"], [f"{prefix}/z"],
-                         name=f"{prefix}/matmul"),
-        helper.make_node("Relu", [f"{prefix}/z"], [f"{prefix}/act"], name=f"{prefix}/relu"),
-        helper.make_node("Add", ["fc3_preact", f"{prefix}/act"], [final], name=f"{prefix}/add"),
-    ])
+    proto.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(indices, dtype=np.int64), f"{prefix}/indices"),
+            numpy_helper.from_array(weight.astype(np.float32), f"{prefix}/weight"),
+        ]
+    )
+    proto.graph.node.extend(
+        [
+            helper.make_node(
+                "Gather",
+                [fc1_out, f"{prefix}/indices"],
+                [f"{prefix}/gathered"],
+                axis=1,
+                name=f"{prefix}/gather",
+            ),
+            helper.make_node(
+                "MatMul",
+                [f"{prefix}/gathered", f"{prefix}/weight"],
+                [f"{prefix}/z"],
+                name=f"{prefix}/matmul",
+            ),
+            helper.make_node("Relu", [f"{prefix}/z"], [f"{prefix}/act"], name=f"{prefix}/relu"),
+            helper.make_node("Add", ["fc3_preact", f"{prefix}/act"], [final], name=f"{prefix}/add"),
+        ]
+    )
     for node in proto.graph.node[-4:]:
         tags.tag(node, tags.SKIP_JOIN if node.op_type == "Add" else tags.SKIP)
     onnx.checker.check_model(proto)
@@ -118,14 +143,18 @@ def test_residual_adds_link_every_producer_of_the_stream():
             x = torch.relu(x + self.c4(torch.relu(self.c3(x))))
             return self.fc(x.mean((2, 3)))
 
-    graph = build_unit_graph(_export(Net(), torch.randn(1, 2, 4, 4), ["c0", "c1", "c2", "c3", "c4", "fc"]))
+    graph = build_unit_graph(
+        _export(Net(), torch.randn(1, 2, 4, 4), ["c0", "c1", "c2", "c3", "c4", "fc"])
+    )
     start = {b.name: b.start for b in graph.blocks}
     # c3 reads c0 + c2; fc reads c0 + c2 + c4 (unit c of each producer feeds channel c).
     assert graph.n_edges == 2 * 4 + 16 + 16 + 2 * 16 + 16 + 3 * 12
     flow = graph.flow.toarray()
 
     def linked(source, target, size=4, target_size=4):
-        return flow[start[source]:start[source] + size, start[target]:start[target] + target_size]
+        return flow[
+            start[source] : start[source] + size, start[target] : start[target] + target_size
+        ]
 
     assert linked("c0", "c3").all() and linked("c2", "c3").all() and not linked("c1", "c3").any()
     for producer in ("c0", "c2", "c4"):
@@ -197,21 +226,58 @@ def test_cli_table_json_and_plots(tmp_path, capsys):
     onnx.save(pruned, files["pruned"])
     onnx.save(_add_skip(pruned, [0, 4, 8], np.ones((3, 4))), files["skipped"])
     out_json, out_png, out_svg = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.svg"
-    status = main(["connectivity", str(files["dense"]), str(files["pruned"]), str(files["skipped"]),
-                   "--times", "0.1", "1", "10", "--json", str(out_json), "--plot", str(out_png)])
+    status = main(
+        [
+            "connectivity",
+            str(files["dense"]),
+            str(files["pruned"]),
+            str(files["skipped"]),
+            "--times",
+            "0.1",
+            "1",
+            "10",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     assert "pruned" in printed and "skipped" in printed and "lambda_2" in printed
     document = json.loads(out_json.read_text())
     assert document["times"] == [0.1, 1.0, 10.0]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["connectivity", "--dense-reference", str(files["pruned"]), "--times", "1",
-                 "--plot", str(out_svg), "--no-spectrum"]) == 0
+    assert (
+        main(
+            [
+                "connectivity",
+                "--dense-reference",
+                str(files["pruned"]),
+                "--times",
+                "1",
+                "--plot",
+                str(out_svg),
+                "--no-spectrum",
+            ]
+        )
+        == 0
+    )
     assert out_svg.read_text().lstrip().startswith("<?xml")
     assert main(["connectivity", str(files["dense"])]) == 2
     assert main(["connectivity", str(files["dense"]), str(files["pruned"]), "--times", "-1"]) == 2
-    assert main(["connectivity", str(files["dense"]), str(files["pruned"]),
-                 "--plot", str(tmp_path / "x.nope")]) == 2
+    assert (
+        main(
+            [
+                "connectivity",
+                str(files["dense"]),
+                str(files["pruned"]),
+                "--plot",
+                str(tmp_path / "x.nope"),
+            ]
+        )
+        == 2
+    )
     assert "error:" in capsys.readouterr().err
 
 
@@ -221,10 +287,21 @@ def test_benchmark_example_quick():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "benchmark_connectivity.py"
-    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True,
-                            text=True, timeout=120, check=True)
-    for needle in ("wall time (s)", "n2nonnx", "baseline", "ratio", "max relative difference",
-                   "peak RSS"):
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    for needle in (
+        "wall time (s)",
+        "n2nonnx",
+        "baseline",
+        "ratio",
+        "max relative difference",
+        "peak RSS",
+    ):
         assert needle in result.stdout
     difference = next(line for line in result.stdout.splitlines() if "max relative" in line)
     assert float(difference.split()[-1]) < 1e-6
@@ -252,8 +329,10 @@ def test_pruned_and_n2nskip_models_from_the_pipeline():
     pruned = prune(dense, method="random", density=0.1, seed=0)
     skipped = add_n2nskip(pruned, seed=0)
     assert any(layer.is_skip for layer in skipped.layers)
-    graphs = {name: build_unit_graph(m) for name, m in
-              [("dense", dense), ("pruned", pruned), ("skipped", skipped)]}
+    graphs = {
+        name: build_unit_graph(m)
+        for name, m in [("dense", dense), ("pruned", pruned), ("skipped", skipped)]
+    }
     reference = build_unit_graph(skipped, reference=True)
     assert all(g.same_nodes(graphs["dense"]) for g in [*graphs.values(), reference])
     assert reference.n_edges == graphs["dense"].n_edges  # masks and skips removed

@@ -41,8 +41,9 @@ def test_two_node_path_closed_form():
 
 def test_three_node_path_laplacian_by_hand():
     adjacency = sp.csr_array(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=float))
-    np.testing.assert_array_equal(heat.laplacian(adjacency).toarray(),
-                                  [[1, -1, 0], [-1, 2, -1], [0, -1, 1]])
+    np.testing.assert_array_equal(
+        heat.laplacian(adjacency).toarray(), [[1, -1, 0], [-1, 2, -1], [0, -1, 1]]
+    )
     eigenvalues, complete = heat.laplacian_spectrum(adjacency)
     assert complete
     np.testing.assert_allclose(eigenvalues, [0, 1, 3], atol=1e-12)
@@ -73,10 +74,13 @@ def test_delta_matches_expm_and_time_order_is_kept():
     pruned = sp.csr_array(pruned + pruned.T)
     sources = heat.heat_sources(300, range(10))
     times = np.array([3.0, 0.1, 0.0])  # unsorted on purpose
-    delta = heat.heat_delta(heat.heat_state(reference, sources, times),
-                            heat.heat_state(pruned, sources, times))
-    expected = [np.linalg.norm(_expm_state(reference, sources, t) - _expm_state(pruned, sources, t))
-                for t in times]
+    delta = heat.heat_delta(
+        heat.heat_state(reference, sources, times), heat.heat_state(pruned, sources, times)
+    )
+    expected = [
+        np.linalg.norm(_expm_state(reference, sources, t) - _expm_state(pruned, sources, t))
+        for t in times
+    ]
     np.testing.assert_allclose(delta, expected, rtol=1e-6, atol=1e-12)
     assert delta[2] == 0.0
 
@@ -143,8 +147,11 @@ def test_scree_on_complete_graph_and_properties():
 
 def test_sparse_spectrum_matches_dense_smallest():
     adjacency = _random_graph(600, 6.0, seed=8)
-    adjacency = sp.csr_array(adjacency + sp.diags_array(np.ones(599), offsets=1)
-                             + sp.diags_array(np.ones(599), offsets=-1))  # connected
+    adjacency = sp.csr_array(
+        adjacency
+        + sp.diags_array(np.ones(599), offsets=1)
+        + sp.diags_array(np.ones(599), offsets=-1)
+    )  # connected
     dense, _ = heat.laplacian_spectrum(adjacency)
     sparse, complete = heat.laplacian_spectrum(adjacency, k=10, dense_limit=100)
     assert not complete and sparse.size == 10

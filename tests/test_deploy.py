@@ -26,8 +26,17 @@ def outputs(proto, feeds):
     return make_session(proto, ["CPUExecutionProvider"]).run(None, feeds)
 
 
-@pytest.mark.parametrize(("name", "skips"), [("mlp", False), ("vgg", False), ("resnet", False),
-                                        ("densenet", False), ("mobilenet", False), ("mlp", True)])
+@pytest.mark.parametrize(
+    ("name", "skips"),
+    [
+        ("mlp", False),
+        ("vgg", False),
+        ("resnet", False),
+        ("densenet", False),
+        ("mobilenet", False),
+        ("mlp", True),
+    ],
+)
 def test_round_trip_matches_input_model(zoo_models, tmp_path, name, skips):
     model = pruned(zoo_models[name], skips=skips)
     result = deploy(model)
@@ -41,7 +50,9 @@ def test_round_trip_matches_input_model(zoo_models, tmp_path, name, skips):
     assert summary["weights"]["nonzero_after"] <= summary["weights"]["nonzero_before"]
     assert summary["bytes"]["after"] < 0.7 * summary["bytes"]["before"]
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-    assert "Mul" not in ops or name == "mobilenet"  # mask Muls folded (mobilenet has HardSwish only)
+    assert (
+        "Mul" not in ops or name == "mobilenet"
+    )  # mask Muls folded (mobilenet has HardSwish only)
     if skips:
         assert summary["nodes"]["after_fold"] < summary["nodes"]["before"]
 
@@ -82,7 +93,11 @@ def test_fp16_values_and_dense_storage(zoo_models):
     full = deploy(model)
     dense = deploy(model, storage="dense")
     assert half.verification.mode == "fp16" and half.verification.relative < 1e-2
-    assert half.summary["bytes"]["after"] < full.summary["bytes"]["after"] < dense.summary["bytes"]["after"]
+    assert (
+        half.summary["bytes"]["after"]
+        < full.summary["bytes"]["after"]
+        < dense.summary["bytes"]["after"]
+    )
     assert not {n.op_type for n in dense.model.proto.graph.node} & EXPANSION_OPS
 
 
@@ -126,6 +141,8 @@ def test_benchmark_quick_runs():
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "examples" / "benchmark_deploy.py"
-    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| mlp | 5% |" in done.stdout and "int8" in done.stdout

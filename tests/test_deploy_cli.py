@@ -20,7 +20,9 @@ def test_deploy_writes_model_and_json(zoo_models, tmp_path, capsys):
     n2nonnx.save(n2nonnx.prune(n2nonnx.load(zoo_models["mlp"]), "random", 0.05, seed=0), source)
     before = digest(source)
     out, report = tmp_path / "deployed.onnx", tmp_path / "deploy.json"
-    assert main(["deploy", str(source), "-o", str(out), "--weights-fp16", "--json", str(report)]) == 0
+    assert (
+        main(["deploy", str(source), "-o", str(out), "--weights-fp16", "--json", str(report)]) == 0
+    )
     summary = json.loads(report.read_text())
     assert summary["bytes"]["after"] == out.stat().st_size
     assert summary["units"]["removed"] > 0 and "wrote" in capsys.readouterr().out
@@ -35,9 +37,17 @@ def test_bad_input_paths(zoo_models, tmp_path, capsys):
     assert "unknown quantization mode" in capsys.readouterr().err and not out.exists()
     wrong = tmp_path / "wrong.npz"
     rng = np.random.default_rng(0)
-    np.savez(wrong, x_train=rng.standard_normal((8, 7)).astype(np.float32), y_train=np.zeros(8, np.int64),
-             x_test=rng.standard_normal((8, 7)).astype(np.float32), y_test=np.zeros(8, np.int64))
-    assert main(["deploy", str(source), "-o", str(out), "--quantize", "int8", "--data", str(wrong)]) == 2
+    np.savez(
+        wrong,
+        x_train=rng.standard_normal((8, 7)).astype(np.float32),
+        y_train=np.zeros(8, np.int64),
+        x_test=rng.standard_normal((8, 7)).astype(np.float32),
+        y_test=np.zeros(8, np.int64),
+    )
+    assert (
+        main(["deploy", str(source), "-o", str(out), "--quantize", "int8", "--data", str(wrong)])
+        == 2
+    )
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "(7,)" in error and not out.exists()
     assert main(["deploy", str(source), "-o", str(source)]) == 2

@@ -39,7 +39,9 @@ def check_against_zeroed(model, units, batch=3):
     shape = [batch, *model.graph_inputs[0].shape[1:]]
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     expected = run(zeroed_reference(model, units), x)[0]
-    np.testing.assert_allclose(run(reduced, x)[0], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        run(reduced, x)[0], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+    )
     return reduced
 
 
@@ -64,7 +66,9 @@ def test_sum_couples_its_operands():
         remove_units(model, {"fc2": [1]})
     reduced = check_against_zeroed(model, {"fc2": [1], "proj": [1]})
     got = shapes(reduced)
-    assert got["w2"] == (16, 7) and got["wp"] == (7, 16) and got["w3"] == (7, 4) and got["b2"] == (7,)
+    assert (
+        got["w2"] == (16, 7) and got["wp"] == (7, 16) and got["w3"] == (7, 4) and got["b2"] == (7,)
+    )
 
 
 def test_conv_channel_removal_follows_flatten():
@@ -78,10 +82,14 @@ def test_conv_channel_removal_follows_flatten():
 def test_whole_layer_goes_with_its_nodes():
     model = n2nonnx.load(gemm_mlp(13))
     reduced = remove_units(model, {"proj": list(range(8))})
-    silent = model.with_initializers({"wp": np.zeros((8, 16), np.float32), "bp": np.zeros(8, np.float32)})
+    silent = model.with_initializers(
+        {"wp": np.zeros((8, 16), np.float32), "bp": np.zeros(8, np.float32)}
+    )
     x = np.random.default_rng(1).standard_normal((3, 12)).astype(np.float32)
     np.testing.assert_allclose(run(reduced, x)[0], run(silent, x)[0], rtol=1e-6, atol=1e-7)
-    assert "wp" not in shapes(reduced) and "Sum" not in [n.op_type for n in reduced.proto.graph.node]
+    assert "wp" not in shapes(reduced) and "Sum" not in [
+        n.op_type for n in reduced.proto.graph.node
+    ]
     assert [n.op_type for n in reduced.proto.graph.node].count("Gemm") == 2
 
 
@@ -99,12 +107,19 @@ def test_residual_concat_and_depthwise(zoo_models):
     resnet = n2nonnx.load(zoo_models["resnet"])
     with pytest.raises(InvalidArgumentError, match="removed together"):
         remove_units(resnet, {"/3/conv2/Conv": [1]})
-    reduced = check_against_zeroed(resnet, {"/3/conv2/Conv": [1], "/0/Conv": [1], "/4/conv1/Conv": [0, 5]})
+    reduced = check_against_zeroed(
+        resnet, {"/3/conv2/Conv": [1], "/0/Conv": [1], "/4/conv1/Conv": [0, 5]}
+    )
     assert reduced.layer("/4/shortcut/shortcut.0/Conv").weight_shape == (16, 7, 1, 1)
 
     densenet = n2nonnx.load(zoo_models["densenet"])
     reduced = check_against_zeroed(densenet, {"/0/Conv": [1], "/1/conv/Conv": [2, 3]})
-    assert reduced.layer("/3/conv/Conv").weight_shape == (4, 13, 3, 3)  # 16 - 3 concatenated channels
+    assert reduced.layer("/3/conv/Conv").weight_shape == (
+        4,
+        13,
+        3,
+        3,
+    )  # 16 - 3 concatenated channels
     assert reduced.layer("/8/Gemm").weight_shape == (10, 17)
 
     mobilenet = n2nonnx.load(zoo_models["mobilenet"])

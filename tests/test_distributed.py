@@ -32,7 +32,9 @@ from n2nonnx.training import train
 
 FEATURES, HIDDEN, CLASSES = 6, 12, 3
 PER_RANK_BATCH = 8
-SGD = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3, schedule="cosine", epochs=2, seed=3)
+SGD = dict(
+    optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-3, schedule="cosine", epochs=2, seed=3
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,8 +58,10 @@ def masked_mlp() -> onnx.ModelProto:
     through Shape, so it gets no gradient (a parameter DDP must be told about)."""
     rng = np.random.default_rng(0)
     init = {
-        "w1": rng.normal(0, 0.5, (HIDDEN, FEATURES)), "b1": rng.normal(0, 0.1, HIDDEN),
-        "w2": rng.normal(0, 0.5, (CLASSES, HIDDEN)), "b2": np.zeros(CLASSES),
+        "w1": rng.normal(0, 0.5, (HIDDEN, FEATURES)),
+        "b1": rng.normal(0, 0.1, HIDDEN),
+        "w2": rng.normal(0, 0.5, (CLASSES, HIDDEN)),
+        "b2": np.zeros(CLASSES),
         "w_probe": rng.normal(0, 0.5, (CLASSES, HIDDEN)),
     }
     nodes = [
@@ -69,7 +73,10 @@ def masked_mlp() -> onnx.ModelProto:
         helper.make_node("Reshape", ["z2", "p_shape"], ["y"], name="reshape"),
     ]
     graph = helper.make_graph(
-        nodes, "mlp", [_value("x", "N", FEATURES)], [_value("y", "N", CLASSES)],
+        nodes,
+        "mlp",
+        [_value("x", "N", FEATURES)],
+        [_value("y", "N", CLASSES)],
         [numpy_helper.from_array(value.astype(np.float32), name) for name, value in init.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -83,19 +90,28 @@ def batchnorm_mlp() -> onnx.ModelProto:
     """x -> fc1 -> BatchNormalization -> Relu -> fc2 -> y."""
     rng = np.random.default_rng(2)
     init = {
-        "w1": rng.normal(0, 0.5, (HIDDEN, FEATURES)), "b1": rng.normal(0, 0.1, HIDDEN),
-        "scale": 1 + rng.normal(0, 0.1, HIDDEN), "shift": rng.normal(0, 0.1, HIDDEN),
-        "mean": rng.normal(0, 0.1, HIDDEN), "var": 1 + rng.random(HIDDEN),
-        "w2": rng.normal(0, 0.5, (CLASSES, HIDDEN)), "b2": np.zeros(CLASSES),
+        "w1": rng.normal(0, 0.5, (HIDDEN, FEATURES)),
+        "b1": rng.normal(0, 0.1, HIDDEN),
+        "scale": 1 + rng.normal(0, 0.1, HIDDEN),
+        "shift": rng.normal(0, 0.1, HIDDEN),
+        "mean": rng.normal(0, 0.1, HIDDEN),
+        "var": 1 + rng.random(HIDDEN),
+        "w2": rng.normal(0, 0.5, (CLASSES, HIDDEN)),
+        "b2": np.zeros(CLASSES),
     }
     nodes = [
         helper.make_node("Gemm", ["x", "w1", "b1"], ["z1"], transB=1, name="fc1"),
-        helper.make_node("BatchNormalization", ["z1", "scale", "shift", "mean", "var"], ["n1"], name="bn"),
+        helper.make_node(
+            "BatchNormalization", ["z1", "scale", "shift", "mean", "var"], ["n1"], name="bn"
+        ),
         helper.make_node("Relu", ["n1"], ["a1"], name="relu"),
         helper.make_node("Gemm", ["a1", "w2", "b2"], ["y"], transB=1, name="fc2"),
     ]
     graph = helper.make_graph(
-        nodes, "bn_mlp", [_value("x", "N", FEATURES)], [_value("y", "N", CLASSES)],
+        nodes,
+        "bn_mlp",
+        [_value("x", "N", FEATURES)],
+        [_value("y", "N", CLASSES)],
         [numpy_helper.from_array(value.astype(np.float32), name) for name, value in init.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -131,11 +147,15 @@ def _launch(worker, world: int, *args, deadline_s: float = 60.0) -> None:
     Forked, as torch's own distributed tests do: the workers inherit the imports (seconds
     each on a small machine); they set one thread before any torch op.
     """
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # imports torch._dynamo once, before the fork
+    torch.optim.SGD(
+        [torch.zeros(1, requires_grad=True)]
+    )  # imports torch._dynamo once, before the fork
     torch.nn.parallel.DistributedDataParallel  # noqa: B018 - imported before the fork too
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1")
     try:
-        context = mp.start_processes(worker, args=(world, *args), nprocs=world, join=False, start_method="fork")
+        context = mp.start_processes(
+            worker, args=(world, *args), nprocs=world, join=False, start_method="fork"
+        )
         started = time.monotonic()
         while not context.join(timeout=1):
             if time.monotonic() - started > deadline_s:
@@ -148,7 +168,9 @@ def _launch(worker, world: int, *args, deadline_s: float = 60.0) -> None:
 
 
 def _as_rank(rank: int, world: int) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world)
+    )
     torch.set_num_threads(1)
 
 
@@ -158,20 +180,34 @@ def _worker(rank: int, world: int, out: str) -> None:
     _as_rank(rank, world)
     folder = Path(out)
     seen: list[int] = []
-    result = train(masked_mlp(), dataset(), batch_size=PER_RANK_BATCH * world, on_epoch=lambda r: seen.append(r.epoch),
-                   **SGD)
+    result = train(
+        masked_mlp(),
+        dataset(),
+        batch_size=PER_RANK_BATCH * world,
+        on_epoch=lambda r: seen.append(r.epoch),
+        **SGD,
+    )
     assert parallel.context() == parallel.DistContext(rank, world, rank)
-    synced = train(batchnorm_mlp(), dataset(), batch_size=PER_RANK_BATCH * world, sync_bn=True, **SGD)
-    np.savez(folder / f"rank{rank}.npz", **{f"mlp/{k}": v for k, v in initializers(result.model.proto).items()},
-             **{f"bn/{k}": v for k, v in initializers(synced.model.proto).items()})
+    synced = train(
+        batchnorm_mlp(), dataset(), batch_size=PER_RANK_BATCH * world, sync_bn=True, **SGD
+    )
+    np.savez(
+        folder / f"rank{rank}.npz",
+        **{f"mlp/{k}": v for k, v in initializers(result.model.proto).items()},
+        **{f"bn/{k}": v for k, v in initializers(synced.model.proto).items()},
+    )
     history = [result.history.to_dict(), synced.history.to_dict()]
     (folder / f"history{rank}.json").write_text(json.dumps({"history": history, "on_epoch": seen}))
     if parallel.context().is_main:
         io.save(result.model, folder / "trained.onnx")
     try:
         with parallel.session() as ctx:
-            failed = train(masked_mlp(), dataset(FEATURES + 1 if rank == 1 else FEATURES),
-                           batch_size=PER_RANK_BATCH * world, **SGD)
+            failed = train(
+                masked_mlp(),
+                dataset(FEATURES + 1 if rank == 1 else FEATURES),
+                batch_size=PER_RANK_BATCH * world,
+                **SGD,
+            )
             if ctx.is_main:
                 io.save(failed.model, folder / "failed.onnx")
     except Exception as error:  # noqa: BLE001 - recorded for the test to compare
@@ -203,7 +239,9 @@ def test_two_ranks_train_the_weights_of_one_process_with_the_global_batch(two_ra
     np.testing.assert_array_equal(expected["w_probe"], start["w_probe"])  # no gradient, no update
     # metrics summed over ranks (held-out split 10 + 11 samples) equal the one-process ones
     history = json.loads((two_ranks / "history0.json").read_text())
-    for mine, theirs in zip(history["history"][0]["epochs"], reference.history.to_dict()["epochs"], strict=True):
+    for mine, theirs in zip(
+        history["history"][0]["epochs"], reference.history.to_dict()["epochs"], strict=True
+    ):
         for metric in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr"):
             assert mine[metric] == pytest.approx(theirs[metric], rel=1e-5), metric
 
@@ -228,15 +266,21 @@ def test_masks_hold_and_saved_model_runs_in_onnxruntime(two_ranks, one_process):
     assert np.all(weights["w1"][~mask.astype(bool)] == 0)
     assert np.count_nonzero(weights["w1"][mask.astype(bool)]) > 0
     x = dataset().x_test.numpy()
-    np.testing.assert_allclose(run(saved.proto, x)[0], run(one_process.model.proto, x)[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run(saved.proto, x)[0], run(one_process.model.proto, x)[0], rtol=1e-4, atol=1e-5
+    )
     (record,) = metadata.stages(saved.proto, "train")
     assert record["processes"] == 2 and record["batch_size"] == 2 * PER_RANK_BATCH
 
 
 def test_sync_bn_two_ranks_normalise_like_one_process(two_ranks):
-    reference = train(batchnorm_mlp(), dataset(), batch_size=2 * PER_RANK_BATCH, distributed=False, **SGD)
+    reference = train(
+        batchnorm_mlp(), dataset(), batch_size=2 * PER_RANK_BATCH, distributed=False, **SGD
+    )
     got = np.load(two_ranks / "rank0.npz")
-    for name, value in initializers(reference.model.proto).items():  # weights and running statistics
+    for name, value in initializers(
+        reference.model.proto
+    ).items():  # weights and running statistics
         np.testing.assert_allclose(got[f"bn/{name}"], value, rtol=1e-5, atol=1e-6, err_msg=name)
     start = initializers(batchnorm_mlp())
     assert not np.allclose(got["bn/mean"], start["mean"])
@@ -285,7 +329,13 @@ def test_context_reads_torchrun_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     ctx = parallel.context()
-    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main, ctx.active) == (3, 4, 1, False, True)
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.is_main, ctx.active) == (
+        3,
+        4,
+        1,
+        False,
+        True,
+    )
 
 
 def test_distributed_true_outside_torchrun_is_refused():
@@ -295,8 +345,14 @@ def test_distributed_true_outside_torchrun_is_refused():
 
 def test_benchmark_script_quick():
     script = Path(__file__).resolve().parents[1] / "examples" / "benchmark_distributed.py"
-    result = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300,
-                            check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     rates = dict(re.findall(r"^(\d procs? x \d threads?)\s+(\d+)\s", result.stdout, re.MULTILINE))
     assert set(rates) == {"1 proc x 1 thread", "1 proc x 2 threads", "2 procs x 1 thread"}

@@ -21,21 +21,53 @@ def bad_inputs(tmp_path, zoo_models):
     return {
         "missing": (tmp_path / "nope.onnx", errors.ModelLoadError, "no such file"),
         "folder": (tmp_path, errors.ModelLoadError, "is a folder"),
-        "not_onnx": (write(tmp_path, "text.onnx", b"hello, I am not a model\n" * 20), errors.ModelLoadError, "not an ONNX model"),
+        "not_onnx": (
+            write(tmp_path, "text.onnx", b"hello, I am not a model\n" * 20),
+            errors.ModelLoadError,
+            "not an ONNX model",
+        ),
         "empty": (write(tmp_path, "empty.onnx", b""), errors.ModelLoadError, "empty"),
-        "truncated": (write(tmp_path, "cut.onnx", real[: len(real) // 2]), errors.ModelLoadError, "truncated"),
-        "dangling": (write(tmp_path, "dangling.onnx", builders.dangling_input().SerializeToString()),
-                     errors.InvalidModelError, "not valid ONNX"),
-        "custom_domain": (write(tmp_path, "custom.onnx", builders.custom_domain_before_layer().SerializeToString()),
-                          errors.UnsupportedOpError, "com.example"),
-        "no_layers": (write(tmp_path, "relu.onnx", builders.no_layers().SerializeToString()),
-                      errors.NoPrunableLayerError, "no prunable layer"),
-        "symbolic": (write(tmp_path, "sym.onnx", builders.symbolic_spatial().SerializeToString()),
-                     errors.ShapeError, "--input-shape"),
+        "truncated": (
+            write(tmp_path, "cut.onnx", real[: len(real) // 2]),
+            errors.ModelLoadError,
+            "truncated",
+        ),
+        "dangling": (
+            write(tmp_path, "dangling.onnx", builders.dangling_input().SerializeToString()),
+            errors.InvalidModelError,
+            "not valid ONNX",
+        ),
+        "custom_domain": (
+            write(
+                tmp_path, "custom.onnx", builders.custom_domain_before_layer().SerializeToString()
+            ),
+            errors.UnsupportedOpError,
+            "com.example",
+        ),
+        "no_layers": (
+            write(tmp_path, "relu.onnx", builders.no_layers().SerializeToString()),
+            errors.NoPrunableLayerError,
+            "no prunable layer",
+        ),
+        "symbolic": (
+            write(tmp_path, "sym.onnx", builders.symbolic_spatial().SerializeToString()),
+            errors.ShapeError,
+            "--input-shape",
+        ),
     }
 
 
-CASES = ["missing", "folder", "not_onnx", "empty", "truncated", "dangling", "custom_domain", "no_layers", "symbolic"]
+CASES = [
+    "missing",
+    "folder",
+    "not_onnx",
+    "empty",
+    "truncated",
+    "dangling",
+    "custom_domain",
+    "no_layers",
+    "symbolic",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -56,10 +88,16 @@ def cli_results(tmp_path_factory, zoo_models):
 
     tmp_path = tmp_path_factory.mktemp("errors")
     inputs = bad_inputs(tmp_path, zoo_models)
-    before = {case: path.read_bytes() if path.is_file() else None for case, (path, _, _) in inputs.items()}
+    before = {
+        case: path.read_bytes() if path.is_file() else None for case, (path, _, _) in inputs.items()
+    }
     listing = sorted(p.name for p in tmp_path.iterdir())
-    results = run_group({case: {"argv": ["inspect", str(path)]} for case, (path, _, _) in inputs.items()})
-    after = {case: path.read_bytes() if path.is_file() else None for case, (path, _, _) in inputs.items()}
+    results = run_group(
+        {case: {"argv": ["inspect", str(path)]} for case, (path, _, _) in inputs.items()}
+    )
+    after = {
+        case: path.read_bytes() if path.is_file() else None for case, (path, _, _) in inputs.items()
+    }
     return inputs, results, before == after, listing == sorted(p.name for p in tmp_path.iterdir())
 
 

@@ -35,7 +35,9 @@ def _data(shape, classes=3, count=48, seed=0):
     return rng.standard_normal((count, *shape)).astype(np.float32), rng.integers(0, classes, count)
 
 
-def _every_stage(proto: onnx.ModelProto, sample_shape, channels: int | None = None) -> n2nonnx.Model:
+def _every_stage(
+    proto: onnx.ModelProto, sample_shape, channels: int | None = None
+) -> n2nonnx.Model:
     """load, backend == onnxruntime, SNIP, N2NSkip, one epoch of training, save-able result."""
     model = n2nonnx.load(proto)
     name = model.index.graph_inputs[0]
@@ -66,9 +68,12 @@ def _every_stage(proto: onnx.ModelProto, sample_shape, channels: int | None = No
     out = out[0] if isinstance(out, tuple) else out
     reference = run(trained.proto, {name: x[:4]})
     float_outputs = [r for r in reference if np.issubdtype(r.dtype, np.floating)]
-    np.testing.assert_allclose(out.numpy() if out.is_floating_point() else float_outputs[0],
-                               float_outputs[0] if out.is_floating_point() else float_outputs[0],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out.numpy() if out.is_floating_point() else float_outputs[0],
+        float_outputs[0] if out.is_floating_point() else float_outputs[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
     report = analyze(None, trained, spectrum=False)
     graph = list(report.graphs.values())[-1]
     assert sum(graph.dead_units().values()) < graph.n_nodes - len(graph.input_nodes)
@@ -183,11 +188,24 @@ def _export_elsewhere(script: str, path) -> onnx.ModelProto:
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
-    source = Path(path).parent / f"export_{Path(path).stem}_model.py"  # Paddle's tracer reads the model's source file
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "CUDA_VISIBLE_DEVICES": "",
+        "JAX_PLATFORMS": "cpu",
+    }
+    source = (
+        Path(path).parent / f"export_{Path(path).stem}_model.py"
+    )  # Paddle's tracer reads the model's source file
     source.write_text(f"OUT = {str(path)!r}\n" + script)
-    done = subprocess.run([sys.executable, str(source)], capture_output=True, text=True, env=env, cwd=root,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(source)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.strip().splitlines()[-1]) < 1e-5
     return onnx.load(str(path))
@@ -220,7 +238,9 @@ def _model(nodes, inputs, outputs, initializers, opset=17):
 
 
 def _init(name, shape, seed=0):
-    return numpy_helper.from_array(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), name)
+    return numpy_helper.from_array(
+        np.random.default_rng(seed).standard_normal(shape).astype(np.float32), name
+    )
 
 
 def _nhwc_cnn(batch=None):
@@ -228,16 +248,25 @@ def _nhwc_cnn(batch=None):
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2])]
     previous = "t"
     for i in range(3):
-        nodes += [helper.make_node("Conv", [previous, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node("Conv", [previous, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         previous = f"r{i}"
-    nodes += [helper.make_node("GlobalAveragePool", [previous], ["g"]),
-              helper.make_node("Flatten", ["g"], ["f"]),
-              helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [previous], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1),
+    ]
     inits = [_init(f"w{i}", (o, c, 3, 3), i) for i, (o, c) in enumerate([(4, 3), (4, 4), (4, 4)])]
     inits.append(_init("wf", (3, 4), 9))
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch or "N", 8, 8, 3])
-    return _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch or "N", 3])], inits)
+    return _model(
+        nodes,
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch or "N", 3])],
+        inits,
+    )
 
 
 def test_channels_last_input_units_follow_the_transpose():  # bug 1
@@ -265,12 +294,19 @@ def test_minus_one_dims_are_unknown():  # bug 3
 
 
 def test_shared_weight_counted_once():  # bug 4
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "w"], ["h2"]), helper.make_node("Relu", ["h2"], ["r2"]),
-             helper.make_node("MatMul", ["r2", "out"], ["y"])]
-    proto = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-                   [_init("w", (32, 32)), _init("out", (32, 3), 1)])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "out"], ["y"]),
+    ]
+    proto = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [_init("w", (32, 32)), _init("out", (32, 3), 1)],
+    )
     model = n2nonnx.load(proto)
     pruned = prune(model, "magnitude", 0.1)
     unique = 32 * 32 + 32 * 3
@@ -281,11 +317,17 @@ def test_shared_weight_counted_once():  # bug 4
 
 
 def test_no_joinable_pair_keeps_the_budget_sequential():  # bug 5
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "w2"], ["y"])]
-    proto = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
-                   [_init("w1", (8, 8)), _init("w2", (8, 3), 1)])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    proto = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+        [_init("w1", (8, 8)), _init("w2", (8, 3), 1)],
+    )
     model = n2nonnx.load(proto)
     pruned = prune(model, "random", 0.25)
     with pytest.warns(UserWarning, match="no pair"):
@@ -298,30 +340,50 @@ def test_no_joinable_pair_keeps_the_budget_sequential():  # bug 5
 
 
 def test_embedding_table_is_the_input_layer():  # bug 7
-    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]),
-             helper.make_node("MatMul", ["e", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "w2"], ["y"])]
-    proto = _model(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 5])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 3])],
-                   [_init("table", (20, 8)), _init("w1", (8, 6), 1), _init("w2", (6, 3), 2)])
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["e"]),
+        helper.make_node("MatMul", ["e", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    proto = _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 3])],
+        [_init("table", (20, 8)), _init("w1", (8, 6), 1), _init("w2", (6, 3), 2)],
+    )
     graph = build_unit_graph(n2nonnx.load(proto))
     assert [b.name for b in graph.blocks][0] == "input:e" and graph.blocks[0].size == 8
     assert sum(graph.dead_units().values()) == 0
 
 
 def test_sklearn_style_label_first_outputs_train_on_probabilities():  # bug 9
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("MatMul", ["r", "w2"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=1),
-             helper.make_node("Identity", ["p"], ["probabilities"]),
-             helper.make_node("ArgMax", ["probabilities"], ["a"], axis=1, keepdims=0),
-             helper.make_node("ArrayFeatureExtractor", ["classes", "a"], ["label"], domain="ai.onnx.ml")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["z"]),
+        helper.make_node("Softmax", ["z"], ["p"], axis=1),
+        helper.make_node("Identity", ["p"], ["probabilities"]),
+        helper.make_node("ArgMax", ["probabilities"], ["a"], axis=1, keepdims=0),
+        helper.make_node("ArrayFeatureExtractor", ["classes", "a"], ["label"], domain="ai.onnx.ml"),
+    ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
-        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
-         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
-        initializer=[_init("w1", (6, 8)), _init("w2", (8, 3), 1),
-                     numpy_helper.from_array(np.array([0, 1, 2], np.int64), "classes")])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3]),
+        ],
+        initializer=[
+            _init("w1", (6, 8)),
+            _init("w2", (8, 3), 1),
+            numpy_helper.from_array(np.array([0, 1, 2], np.int64), "classes"),
+        ],
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
     model = n2nonnx.load(proto)
     x, y = _data((6,))
     module = OnnxModule(model.proto).eval()
@@ -349,8 +411,11 @@ def test_connectivity_matches_layers_by_weight_not_position():  # bug 10
     perm = np.concatenate(pieces)
     inverse = np.empty_like(perm)
     inverse[perm] = np.arange(len(perm))
-    shuffled = UnitGraph(flow=graph.flow[perm][:, perm], blocks=tuple(blocks),
-                         output_nodes=np.sort(inverse[graph.output_nodes]))
+    shuffled = UnitGraph(
+        flow=graph.flow[perm][:, perm],
+        blocks=tuple(blocks),
+        output_nodes=np.sort(inverse[graph.output_nodes]),
+    )
     aligned = shuffled.aligned_to(graph)
     assert aligned is not None and aligned.same_nodes(graph)
     assert (aligned.flow != graph.flow).nnz == 0
@@ -359,25 +424,38 @@ def test_connectivity_matches_layers_by_weight_not_position():  # bug 10
 
 
 def test_full_skip_tensors_give_the_rest_back():  # bug 11
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("MatMul", ["r1", "w2"], ["h2"]), helper.make_node("Relu", ["h2"], ["r2"]),
-             helper.make_node("MatMul", ["r2", "w3"], ["y"])]
-    proto = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-                   [_init("w1", (2, 64)), _init("w2", (64, 64), 1), _init("w3", (64, 2), 2)])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["r1"]),
+        helper.make_node("MatMul", ["r1", "w2"], ["h2"]),
+        helper.make_node("Relu", ["h2"], ["r2"]),
+        helper.make_node("MatMul", ["r2", "w3"], ["y"]),
+    ]
+    proto = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [_init("w1", (2, 64)), _init("w2", (64, 64), 1), _init("w3", (64, 2), 2)],
+    )
     model = n2nonnx.load(proto)
     dense = 2 * 64 + 64 * 64 + 64 * 2
     pruned = prune(model, "random", 0.2)
     with pytest.warns(UserWarning, match="go back to the sequential"):
         result = add_n2nskip(pruned, density=0.4, skip_share=0.5, seed=0)
     record = result.metadata["stages"][-1]
-    assert record["sequential"]["after"] + record["skip_nonzeros"] == record["budget"] == round(0.4 * dense)
+    assert (
+        record["sequential"]["after"] + record["skip_nonzeros"]
+        == record["budget"]
+        == round(0.4 * dense)
+    )
 
 
 def test_stale_exporter_value_info_is_dropped(tmp_path):  # bug 12
     proto = _nhwc_cnn()
     # jax2onnx-style: a channels-last shape recorded for the channels-first tensor "t"
-    proto.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", 8, 8, 3]))
+    proto.graph.value_info.append(
+        helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", 8, 8, 3])
+    )
     model = n2nonnx.load(proto)
     assert model.index.shape("t")[1:] == (3, 8, 8)
     n2nonnx.save(model, tmp_path / "ok.onnx")

@@ -40,6 +40,7 @@ FAST = ["--epochs", "1", "--batch-size", "32"]
 # fixtures: small models and hostile files, built once per module
 # --------------------------------------------------------------------------------------
 
+
 def _with_metadata(source: Path, target: Path, value: str) -> Path:
     import onnx
 
@@ -60,10 +61,19 @@ def _fp16_model(path: Path) -> Path:
         helper.make_node("Relu", ["h"], ["a"]),
         helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], transB=1, name="fc2"),
     ]
-    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float16) * np.float16(0.2), name)
-             for name, shape in (("w1", (16, 40)), ("b1", (16,)), ("w2", (10, 16)), ("b2", (10,)))]
-    graph = helper.make_graph(nodes, "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 40])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 10])], inits)
+    inits = [
+        numpy_helper.from_array(
+            rng.standard_normal(shape).astype(np.float16) * np.float16(0.2), name
+        )
+        for name, shape in (("w1", (16, 40)), ("b1", (16,)), ("w2", (10, 16)), ("b2", (10,)))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, str(path))
     return path
@@ -74,12 +84,21 @@ def _empty_weight_model(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="empty"),
-             helper.make_node("MatMul", ["h", "w2"], ["y"], name="after")]
-    inits = [numpy_helper.from_array(np.zeros((8, 0), np.float32), "w1"),
-             numpy_helper.from_array(np.zeros((0, 4), np.float32), "w2")]
-    graph = helper.make_graph(nodes, "empty", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="empty"),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="after"),
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros((8, 0), np.float32), "w1"),
+        numpy_helper.from_array(np.zeros((0, 4), np.float32), "w2"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "empty",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, str(path))
     return path
@@ -92,10 +111,12 @@ def _npz(path: Path, **arrays: Any) -> Path:
 
 
 def _data(rng: np.random.Generator, features: int = 40, classes: int = 10) -> dict[str, np.ndarray]:
-    return {"x_train": rng.standard_normal((64, features)).astype(np.float32),
-            "y_train": rng.integers(0, classes, 64),
-            "x_test": rng.standard_normal((32, features)).astype(np.float32),
-            "y_test": rng.integers(0, classes, 32)}
+    return {
+        "x_train": rng.standard_normal((64, features)).astype(np.float32),
+        "y_train": rng.integers(0, classes, 64),
+        "x_test": rng.standard_normal((32, features)).astype(np.float32),
+        "y_test": rng.integers(0, classes, 32),
+    }
 
 
 def _huge_header_npz(path: Path, good: dict[str, np.ndarray]) -> Path:
@@ -104,7 +125,8 @@ def _huge_header_npz(path: Path, good: dict[str, np.ndarray]) -> Path:
 
     header = bytes_io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 40)})
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 40)}
+    )
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("x_train.npy", header.getvalue() + b"\0" * 64)
         for key in ("y_train", "x_test", "y_test"):
@@ -130,7 +152,9 @@ def build_fixtures(root: Path) -> dict[str, str]:
     weights = [layer.weight for layer in model.layers]
     pruned = n2nonnx.prune(model, "random", 0.5, seed=0)
     files["pruned"] = n2nonnx.save(pruned, folder / "pruned.onnx")
-    document = next(p.value for p in onnx.load(str(files["pruned"])).metadata_props if p.key == "n2nonnx")
+    document = next(
+        p.value for p in onnx.load(str(files["pruned"])).metadata_props if p.key == "n2nonnx"
+    )
     for key, value in {
         "meta_text": "{not json",
         "meta_nul": document[:-1] + "\x00}",
@@ -146,14 +170,20 @@ def build_fixtures(root: Path) -> dict[str, str]:
     rng = np.random.default_rng(0)
     good = _data(rng)
     files["good_npz"] = _npz(folder / "good.npz", **good)
-    files["labels_oob"] = _npz(folder / "labels_oob.npz", **{**good, "y_train": good["y_train"] + 50,
-                                                              "y_test": good["y_test"] + 50})
-    files["labels_bool"] = _npz(folder / "labels_bool.npz", **{**good, "y_train": good["y_train"] % 2 == 0,
-                                                                "y_test": good["y_test"] % 2 == 0})
+    files["labels_oob"] = _npz(
+        folder / "labels_oob.npz",
+        **{**good, "y_train": good["y_train"] + 50, "y_test": good["y_test"] + 50},
+    )
+    files["labels_bool"] = _npz(
+        folder / "labels_bool.npz",
+        **{**good, "y_train": good["y_train"] % 2 == 0, "y_test": good["y_test"] % 2 == 0},
+    )
     x_nan = good["x_train"].copy()
     x_nan[3, 5] = np.nan
     files["x_nan"] = _npz(folder / "x_nan.npz", **{**good, "x_train": x_nan})
-    files["test_nan"] = _npz(folder / "test_nan.npz", **{**good, "x_test": np.full((32, 40), np.nan, np.float32)})
+    files["test_nan"] = _npz(
+        folder / "test_nan.npz", **{**good, "x_test": np.full((32, 40), np.nan, np.float32)}
+    )
     overflow = good["x_train"].astype(np.float64)
     overflow[0, 0] = 1e300
     files["overflow"] = _npz(folder / "overflow.npz", **{**good, "x_train": overflow})
@@ -163,14 +193,20 @@ def build_fixtures(root: Path) -> dict[str, str]:
     np.save(folder / "plain.npy", good["x_train"])
     files["npy_as_npz"] = folder / "npy_renamed.npz"
     (folder / "plain.npy").rename(files["npy_as_npz"])
-    files["masks_zero"] = _npz(folder / "masks_zero.npz",
-                               **{w: np.zeros(model.initializer(w).shape, np.float32) for w in weights})
+    files["masks_zero"] = _npz(
+        folder / "masks_zero.npz",
+        **{w: np.zeros(model.initializer(w).shape, np.float32) for w in weights},
+    )
     nan_mask = np.full(model.initializer(weights[0]).shape, np.nan, np.float32)
     files["masks_nan"] = _npz(folder / "masks_nan.npz", **{weights[0]: nan_mask})
-    files["masks_text"] = _npz(folder / "masks_text.npz",
-                               **{weights[0]: np.full(model.initializer(weights[0]).shape, "yes")})
+    files["masks_text"] = _npz(
+        folder / "masks_text.npz",
+        **{weights[0]: np.full(model.initializer(weights[0]).shape, "yes")},
+    )
     files["report_md"] = folder / "report.md"
-    files["report_md"].write_bytes(files["m"].read_bytes())  # a model that happens to be named report.md
+    files["report_md"].write_bytes(
+        files["m"].read_bytes()
+    )  # a model that happens to be named report.md
     (folder / "other").mkdir()
     files["results_json"] = folder / "other" / "results.json"
     files["results_json"].write_bytes(files["m"].read_bytes())
@@ -184,14 +220,20 @@ def build_fixtures(root: Path) -> dict[str, str]:
 
 def digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def leftovers(folder: Path) -> list[str]:
     """Scratch files and folders of n2nonnx's atomic writes anywhere under ``folder``."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.startswith(".n2nonnx-") or p.name.endswith(".tmp"))
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.name.startswith(".n2nonnx-") or p.name.endswith(".tmp")
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -211,8 +253,12 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
 
     def case(name: str, code: int, words: str, *argv: Any, fsize: int | None = None) -> None:
         folder = out / name
-        table[name] = {"argv": [str(a).replace("{o}", str(folder)) for a in argv], "code": code,
-                       "words": words, "fsize": fsize}
+        table[name] = {
+            "argv": [str(a).replace("{o}", str(folder)) for a in argv],
+            "code": code,
+            "words": words,
+            "fsize": fsize,
+        }
 
     def refused(name: str, words: str, *argv: Any, fsize: int | None = None) -> None:
         case(name, REFUSED, words, *argv, fsize=fsize)
@@ -223,47 +269,172 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     refused("history_is_input", "is an input", *train, "--data", TINY, "--history", m)
     refused("history_is_output", "is an input", *train, "--data", TINY, "--history", o, "--force")
     # 2. run's report files: an input named like one, a user's file in the folder
-    refused("run_report_is_input", "is an input", "run", f["report_md"], "--out", Path(f["report_md"]).parent,
-            "--data", TINY)
-    refused("run_results_is_input", "is an input", "run", f["results_json"], "--out",
-            Path(f["results_json"]).parent, "--data", TINY)
+    refused(
+        "run_report_is_input",
+        "is an input",
+        "run",
+        f["report_md"],
+        "--out",
+        Path(f["report_md"]).parent,
+        "--data",
+        TINY,
+    )
+    refused(
+        "run_results_is_input",
+        "is an input",
+        "run",
+        f["results_json"],
+        "--out",
+        Path(f["results_json"]).parent,
+        "--data",
+        TINY,
+    )
     refused("run_dense_exists", "exists; pass --force", "run", "--out", "{o}", "--data", TINY)
     # 5. unwritable outputs: read-only folder, full disk, too long a name
-    refused("ro_prune", "not writable", "prune", m, "-o", f"{ro}/o.onnx", "--method", "random", "--density", 0.3)
+    refused(
+        "ro_prune",
+        "not writable",
+        "prune",
+        m,
+        "-o",
+        f"{ro}/o.onnx",
+        "--method",
+        "random",
+        "--density",
+        0.3,
+    )
     refused("ro_skip", "not writable", "skip", pruned, "-o", f"{ro}/o.onnx")
     refused("ro_train", "not writable", "train", m, "-o", f"{ro}/o.onnx", "--data", TINY, *FAST)
     refused("ro_deploy", "not writable", "deploy", m, "-o", f"{ro}/o.onnx")
-    refused("ro_connectivity_json", "not writable", "connectivity", "--dense-reference", pruned,
-            "--json", f"{ro}/r.json")
+    refused(
+        "ro_connectivity_json",
+        "not writable",
+        "connectivity",
+        "--dense-reference",
+        pruned,
+        "--json",
+        f"{ro}/r.json",
+    )
     refused("ro_run", "not writable", "run", m, "--out", f"{ro}/run", "--data", TINY)
     refused("ro_study", "not writable", "study", "--out", f"{ro}/study", "--data", TINY)
-    refused("full_disk_json", "File too large", "connectivity", "--dense-reference", pruned,
-            "--json", "{o}/r.json", fsize=2000)
-    refused("full_disk_model", "File too large", "prune", m, "-o", o, "--method", "random", "--density", 0.3,
-            fsize=2000)
-    refused("full_disk_run", "File too large", "run", m, "--out", "{o}/run", "--data", TINY, *FAST,
-            "--no-baselines", "--no-deploy", "--no-connectivity", "--no-progress", fsize=20_000)
+    refused(
+        "full_disk_json",
+        "File too large",
+        "connectivity",
+        "--dense-reference",
+        pruned,
+        "--json",
+        "{o}/r.json",
+        fsize=2000,
+    )
+    refused(
+        "full_disk_model",
+        "File too large",
+        "prune",
+        m,
+        "-o",
+        o,
+        "--method",
+        "random",
+        "--density",
+        0.3,
+        fsize=2000,
+    )
+    refused(
+        "full_disk_run",
+        "File too large",
+        "run",
+        m,
+        "--out",
+        "{o}/run",
+        "--data",
+        TINY,
+        *FAST,
+        "--no-baselines",
+        "--no-deploy",
+        "--no-connectivity",
+        "--no-progress",
+        fsize=20_000,
+    )
     long = "a" * 300
-    refused("long_name_model", "longer than 255", "prune", m, "-o", f"{{o}}/{long}.onnx", "--density", 0.3)
-    refused("long_name_json", "longer than 255", "connectivity", "--dense-reference", pruned,
-            "--json", f"{{o}}/{long}.json")
-    refused("long_name_history", "longer than 255", *train, "--data", TINY, "--history", f"{{o}}/{long}.json")
-    refused("long_name_out", "longer than 255", "run", m, "--out", f"{{o}}/{long}/run", "--data", TINY)
+    refused(
+        "long_name_model",
+        "longer than 255",
+        "prune",
+        m,
+        "-o",
+        f"{{o}}/{long}.onnx",
+        "--density",
+        0.3,
+    )
+    refused(
+        "long_name_json",
+        "longer than 255",
+        "connectivity",
+        "--dense-reference",
+        pruned,
+        "--json",
+        f"{{o}}/{long}.json",
+    )
+    refused(
+        "long_name_history",
+        "longer than 255",
+        *train,
+        "--data",
+        TINY,
+        "--history",
+        f"{{o}}/{long}.json",
+    )
+    refused(
+        "long_name_out", "longer than 255", "run", m, "--out", f"{{o}}/{long}/run", "--data", TINY
+    )
     # 6. out-of-range options
-    for verb, argv in {"prune": ["prune", m, "-o", o, "--density", 0.3], "skip": ["skip", pruned, "-o", o],
-                       "run": ["run", "--out", "{o}/run"], "study": ["study", "--out", "{o}/study", "--seeds"]}.items():
-        refused(f"seed_negative_{verb}", "outside [0, 2**63)", *argv, *(["-1"] if verb == "study" else ["--seed", "-1"]))
+    for verb, argv in {
+        "prune": ["prune", m, "-o", o, "--density", 0.3],
+        "skip": ["skip", pruned, "-o", o],
+        "run": ["run", "--out", "{o}/run"],
+        "study": ["study", "--out", "{o}/study", "--seeds"],
+    }.items():
+        refused(
+            f"seed_negative_{verb}",
+            "outside [0, 2**63)",
+            *argv,
+            *(["-1"] if verb == "study" else ["--seed", "-1"]),
+        )
     refused("seed_huge_train", "outside [0, 2**63)", *train, "--data", TINY, "--seed", 2**70)
     refused("device_meta", "device='meta' cannot train", *train, "--data", TINY, "--device", "meta")
-    refused("times_huge", "--times", "connectivity", "--dense-reference", pruned, "--times", "1e308")
+    refused(
+        "times_huge", "--times", "connectivity", "--dense-reference", pruned, "--times", "1e308"
+    )
     refused("times_nan", "--times", "connectivity", "--dense-reference", pruned, "--times", "nan")
     refused("empty_weight", "empty weight", "connectivity", "--dense-reference", f["empty_weight"])
     refused("fp16_run", "FLOAT16", "run", f["fp16"], "--out", "{o}/run", "--data", TINY, *FAST)
     # 7. labels the model cannot score, impossible sizes, files that are not .npz
     for method in ("snip", "grasp"):
-        refused(f"labels_out_of_range_{method}", "class scores", "prune", m, "-o", o, "--method", method,
-                "--density", 0.3, "--data", f["labels_oob"])
-    refused("labels_out_of_range_run", "class scores", "run", m, "--out", "{o}/run", "--data", f["labels_oob"])
+        refused(
+            f"labels_out_of_range_{method}",
+            "class scores",
+            "prune",
+            m,
+            "-o",
+            o,
+            "--method",
+            method,
+            "--density",
+            0.3,
+            "--data",
+            f["labels_oob"],
+        )
+    refused(
+        "labels_out_of_range_run",
+        "class scores",
+        "run",
+        m,
+        "--out",
+        "{o}/run",
+        "--data",
+        f["labels_oob"],
+    )
     refused("labels_out_of_range_train", "class scores", *train, "--data", f["labels_oob"])
     refused("npz_header_1e12_rows", "claims shape", *train, "--data", f["huge_header"])
     refused("synthetic_42_gib", "of memory", *train, "--data", "synthetic:features=150528")
@@ -272,7 +443,18 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     # 9. accepted but wrong before
     for value in ("nan", "inf"):
         refused(f"init_scale_{value}", "init_scale", "skip", pruned, "-o", o, "--init-scale", value)
-    refused("density_1e-300", "keeps no weight", "prune", m, "-o", o, "--method", "random", "--density", "1e-300")
+    refused(
+        "density_1e-300",
+        "keeps no weight",
+        "prune",
+        m,
+        "-o",
+        o,
+        "--method",
+        "random",
+        "--density",
+        "1e-300",
+    )
     refused("masks_all_zero", "keep no weight", "prune", m, "-o", o, "--masks", f["masks_zero"])
     refused("masks_nan", "NaN", "prune", m, "-o", o, "--masks", f["masks_nan"])
     refused("masks_text", "0/1", "prune", m, "-o", o, "--masks", f["masks_text"])
@@ -280,14 +462,60 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     refused("test_inputs_nan", "x_test holds 1280 NaN", *train, "--data", f["test_nan"])
     refused("train_inputs_nan", "x_train holds 1 NaN", *train, "--data", f["x_nan"])
     refused("train_inputs_overflow", "float32's range", *train, "--data", f["overflow"])
-    refused("pair_same_layer", "cannot skip to itself", "skip", pruned, "-o", o, "--pair", f"{layers[1]},{layers[1]}")
-    refused("pair_consecutive", "sequential connection", "skip", pruned, "-o", o, "--pair", f"{layers[0]},{layers[1]}")
-    refused("pair_backwards", "cycle", "skip", pruned, "-o", o, "--pair", f"{layers[3]},{layers[0]}")
+    refused(
+        "pair_same_layer",
+        "cannot skip to itself",
+        "skip",
+        pruned,
+        "-o",
+        o,
+        "--pair",
+        f"{layers[1]},{layers[1]}",
+    )
+    refused(
+        "pair_consecutive",
+        "sequential connection",
+        "skip",
+        pruned,
+        "-o",
+        o,
+        "--pair",
+        f"{layers[0]},{layers[1]}",
+    )
+    refused(
+        "pair_backwards", "cycle", "skip", pruned, "-o", o, "--pair", f"{layers[3]},{layers[0]}"
+    )
     # 10. early failures leave nothing
-    refused("run_unknown_data", "unknown data set", "run", m, "--out", "{o}/run", "--data", "nonexistent")
-    refused("study_unknown_data", "unknown data set", "study", "--out", "{o}/study", "--data", "nonexistent")
-    refused("plot_bad_extension", "must end in", "connectivity", "--dense-reference", pruned,
-            "--json", "{o}/r.json", "--plot", "{o}/fig.xyz")
+    refused(
+        "run_unknown_data",
+        "unknown data set",
+        "run",
+        m,
+        "--out",
+        "{o}/run",
+        "--data",
+        "nonexistent",
+    )
+    refused(
+        "study_unknown_data",
+        "unknown data set",
+        "study",
+        "--out",
+        "{o}/study",
+        "--data",
+        "nonexistent",
+    )
+    refused(
+        "plot_bad_extension",
+        "must end in",
+        "connectivity",
+        "--dense-reference",
+        pruned,
+        "--json",
+        "{o}/r.json",
+        "--plot",
+        "{o}/fig.xyz",
+    )
     # 11. a numpy RuntimeWarning (overflow while generating the data) before the error line
     refused("warning_then_error", "NaN or infinite", *train, "--data", TINY + ",class_sep=1e308")
     # the work itself fails: exit status 1, one "failed:" line last, nothing written
@@ -297,29 +525,111 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
         case(f"{key}_inspect", ACCEPTED, "", "inspect", f[key], "--json")
         case(f"{key}_skip", ACCEPTED, "", "skip", f[key], "-o", o)
     damaged = f["meta_text"]
-    case("meta_text_prune", ACCEPTED, "", "prune", damaged, "-o", o, "--method", "random", "--density", 0.3)
-    case("meta_text_train", ACCEPTED, "", "train", damaged, "-o", o, "--data", TINY, *FAST, "--no-progress")
+    case(
+        "meta_text_prune",
+        ACCEPTED,
+        "",
+        "prune",
+        damaged,
+        "-o",
+        o,
+        "--method",
+        "random",
+        "--density",
+        0.3,
+    )
+    case(
+        "meta_text_train",
+        ACCEPTED,
+        "",
+        "train",
+        damaged,
+        "-o",
+        o,
+        "--data",
+        TINY,
+        *FAST,
+        "--no-progress",
+    )
     case("meta_text_deploy", ACCEPTED, "", "deploy", damaged, "-o", o)
-    case("meta_text_connectivity", ACCEPTED, "", "connectivity", "--dense-reference", damaged, "--json", "{o}/r.json")
+    case(
+        "meta_text_connectivity",
+        ACCEPTED,
+        "",
+        "connectivity",
+        "--dense-reference",
+        damaged,
+        "--json",
+        "{o}/r.json",
+    )
     # 8. a study folder with damaged cells: skipped with a warning, the truncated cell redone
-    case("study_damaged_cells", ACCEPTED, "", "study", "--out", "{o}", "--arch", "mlp", "--variants", "dense",
-         "--seeds", 0, "--data", TINY, *FAST, "--no-progress")
-    case("run_ok", ACCEPTED, "", "run", m, "--out", "{o}/run", "--data", TINY, *FAST, "--no-baselines",
-         "--no-deploy", "--no-progress")
+    case(
+        "study_damaged_cells",
+        ACCEPTED,
+        "",
+        "study",
+        "--out",
+        "{o}",
+        "--arch",
+        "mlp",
+        "--variants",
+        "dense",
+        "--seeds",
+        0,
+        "--data",
+        TINY,
+        *FAST,
+        "--no-progress",
+    )
+    case(
+        "run_ok",
+        ACCEPTED,
+        "",
+        "run",
+        m,
+        "--out",
+        "{o}/run",
+        "--data",
+        TINY,
+        *FAST,
+        "--no-baselines",
+        "--no-deploy",
+        "--no-progress",
+    )
     # 3. the command after a save killed with SIGKILL (see test_save_killed_with_sigkill...)
-    case("after_killed_save", ACCEPTED, "", "prune", m, "-o", "{o}/next.onnx", "--method", "random", "--density", 0.3)
+    case(
+        "after_killed_save",
+        ACCEPTED,
+        "",
+        "prune",
+        m,
+        "-o",
+        "{o}/next.onnx",
+        "--method",
+        "random",
+        "--density",
+        0.3,
+    )
     return table
 
 
 # the disk fills up while the report is written: progress lines come first, then the one error line
 AFTER_THE_WORK = ("full_disk_run",)
-DAMAGED_METADATA = ("meta_text", "meta_nul", "meta_deep", "meta_deep_dict", "meta_stages_text",
-                    "meta_stages_junk", "meta_list")
+DAMAGED_METADATA = (
+    "meta_text",
+    "meta_nul",
+    "meta_deep",
+    "meta_deep_dict",
+    "meta_stages_text",
+    "meta_stages_junk",
+    "meta_list",
+)
 
 
 # --------------------------------------------------------------------------------------
 # the runner: several command lines in one process, results as JSON
 # --------------------------------------------------------------------------------------
+
 
 def _drain(fd: int, chunks: list[bytes]) -> None:
     while block := os.read(fd, 65536):
@@ -342,8 +652,10 @@ def _run_one(argv: list[str], file_size_limit: int | None) -> dict[str, Any]:
     saved = os.dup(1), os.dup(2)
     pipes = os.pipe(), os.pipe()
     captured: tuple[list[bytes], list[bytes]] = ([], [])
-    readers = [threading.Thread(target=_drain, args=(pipe[0], chunks))
-               for pipe, chunks in zip(pipes, captured, strict=True)]
+    readers = [
+        threading.Thread(target=_drain, args=(pipe[0], chunks))
+        for pipe, chunks in zip(pipes, captured, strict=True)
+    ]
     for reader in readers:
         reader.start()
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -378,8 +690,11 @@ def _run_one(argv: list[str], file_size_limit: int | None) -> dict[str, Any]:
 
 
 # root ignores folder permissions; without CAP_DAC_OVERRIDE it meets them like a user
-AS_USER = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-           if os.geteuid() == 0 and shutil.which("setpriv") else [])
+AS_USER = (
+    ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    if os.geteuid() == 0 and shutil.which("setpriv")
+    else []
+)
 PERMISSIONS_APPLY = os.geteuid() != 0 or bool(AS_USER)
 
 
@@ -389,15 +704,26 @@ def run_group(cases: dict[str, dict[str, Any]], timeout: float = 600) -> dict[st
         request = Path(scratch, "cases.json")
         answer = Path(scratch, "results.json")
         request.write_text(json.dumps(cases))
-        subprocess.run([*AS_USER, sys.executable, __file__, str(request), str(answer)], cwd=scratch, env=ENV,
-                       timeout=timeout, check=True)
+        subprocess.run(
+            [*AS_USER, sys.executable, __file__, str(request), str(answer)],
+            cwd=scratch,
+            env=ENV,
+            timeout=timeout,
+            check=True,
+        )
         return json.loads(answer.read_text())
 
 
 def n2nonnx_command(*argv: Any, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m n2nonnx ARGV`` in its own process, as a user runs it."""
-    return subprocess.run([*AS_USER, sys.executable, "-m", "n2nonnx", *map(str, argv)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*AS_USER, sys.executable, "-m", "n2nonnx", *map(str, argv)],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _runner(request: str, answer: str) -> None:
@@ -413,6 +739,7 @@ def _runner(request: str, answer: str) -> None:
 # --------------------------------------------------------------------------------------
 # the tests
 # --------------------------------------------------------------------------------------
+
 
 class _Names(dict):
     """Stand-in fixture paths, to list the case names when the tests are collected."""
@@ -445,8 +772,16 @@ def hostile(tmp_path_factory):
     killed = _kill_a_save(out / "after_killed_save")
     before = digests(root / "in")
     results = run_group(table)
-    yield {"files": files, "out": out, "root": root, "results": results, "table": table,
-           "before": before, "after": digests(root / "in"), "killed": killed}
+    yield {
+        "files": files,
+        "out": out,
+        "root": root,
+        "results": results,
+        "table": table,
+        "before": before,
+        "after": digests(root / "in"),
+        "killed": killed,
+    }
     (root / "read-only").chmod(0o755)
 
 
@@ -465,7 +800,9 @@ def test_refused_on_one_line_and_nothing_written(name, hostile):
     if name not in AFTER_THE_WORK:  # checked before the work: no progress line either
         assert len(lines) == 1, lines
     verb = spec["argv"][0]
-    assert lines[-1].startswith(f"n2nonnx {verb}: error: ") and spec["words"] in lines[-1], lines[-1]
+    assert lines[-1].startswith(f"n2nonnx {verb}: error: ") and spec["words"] in lines[-1], lines[
+        -1
+    ]
     left = sorted(p.name for p in (hostile["out"] / name).iterdir())
     assert left == (["dense.onnx"] if name == "run_dense_exists" else []), left
     if name == "run_dense_exists":
@@ -478,7 +815,9 @@ def test_failed_work_exits_1_and_writes_nothing(name, hostile):
     lines = _stderr_lines(result)
     assert result["escaped"] is None and "Traceback" not in result["err"], result["err"]
     assert result["code"] == FAILED, (result["code"], lines)
-    assert lines[-1].startswith(f"n2nonnx {spec['argv'][0]}: failed: ") and spec["words"] in lines[-1], lines
+    assert (
+        lines[-1].startswith(f"n2nonnx {spec['argv'][0]}: failed: ") and spec["words"] in lines[-1]
+    ), lines
     assert list((hostile["out"] / name).iterdir()) == []
 
 
@@ -528,8 +867,12 @@ def test_damaged_study_cells_are_skipped_and_redone(hostile):
 def test_run_writes_a_whole_report_folder(hostile):
     run = hostile["out"] / "run_ok" / "run"
     names = sorted(p.name for p in run.iterdir())
-    assert names == sorted(["model.onnx", "results.json", "report.md", "training.png", "connectivity.png"])
-    assert (run / "report.md").stat().st_mode & 0o044 == 0o044 & ~_umask()  # readable like any new file
+    assert names == sorted(
+        ["model.onnx", "results.json", "report.md", "training.png", "connectivity.png"]
+    )
+    assert (
+        run / "report.md"
+    ).stat().st_mode & 0o044 == 0o044 & ~_umask()  # readable like any new file
     numbers = json.loads((run / "results.json").read_text())
     assert set(numbers["files"].values()) <= set(names)
 
@@ -544,8 +887,16 @@ def test_one_process_per_command_warning_then_error(hostile):
     """numpy warns while the data is generated; the user still sees exactly one line."""
     out = hostile["root"] / "real-warning"
     out.mkdir()
-    done = n2nonnx_command("train", hostile["files"]["m"], "-o", out / "o.onnx", "--epochs", "1",
-                           "--data", TINY + ",class_sep=1e308")
+    done = n2nonnx_command(
+        "train",
+        hostile["files"]["m"],
+        "-o",
+        out / "o.onnx",
+        "--epochs",
+        "1",
+        "--data",
+        TINY + ",class_sep=1e308",
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.startswith("n2nonnx train: error: x_train holds")
@@ -557,8 +908,12 @@ def test_one_process_per_command_bad_pair(hostile):
     out = hostile["root"] / "real-skip"
     out.mkdir()
     layer = json.loads(hostile["files"]["layers"])[2]
-    done = n2nonnx_command("skip", hostile["files"]["pruned"], "-o", out / "p.onnx", "--pair", f"{layer},{layer}")
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    done = n2nonnx_command(
+        "skip", hostile["files"]["pruned"], "-o", out / "p.onnx", "--pair", f"{layer},{layer}"
+    )
+    assert (
+        done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    ), done.stderr
     assert "cannot skip to itself" in done.stderr
     assert list(out.iterdir()) == []
 
@@ -594,8 +949,11 @@ def _kill_a_save(folder: Path) -> dict[str, Any]:
     finally:
         child.kill()
         child.wait()
-    return {"finished_first": finished, "returncode": child.returncode,
-            "left": sorted(p.name for p in folder.iterdir())}
+    return {
+        "finished_first": finished,
+        "returncode": child.returncode,
+        "left": sorted(p.name for p in folder.iterdir()),
+    }
 
 
 def test_save_killed_with_sigkill_leaves_nothing_after_the_next_command(hostile):

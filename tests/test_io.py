@@ -63,7 +63,13 @@ def test_zoo_models_round_trip_exactly(zoo_models, tmp_path):
 def test_external_data_load_and_save(tmp_path):
     proto = builders.conv_net(11)
     source = tmp_path / "ext.onnx"
-    onnx.save_model(builders.conv_net(11), source, save_as_external_data=True, location="ext.weights", size_threshold=0)
+    onnx.save_model(
+        builders.conv_net(11),
+        source,
+        save_as_external_data=True,
+        location="ext.weights",
+        size_threshold=0,
+    )
     assert (tmp_path / "ext.weights").exists()
     model = n2nonnx.load(source)
     assert model.initializer("cw").shape == (4, 2, 3, 3)
@@ -84,7 +90,13 @@ def test_external_data_chosen_by_size(tmp_path, monkeypatch):
 
 def test_missing_external_data_is_a_clear_error(tmp_path):
     source = tmp_path / "ext.onnx"
-    onnx.save_model(builders.conv_net(11), source, save_as_external_data=True, location="w.bin", size_threshold=0)
+    onnx.save_model(
+        builders.conv_net(11),
+        source,
+        save_as_external_data=True,
+        location="w.bin",
+        size_threshold=0,
+    )
     (tmp_path / "w.bin").unlink()
     with pytest.raises(n2nonnx.errors.ModelLoadError, match="external data"):
         n2nonnx.load(source)
@@ -158,7 +170,9 @@ def test_masks_survive_normalisation():
     assert fc_layer.weight == "fw"
     np.testing.assert_array_equal(model.mask("fw"), mask)
     np.testing.assert_array_equal(model.effective_weight(fc_layer)[:, ::2], 0)
-    np.testing.assert_array_equal(model.effective_weight(fc_layer)[:, 1::2], model.initializer("fw")[:, 1::2])
+    np.testing.assert_array_equal(
+        model.effective_weight(fc_layer)[:, 1::2], model.initializer("fw")[:, 1::2]
+    )
 
 
 def test_load_of_a_model_leaves_it_alone(tmp_path):
@@ -174,8 +188,13 @@ def test_save_never_overwrites_the_sources_external_data(tmp_path):
     from n2nonnx.masks import apply_masks
 
     source = tmp_path / "a.onnx"
-    onnx.save_model(builders.conv_net(11), source, save_as_external_data=True, location="b.onnx.data",
-                    size_threshold=0)
+    onnx.save_model(
+        builders.conv_net(11),
+        source,
+        save_as_external_data=True,
+        location="b.onnx.data",
+        size_threshold=0,
+    )
     before = (tmp_path / "b.onnx.data").read_bytes()
     model = n2nonnx.load(source)
     masked = apply_masks(model, {"fw": np.zeros((5, 64), np.float32)})

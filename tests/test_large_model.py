@@ -44,9 +44,14 @@ def test_model_over_2gb(tmp_path):
         helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
     ]
     graph = helper.make_graph(
-        nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE])],
+        nodes,
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", SIZE])],
-        initializer=[external_tensor("w1", "big.data", 0, length), external_tensor("w2", "big.data", length, length)],
+        initializer=[
+            external_tensor("w1", "big.data", 0, length),
+            external_tensor("w2", "big.data", length, length),
+        ],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     (tmp_path / "big.onnx").write_bytes(proto.SerializeToString())
@@ -54,7 +59,9 @@ def test_model_over_2gb(tmp_path):
     model = n2nonnx.load(tmp_path / "big.onnx")
     assert is_large(model.proto)
     assert [(layer.weight, layer.units, layer.in_units) for layer in model.layers] == [
-        ("w1", SIZE, SIZE), ("w2", SIZE, SIZE)]
+        ("w1", SIZE, SIZE),
+        ("w2", SIZE, SIZE),
+    ]
     assert model.layers[0].feeds[0].target == "fc2"
 
     out = n2nonnx.save(model, tmp_path / "copy.onnx")  # switches to external data by itself

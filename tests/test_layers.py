@@ -22,7 +22,13 @@ def test_mlp(zoo_models):
     layers = by_weight(model)
     assert [layer.weight for layer in model.layers] == ["0.weight", "2.weight", "4.weight"]
     first, second, last = (layers[w] for w in ["0.weight", "2.weight", "4.weight"])
-    assert (first.op, first.weight_shape, first.units, first.in_units, first.fan_in) == ("Gemm", (32, 40), 32, 40, 40)
+    assert (first.op, first.weight_shape, first.units, first.in_units, first.fan_in) == (
+        "Gemm",
+        (32, 40),
+        32,
+        40,
+        40,
+    )
     assert (first.unit_axis, first.in_axis) == (0, 1)
     assert first.bias == "0.bias" and first.chain == ("Relu",)
     assert (second.units, second.in_units, last.units) == (24, 32, 10)
@@ -37,13 +43,23 @@ def test_vgg_flatten_maps_channels_to_features(zoo_models):
     model = n2nonnx.load(zoo_models["vgg"])
     convs = [layer for layer in model.layers if layer.op == "Conv"]
     fcs = [layer for layer in model.layers if layer.op == "Gemm"]
-    assert [c.weight_shape for c in convs] == [(8, 3, 3, 3), (8, 8, 3, 3), (16, 8, 3, 3), (16, 16, 3, 3)]
+    assert [c.weight_shape for c in convs] == [
+        (8, 3, 3, 3),
+        (8, 8, 3, 3),
+        (16, 8, 3, 3),
+        (16, 16, 3, 3),
+    ]
     assert [c.spatial_in for c in convs] == [(16, 16), (16, 16), (8, 8), (8, 8)]
     assert all(c.chain == ("BatchNormalization", "Relu") for c in convs)
     assert [f.weight_shape for f in fcs] == [(32, 256), (10, 32)]
     assert fcs[1].chain == () and fcs[0].chain == ("Relu",)  # eval export drops Dropout
     edge = convs[-1].feeds[0]
-    assert edge.target == fcs[0].name and edge.via == ("BatchNormalization", "Relu", "MaxPool", "Flatten")
+    assert edge.target == fcs[0].name and edge.via == (
+        "BatchNormalization",
+        "Relu",
+        "MaxPool",
+        "Flatten",
+    )
     # 16 channels x (4 x 4) positions, channel-major: the map repeats each channel 16 times.
     np.testing.assert_array_equal(edge.unit_map, np.repeat(np.arange(16), 16))
     assert convs[1].feeds[0].via == ("BatchNormalization", "Relu", "MaxPool")
@@ -92,7 +108,11 @@ def test_mobilenet_depthwise_and_grouped(zoo_models):
     assert len(depthwise) == 2 and len(grouped) == 1
     assert depthwise[0].weight_shape == (16, 1, 3, 3) and depthwise[0].in_units == 16
     assert depthwise[0].fan_in == 9
-    assert grouped[0].weight_shape == (32, 8, 3, 3) and grouped[0].in_units == 32 and grouped[0].fan_in == 72
+    assert (
+        grouped[0].weight_shape == (32, 8, 3, 3)
+        and grouped[0].in_units == 32
+        and grouped[0].fan_in == 72
+    )
     assert convs[0].chain == ("BatchNormalization", "HardSwish")
     assert convs[0].spatial_out == (8, 8)
 
@@ -101,10 +121,16 @@ def test_transformer_matmul_weights(zoo_models):
     model = n2nonnx.load(zoo_models["transformer"])
     layers = by_weight(model)
     shapes = sorted((layer.op, layer.weight_shape) for layer in model.layers)
-    assert shapes == sorted([
-        ("MatMul", (8, 32)), ("MatMul", (32, 96)), ("Gemm", (32, 32)),
-        ("MatMul", (32, 64)), ("MatMul", (64, 32)), ("Gemm", (10, 32)),
-    ])
+    assert shapes == sorted(
+        [
+            ("MatMul", (8, 32)),
+            ("MatMul", (32, 96)),
+            ("Gemm", (32, 32)),
+            ("MatMul", (32, 64)),
+            ("MatMul", (64, 32)),
+            ("Gemm", (10, 32)),
+        ]
+    )
     ff1 = next(layer for layer in model.layers if layer.weight_shape == (32, 64))
     assert (ff1.unit_axis, ff1.in_axis, ff1.units, ff1.in_units) == (1, 0, 64, 32)
     assert ff1.bias is not None and ff1.chain == ("Relu",) and ff1.spatial_in == (6,)
@@ -142,7 +168,13 @@ def test_helper_conv_old_opsets(opset):
 def test_weight_on_the_left():
     model = n2nonnx.load(builders.left_weight_gemm())
     first, second = model.layers
-    assert (first.op, first.unit_axis, first.in_axis, first.units, first.in_units) == ("Gemm", 1, 0, 10, 6)
+    assert (first.op, first.unit_axis, first.in_axis, first.units, first.in_units) == (
+        "Gemm",
+        1,
+        0,
+        10,
+        6,
+    )
     assert (first.in_feature_axis, first.out_feature_axis) == (0, 0)
     assert (second.op, second.unit_axis, second.units, second.in_units) == ("MatMul", 0, 3, 10)
     np.testing.assert_array_equal(first.feeds[0].unit_map, np.arange(10))

@@ -22,12 +22,18 @@ NEWEST = onnx.defs.onnx_opset_version()
 # (op, schema version) no converter implements, with the reason. The coverage test fails when a
 # gap appears that is not listed here, and when a listed gap is closed.
 KNOWN_GAPS = {
-    ("Upsample", 1): "experimental opset-1 form (height_scale / width_scale attributes); no exporter "
-                     "emits it and onnxruntime (opset 7+) cannot check it",
+    (
+        "Upsample",
+        1,
+    ): "experimental opset-1 form (height_scale / width_scale attributes); no exporter "
+    "emits it and onnxruntime (opset 7+) cannot check it",
     ("Upsample", 10): "deprecated: Upsample was removed at opset 10 (use Resize); onnx.checker and "
-                      "onnxruntime reject it",
-    ("Scatter", 11): "deprecated: Scatter was removed at opset 11 (use ScatterElements); onnx.checker "
-                     "and onnxruntime reject it",
+    "onnxruntime reject it",
+    (
+        "Scatter",
+        11,
+    ): "deprecated: Scatter was removed at opset 11 (use ScatterElements); onnx.checker "
+    "and onnxruntime reject it",
 }
 
 
@@ -42,13 +48,17 @@ def test_every_schema_version_is_covered_or_a_known_gap():
         gaps |= {(op, v) for v in schema_versions(op) if v <= NEWEST and v not in versions}
     new = sorted(gaps - set(KNOWN_GAPS))
     closed = sorted(set(KNOWN_GAPS) - gaps)
-    assert not new, f"schema versions no converter implements (implement them or list them in KNOWN_GAPS): {new}"
+    assert not new, (
+        f"schema versions no converter implements (implement them or list them in KNOWN_GAPS): {new}"
+    )
     assert not closed, f"KNOWN_GAPS lists versions that are covered now (remove them): {closed}"
 
 
 def test_declared_versions_are_real_schema_versions():
-    wrong = {op: [v for v in versions if v <= NEWEST and v not in schema_versions(op)]
-             for op, versions in _standard_ops().items()}
+    wrong = {
+        op: [v for v in versions if v <= NEWEST and v not in schema_versions(op)]
+        for op, versions in _standard_ops().items()
+    }
     assert not {op: bad for op, bad in wrong.items() if bad}
 
 
@@ -76,14 +86,24 @@ def test_resolution_uses_the_active_schema_version():
     assert resolve("Split", "ai.onnx", 17) is resolve("Split", "", 13)
 
 
-def _model(op: str, inputs: dict[str, np.ndarray], opset: int, outputs: int = 1, name: str = "",
-           **attrs) -> onnx.ModelProto:
+def _model(
+    op: str, inputs: dict[str, np.ndarray], opset: int, outputs: int = 1, name: str = "", **attrs
+) -> onnx.ModelProto:
     node = helper.make_node(op, list(inputs), [f"y{i}" for i in range(outputs)], name=name, **attrs)
     graph = helper.make_graph(
-        [node], "one",
-        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape))
-         for k, v in inputs.items()],
-        [helper.make_tensor_value_info(f"y{i}", TensorProto.UNDEFINED, None) for i in range(outputs)])
+        [node],
+        "one",
+        [
+            helper.make_tensor_value_info(
+                k, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)
+            )
+            for k, v in inputs.items()
+        ],
+        [
+            helper.make_tensor_value_info(f"y{i}", TensorProto.UNDEFINED, None)
+            for i in range(outputs)
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
@@ -96,19 +116,37 @@ def _ours(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> tuple[torch.
     return result if isinstance(result, tuple) else (result,)
 
 
-@pytest.mark.parametrize(("op", "opset", "version", "covered"), [
-    ("Upsample", 10, 10, "[7, 9]"),
-    ("Scatter", 12, 11, "[9]"),
-])
+@pytest.mark.parametrize(
+    ("op", "opset", "version", "covered"),
+    [
+        ("Upsample", 10, 10, "[7, 9]"),
+        ("Scatter", 12, 11, "[9]"),
+    ],
+)
 def test_uncovered_version_is_refused_in_one_line(op, opset, version, covered):
-    inputs = {"x": np.zeros((1, 1, 2, 2), np.float32), "s": np.ones(4, np.float32)} if op == "Upsample" else {
-        "x": np.zeros((2, 2), np.float32), "i": np.zeros((2, 2), np.int64), "u": np.ones((2, 2), np.float32)}
+    inputs = (
+        {"x": np.zeros((1, 1, 2, 2), np.float32), "s": np.ones(4, np.float32)}
+        if op == "Upsample"
+        else {
+            "x": np.zeros((2, 2), np.float32),
+            "i": np.zeros((2, 2), np.int64),
+            "u": np.ones((2, 2), np.float32),
+        }
+    )
     with pytest.raises(UnsupportedOpError) as info:
         OnnxModule(_model(op, inputs, opset, name="old7"))
     message = str(info.value)
     assert "\n" not in message
-    for part in ("'old7'", f"op {op}", "'ai.onnx'", f"opset {opset}", f"{op}-{version}", "deprecated", covered,
-                 "n2nonnx.backend.supported_ops()"):
+    for part in (
+        "'old7'",
+        f"op {op}",
+        "'ai.onnx'",
+        f"opset {opset}",
+        f"{op}-{version}",
+        "deprecated",
+        covered,
+        "n2nonnx.backend.supported_ops()",
+    ):
         assert part in message, (part, message)
 
 
@@ -120,10 +158,16 @@ def test_op_older_than_its_first_schema_is_refused():
 
 def test_add_6_legacy_broadcast_aligns_at_axis():
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((2, 3, 4, 5)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    a, b = (
+        rng.standard_normal((2, 3, 4, 5)).astype(np.float32),
+        rng.standard_normal((3, 4)).astype(np.float32),
+    )
     (got,) = _ours(_model("Add", {"a": a, "b": b}, 6, broadcast=1, axis=1), {"a": a, "b": b})
     np.testing.assert_array_equal(got.numpy(), a + b[None, :, :, None])
-    (trailing,) = _ours(_model("Mul", {"a": a, "b": b[0, :3].copy()}, 6, broadcast=1, axis=-3), {"a": a, "b": b[0, :3].copy()})
+    (trailing,) = _ours(
+        _model("Mul", {"a": a, "b": b[0, :3].copy()}, 6, broadcast=1, axis=-3),
+        {"a": a, "b": b[0, :3].copy()},
+    )
     np.testing.assert_array_equal(trailing.numpy(), a * b[0, :3][None, :, None, None])
 
 
@@ -150,7 +194,9 @@ def test_selu_1_uses_its_own_default_constants():
     assert not np.allclose(expected[1], expected[6], rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize(("opset", "mask_type"), [(7, torch.float32), (10, torch.bool), (13, torch.bool)])
+@pytest.mark.parametrize(
+    ("opset", "mask_type"), [(7, torch.float32), (10, torch.bool), (13, torch.bool)]
+)
 def test_dropout_mask_type_follows_the_version(opset, mask_type):
     x = np.ones((2, 3), np.float32)
     y, mask = _ours(_model("Dropout", {"x": x}, opset, outputs=2), {"x": x})
@@ -160,12 +206,23 @@ def test_dropout_mask_type_follows_the_version(opset, mask_type):
 
 def test_resize_11_tf_half_pixel_for_nn_matches_onnxruntime():
     x = np.arange(20, dtype=np.float32).reshape(1, 1, 4, 5)
-    node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="nearest",
-                            coordinate_transformation_mode="tf_half_pixel_for_nn")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.array([], np.float32), "roi"),
-                               numpy_helper.from_array(np.array([1, 1, 1.7, 0.6], np.float32), "scales")])
+    node = helper.make_node(
+        "Resize",
+        ["x", "roi", "scales"],
+        ["y"],
+        mode="nearest",
+        coordinate_transformation_mode="tf_half_pixel_for_nn",
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.array([], np.float32), "roi"),
+            numpy_helper.from_array(np.array([1, 1, 1.7, 0.6], np.float32), "scales"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 8
     (got,) = _ours(model, {"x": x})
@@ -174,12 +231,19 @@ def test_resize_11_tf_half_pixel_for_nn_matches_onnxruntime():
 
 def test_conv_transpose_10_same_upper_matches_onnxruntime():
     rng = np.random.default_rng(1)
-    x, w = rng.standard_normal((1, 2, 3, 4)).astype(np.float32), rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    x, w = (
+        rng.standard_normal((1, 2, 3, 4)).astype(np.float32),
+        rng.standard_normal((2, 1, 3, 3)).astype(np.float32),
+    )
     for mode in ("SAME_UPPER", "SAME_LOWER"):
         node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], auto_pad=mode, strides=[2, 2])
-        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                                  [numpy_helper.from_array(w, "w")])
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(w, "w")],
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
         model.ir_version = 8
         (got,) = _ours(model, {"x": x})

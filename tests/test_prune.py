@@ -24,14 +24,22 @@ METHODS = ["random", "expander", "magnitude", "snip", "grasp", "synflow"]
 
 def small_mlp(seed=0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 5))
+    return nn.Sequential(
+        nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 24), nn.ReLU(), nn.Linear(24, 5)
+    )
 
 
 def small_cnn(seed=0) -> nn.Module:
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5),
+        nn.Conv2d(2, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 5),
     )
     with torch.no_grad():  # non-trivial BatchNorm statistics
         net[1].running_mean.uniform_(-0.5, 0.5)
@@ -65,8 +73,14 @@ def weights_of(model):
 @pytest.mark.parametrize("allocation", ["global", "uniform", "erk"])
 def test_exact_accounting(method, allocation, cnn_model):
     density = 0.1
-    pruned = prune(cnn_model, method, density, allocation=allocation, data=toy_data((2, 8, 8)),
-                   options={"iterations": 5})
+    pruned = prune(
+        cnn_model,
+        method,
+        density,
+        allocation=allocation,
+        data=toy_data((2, 8, 8)),
+        options={"iterations": 5},
+    )
     rows = prune_table(pruned)
     total = sum(r.total for r in rows)
     assert sum(r.kept for r in rows) == round(density * total)
@@ -76,12 +90,15 @@ def test_exact_accounting(method, allocation, cnn_model):
         shapes = {layer.weight: layer.weight_shape for layer in cnn_model.layers}
         factors = {w: sum(s) / np.prod(s) for w, s in shapes.items()}
         scale = round(density * total) / sum(factors[r.weight] * r.total for r in rows)
-        assert all(abs(r.kept - min(r.total, scale * factors[r.weight] * r.total)) <= 1 for r in rows)
+        assert all(
+            abs(r.kept - min(r.total, scale * factors[r.weight] * r.total)) <= 1 for r in rows
+        )
     record = pruned.metadata["stages"][-1]
     assert record["stage"] == "prune" and record["method"] == method
     # The record's counts are the masks' (counted here from the mask tensors themselves).
     assert [entry["kept"] for entry in record["layers"]] == [
-        int(pruned.mask(layer.weight).sum()) for layer in pruned.layers]
+        int(pruned.mask(layer.weight).sum()) for layer in pruned.layers
+    ]
 
 
 def test_expander_gives_every_unit_the_same_fan_in(mlp_model):
@@ -95,7 +112,11 @@ def test_expander_gives_every_unit_the_same_fan_in(mlp_model):
 def hand_snip(net: nn.Module, x, y) -> dict[str, np.ndarray]:
     net.zero_grad()
     nn.functional.cross_entropy(net(x), y).backward()
-    scores = {n: (p * p.grad).abs().detach().double() for n, p in net.named_parameters() if n.endswith("weight") and p.dim() > 1}
+    scores = {
+        n: (p * p.grad).abs().detach().double()
+        for n, p in net.named_parameters()
+        if n.endswith("weight") and p.dim() > 1
+    }
     total = sum(float(s.sum()) for s in scores.values())
     return {n: (s / total).numpy() for n, s in scores.items()}
 
@@ -104,9 +125,15 @@ def hand_grasp(net: nn.Module, x, y, temperature=200.0) -> dict[str, np.ndarray]
     weights = {n: p for n, p in net.named_parameters() if n.endswith("weight") and p.dim() > 1}
     params = list(weights.values())
     g0 = torch.autograd.grad(nn.functional.cross_entropy(net(x) / temperature, y), params)
-    g1 = torch.autograd.grad(nn.functional.cross_entropy(net(x) / temperature, y), params, create_graph=True)
-    hg = torch.autograd.grad(sum((a * b.detach()).sum() for a, b in zip(g1, g0, strict=True)), params)
-    return {n: (p * h).detach().double().numpy() for (n, p), h in zip(weights.items(), hg, strict=True)}
+    g1 = torch.autograd.grad(
+        nn.functional.cross_entropy(net(x) / temperature, y), params, create_graph=True
+    )
+    hg = torch.autograd.grad(
+        sum((a * b.detach()).sum() for a, b in zip(g1, g0, strict=True)), params
+    )
+    return {
+        n: (p * h).detach().double().numpy() for (n, p), h in zip(weights.items(), hg, strict=True)
+    }
 
 
 def hand_synflow(net: nn.Module, sample_shape, density, iterations) -> dict[str, np.ndarray]:
@@ -125,7 +152,9 @@ def hand_synflow(net: nn.Module, sample_shape, density, iterations) -> dict[str,
         net.zero_grad()
         net(torch.ones(1, *sample_shape, dtype=torch.float64)).sum().backward()
         scores = {n: (p * p.grad).abs().detach() for n, p in weights.items()}
-        flat = torch.cat([torch.where(masks[n] > 0, s, -torch.inf).flatten() for n, s in scores.items()])
+        flat = torch.cat(
+            [torch.where(masks[n] > 0, s, -torch.inf).flatten() for n, s in scores.items()]
+        )
         keep = round(density ** (k / iterations) * flat.numel())
         threshold_order = torch.argsort(-flat, stable=True)[:keep]
         kept = torch.zeros_like(flat)
@@ -141,8 +170,13 @@ def context_for(model, data=None, density=0.2, batch_size=40, options=None):
     from n2nonnx.pruning.allocation import masks_from_scores
 
     return ScoringContext(
-        model=model, weights=weights_of(model), density=density, rng=np.random.default_rng(0),
-        data=data, batch_size=batch_size, options=options or {},
+        model=model,
+        weights=weights_of(model),
+        density=density,
+        rng=np.random.default_rng(0),
+        data=data,
+        batch_size=batch_size,
+        options=options or {},
         allocate=lambda scores, target: masks_from_scores(scores, target, None),
     )
 
@@ -182,7 +216,9 @@ def test_grasp_matches_hand_written_torch(build, shape):
 def test_synflow_matches_hand_written_torch(build, shape):
     net = build()
     model = n2nonnx.load(export(net, torch.randn(2, *shape)).proto)
-    ours = get_criterion("synflow").score(context_for(model, density=0.2, options={"iterations": 4, "sample_shape": shape}))
+    ours = get_criterion("synflow").score(
+        context_for(model, density=0.2, options={"iterations": 4, "sample_shape": shape})
+    )
     expected = hand_synflow(net, shape, 0.2, 4)
     for name in weights_of(model):
         np.testing.assert_array_equal(np.isinf(ours[name]), np.isinf(expected[name]))
@@ -217,8 +253,18 @@ def test_masked_weights_stay_zero_through_training(mlp_model):
 
     pruned = prune(mlp_model, "random", 0.1)
     data = toy_data((20,), count=64)
-    result = train(pruned, data, epochs=2, batch_size=16, optimizer="sgd", lr=0.1, momentum=0.9,
-                   weight_decay=5e-3, seed=0, progress=False)
+    result = train(
+        pruned,
+        data,
+        epochs=2,
+        batch_size=16,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-3,
+        seed=0,
+        progress=False,
+    )
     trained = n2nonnx.load(result.model.proto)
     for layer in trained.layers:
         mask = trained.mask(layer.weight)
@@ -230,7 +276,11 @@ def test_masked_weights_stay_zero_through_training(mlp_model):
 def test_same_seed_same_bytes(cnn_model, tmp_path):
     files = []
     for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
-        files.append(n2nonnx.save(prune(cnn_model, "random", 0.1, seed=seed), tmp_path / f"{name}.onnx").read_bytes())
+        files.append(
+            n2nonnx.save(
+                prune(cnn_model, "random", 0.1, seed=seed), tmp_path / f"{name}.onnx"
+            ).read_bytes()
+        )
     assert files[0] == files[1] and files[0] != files[2]
 
 
@@ -278,8 +328,29 @@ def test_cli_prune_and_inspect(tmp_path, capsys, zoo_models):
     source = zoo_models["mlp"]
     before = source.read_bytes()
     out = tmp_path / "pruned.onnx"
-    assert main(["prune", str(source), "-o", str(out), "--method", "snip", "--density", "0.05",
-                 "--allocation", "global", "--data", "mnist1d", "--batch-size", "64", "--seed", "0"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                str(source),
+                "-o",
+                str(out),
+                "--method",
+                "snip",
+                "--density",
+                "0.05",
+                "--allocation",
+                "global",
+                "--data",
+                "mnist1d",
+                "--batch-size",
+                "64",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     total_row = next(line.split() for line in printed.splitlines() if line.startswith("total"))
     assert total_row[1:3] == [str(round(0.05 * 2288)), "2,288"]  # 40x32 + 32x24 + 24x10 weights
@@ -327,8 +398,12 @@ def test_rescale_restores_each_units_fan_in_scale(mlp_model):
     plain = prune(mlp_model, "expander", 0.25, allocation="uniform", seed=1)
     scaled = prune(mlp_model, "expander", 0.25, allocation="uniform", seed=1, rescale=True)
     for layer in plain.layers:
-        before = np.moveaxis(plain.effective_weight(layer), layer.unit_axis, 0).reshape(layer.units, -1)
-        after = np.moveaxis(scaled.effective_weight(layer), layer.unit_axis, 0).reshape(layer.units, -1)
+        before = np.moveaxis(plain.effective_weight(layer), layer.unit_axis, 0).reshape(
+            layer.units, -1
+        )
+        after = np.moveaxis(scaled.effective_weight(layer), layer.unit_axis, 0).reshape(
+            layer.units, -1
+        )
         kept = np.count_nonzero(before, axis=1)
         np.testing.assert_array_equal(np.count_nonzero(after, axis=1), kept)
         np.testing.assert_allclose(after, before * np.sqrt(layer.fan_in / kept)[:, None], rtol=1e-6)
@@ -337,8 +412,29 @@ def test_rescale_restores_each_units_fan_in_scale(mlp_model):
 
 def test_cli_prune_with_n2nskip(tmp_path, capsys, zoo_models):
     out = tmp_path / "n2n.onnx"
-    assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--method", "expander", "--density", "0.2",
-                 "--n2nskip", "--skip-share", "0.5", "--sampling", "uniform", "--rescale", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                str(zoo_models["mlp"]),
+                "-o",
+                str(out),
+                "--method",
+                "expander",
+                "--density",
+                "0.2",
+                "--n2nskip",
+                "--skip-share",
+                "0.5",
+                "--sampling",
+                "uniform",
+                "--rescale",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     model = n2nonnx.load(out)
     record = model.metadata["stages"][-1]
     assert record["stage"] == "n2nskip" and record["sampling"] == "uniform" and record["seed"] == 3
@@ -355,12 +451,29 @@ def test_nan_scores_and_bad_options_are_refused(mlp_model, tmp_path, capsys, zoo
     with pytest.raises(InvalidArgumentError, match="NaN"):
         masks_from_scores({"a": np.array([1.0, np.nan, 3.0])}, 0.5, None)
     out = tmp_path / "o.onnx"
-    for extra, words in [(["--method", "grasp", "--data", "mnist1d", "--temperature", "0"], "temperature"),
-                         (["--method", "snip", "--data", "mnist1d", "--batch-size", "0"], "batch size"),
-                         (["--method", "synflow", "--iterations", "0"], "iterations")]:
-        assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--density", "0.1", *extra]) == 2
+    for extra, words in [
+        (["--method", "grasp", "--data", "mnist1d", "--temperature", "0"], "temperature"),
+        (["--method", "snip", "--data", "mnist1d", "--batch-size", "0"], "batch size"),
+        (["--method", "synflow", "--iterations", "0"], "iterations"),
+    ]:
+        assert (
+            main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--density", "0.1", *extra]) == 2
+        )
         assert words in capsys.readouterr().err and not out.exists()
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not a zip")
-    assert main(["prune", str(zoo_models["mlp"]), "-o", str(out), "--density", "0.1", "--masks",
-                 str(tmp_path / "bad.npz")]) == 2
+    assert (
+        main(
+            [
+                "prune",
+                str(zoo_models["mlp"]),
+                "-o",
+                str(out),
+                "--density",
+                "0.1",
+                "--masks",
+                str(tmp_path / "bad.npz"),
+            ]
+        )
+        == 2
+    )
     assert "cannot read masks" in capsys.readouterr().err

@@ -29,14 +29,23 @@ def deep_residual(gain: float) -> nn.Module:
     class Block(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                                      nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))
+            self.body = nn.Sequential(
+                nn.Conv2d(4, 4, 3, padding=1),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.Conv2d(4, 4, 3, padding=1),
+                nn.BatchNorm2d(4),
+            )
 
         def forward(self, x):
             return torch.relu(x + self.body(x))
 
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), *[Block() for _ in range(10)],
-                        nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1),
+        *[Block() for _ in range(10)],
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 3),
+    )
     with torch.no_grad():
         for module in net.modules():
             if isinstance(module, nn.Conv2d):
@@ -48,15 +57,23 @@ def deep_residual(gain: float) -> nn.Module:
 
 
 def synflow_masks(model, density, allocation, precision, iterations=20):
-    pruned = prune(model, "synflow", density, allocation=allocation,
-                   options={"iterations": iterations, "precision": precision})
+    pruned = prune(
+        model,
+        "synflow",
+        density,
+        allocation=allocation,
+        options={"iterations": iterations, "precision": precision},
+    )
     return {layer.weight: pruned.mask(layer.weight) for layer in pruned.layers}
 
 
 @pytest.fixture(scope="module")
 def test_models(zoo_models):
-    models = {"small_mlp": loaded(small_mlp(), (20,)), "small_cnn": loaded(small_cnn(), (2, 8, 8)),
-              "deep_residual": loaded(deep_residual(1.0), (2, 6, 6))}
+    models = {
+        "small_mlp": loaded(small_mlp(), (20,)),
+        "small_cnn": loaded(small_cnn(), (2, 8, 8)),
+        "deep_residual": loaded(deep_residual(1.0), (2, 6, 6)),
+    }
     models.update({name: n2nonnx.load(zoo_models[name]) for name in ZOO})
     return models
 
@@ -76,9 +93,14 @@ def test_float32_masks_equal_float64(name, density, allocation, test_models):
 def context(model, shape, precision, density=0.2, iterations=4) -> ScoringContext:
     from n2nonnx.pruning.allocation import masks_from_scores
 
-    return ScoringContext(model=model, weights=weights_of(model), density=density, rng=np.random.default_rng(0),
-                          options={"iterations": iterations, "sample_shape": shape, "precision": precision},
-                          allocate=lambda scores, target: masks_from_scores(scores, target, None))
+    return ScoringContext(
+        model=model,
+        weights=weights_of(model),
+        density=density,
+        rng=np.random.default_rng(0),
+        options={"iterations": iterations, "sample_shape": shape, "precision": precision},
+        allocate=lambda scores, target: masks_from_scores(scores, target, None),
+    )
 
 
 def test_rescaling_is_exact_and_needed_where_float32_overflows():
@@ -148,7 +170,9 @@ def test_grasp_in_chunks_matches_one_batch():
     ours = get_criterion("grasp").score(context_with_data(model, data))
     rng = np.random.default_rng(0)
     y = data.y_train.numpy()
-    chosen = sorted(i for label in np.unique(y) for i in rng.permutation(np.flatnonzero(y == label))[:10])
+    chosen = sorted(
+        i for label in np.unique(y) for i in rng.permutation(np.flatnonzero(y == label))[:10]
+    )
     expected = hand_grasp(net.eval(), data.x_train[chosen], data.y_train[chosen])
     for name in weights_of(model):
         scale = np.abs(expected[name]).max()
@@ -156,5 +180,11 @@ def test_grasp_in_chunks_matches_one_batch():
 
 
 def context_with_data(model, data) -> ScoringContext:
-    return ScoringContext(model=model, weights=weights_of(model), density=0.1, rng=np.random.default_rng(0),
-                          data=data, batch_size=128)
+    return ScoringContext(
+        model=model,
+        weights=weights_of(model),
+        density=0.1,
+        rng=np.random.default_rng(0),
+        data=data,
+        batch_size=128,
+    )

@@ -21,7 +21,12 @@ def blocks(language: str) -> list[str]:
 
 
 def test_readme_console_commands(tmp_path, monkeypatch):
-    commands = [line[2:] for block in blocks("console") for line in block.splitlines() if line.startswith("$ ")]
+    commands = [
+        line[2:]
+        for block in blocks("console")
+        for line in block.splitlines()
+        if line.startswith("$ ")
+    ]
     assert len(commands) >= 4
     monkeypatch.chdir(tmp_path)
     for command in commands:
@@ -30,8 +35,13 @@ def test_readme_console_commands(tmp_path, monkeypatch):
             assert main(words[1:]) == 0, command
         else:
             assert words[:2] == ["python", "-m"], command
-            result = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, check=False,
-                                    env={**os.environ, "PYTHONPATH": str(README.parent)})
+            result = subprocess.run(
+                [sys.executable, *words[1:]],
+                capture_output=True,
+                text=True,
+                check=False,
+                env={**os.environ, "PYTHONPATH": str(README.parent)},
+            )
             assert result.returncode == 0, f"{command}\n{result.stderr}"
 
 

@@ -43,7 +43,7 @@ def test_target_mode_reaches_the_target_within_tolerance(mlp, density):
     assert abs(result.learned_density - density) <= TOLERANCE * density
     # the kept-connection trace stays within the tolerance from 3/4 of the search on
     steps = len(result.kept_trace)
-    tail = np.array(result.kept_trace[int(0.75 * steps):]) / total
+    tail = np.array(result.kept_trace[int(0.75 * steps) :]) / total
     assert np.all(np.abs(tail - density) <= TOLERANCE * density)
     assert result.density == round(density * total) / total
     kept = sum(int(np.count_nonzero(m)) for m in mask_arrays(result.model).values())
@@ -62,11 +62,22 @@ def test_free_mode_density_falls_as_lambda_grows(mlp):
 def test_prune_record_mirrors_the_pruning_stage(mlp):
     result = learn_masks(mlp, DATA, density=0.1, epochs=2, seed=2, **QUICK)
     record = stages(result.model.proto, "prune")[-1]
-    for key in ("method", "density", "achieved_density", "allocation", "seed", "exclude", "layers", "options"):
+    for key in (
+        "method",
+        "density",
+        "achieved_density",
+        "allocation",
+        "seed",
+        "exclude",
+        "layers",
+        "options",
+    ):
         assert key in record
     assert record["method"] == "scl" and record["allocation"] == "learned" and record["seed"] == 2
     assert [row["weight"] for row in record["layers"]] == [layer.weight for layer in mlp.layers]
-    assert sum(row["kept"] for row in record["layers"]) == round(0.1 * sum(layer.parameters for layer in mlp.layers))
+    assert sum(row["kept"] for row in record["layers"]) == round(
+        0.1 * sum(layer.parameters for layer in mlp.layers)
+    )
     assert record["options"]["search_epochs"] == 1 and record["options"]["epochs"] == 2
 
 
@@ -92,8 +103,10 @@ def test_skip_weights_are_learned_and_the_split_reported(mlp):
 
 def test_matmul_and_batchnorm_layers(tmp_path):
     model = n2nonnx.load(gemm_mlp(17))  # Gemm transB 0/1, MatMul (unit axis 1), BatchNorm, Dropout
-    data = (np.random.default_rng(0).standard_normal((200, 12)).astype(np.float32),
-            np.random.default_rng(1).integers(0, 4, 200))
+    data = (
+        np.random.default_rng(0).standard_normal((200, 12)).astype(np.float32),
+        np.random.default_rng(1).integers(0, 4, 200),
+    )
     result = learn_masks(model, data, density=0.3, epochs=2, seed=0, batch_size=20)
     assert result.reached
     assert {layer.weight for layer in result.layers} == {"w1", "w2", "wp", "w3"}
@@ -101,11 +114,15 @@ def test_matmul_and_batchnorm_layers(tmp_path):
     expected = run(result.model, {"x": x})[0]
     module = n2nonnx.backend.OnnxModule(result.model).eval()
     with torch.no_grad():
-        np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            module(torch.from_numpy(x)).numpy(), expected, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_unreachable_target_warns_with_the_density_reached(mlp):
-    with pytest.warns(UserWarning, match=r"did not reach the target density 0.05 .* it reached 0\.\d+"):
+    with pytest.warns(
+        UserWarning, match=r"did not reach the target density 0.05 .* it reached 0\.\d+"
+    ):
         result = learn_masks(mlp, DATA, density=0.05, epochs=2, seed=0, max_lambda=0.0, **QUICK)
     assert not result.reached and result.learned_density > 0.5
     total = sum(layer.parameters for layer in mlp.layers)
@@ -113,25 +130,36 @@ def test_unreachable_target_warns_with_the_density_reached(mlp):
     assert stages(result.model.proto, "prune")[-1]["scl"]["reached"] is False
 
 
-@pytest.mark.parametrize(("options", "error", "match"), [
-    ({"data": None, "density": 0.1}, DataError, "needs data"),
-    ({"scl_lambda": -0.1}, InvalidArgumentError, "scl_lambda=-0.1 must be a number >= 0"),
-    ({"scl_lambda": float("nan")}, InvalidArgumentError, "scl_lambda"),
-    ({}, InvalidArgumentError, "needs density= .* or scl_lambda="),
-    ({"density": 0.1, "scl_lambda": 0.5}, InvalidArgumentError, "not both"),
-    ({"density": 1.5}, InvalidArgumentError, "density must be in"),
-    ({"density": 1e-7}, InvalidArgumentError, "keeps no connection"),
-    ({"density": 1.0, "exclude": ["/0/Gemm"]}, InvalidArgumentError, "learned weights hold only"),
-    ({"density": 0.1, "search_fraction": 0.0}, InvalidArgumentError, "search_fraction"),
-    ({"density": 0.1, "mask_init": -1.0}, InvalidArgumentError, "mask_init"),
-    ({"density": 0.1, "mask_lr": 0}, InvalidArgumentError, "mask_lr"),
-    ({"density": 0.1, "max_lambda": -1}, InvalidArgumentError, "max_lambda"),
-    ({"density": 0.1, "normalisation": "l1"}, InvalidArgumentError, "normalisation='l1'"),
-    ({"density": 0.1, "warmup": 0.5, "reach": 0.4}, InvalidArgumentError, "0 <= warmup < reach <= 1"),
-    ({"density": 0.1, "epochs": 0}, InvalidArgumentError, "epochs"),
-    ({"density": 0.1, "optimiser": "adam"}, InvalidArgumentError, "unknown training option"),
-    ({"density": 0.1, "exclude": ["nothing*"]}, InvalidArgumentError, "matches no layer"),
-])
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"data": None, "density": 0.1}, DataError, "needs data"),
+        ({"scl_lambda": -0.1}, InvalidArgumentError, "scl_lambda=-0.1 must be a number >= 0"),
+        ({"scl_lambda": float("nan")}, InvalidArgumentError, "scl_lambda"),
+        ({}, InvalidArgumentError, "needs density= .* or scl_lambda="),
+        ({"density": 0.1, "scl_lambda": 0.5}, InvalidArgumentError, "not both"),
+        ({"density": 1.5}, InvalidArgumentError, "density must be in"),
+        ({"density": 1e-7}, InvalidArgumentError, "keeps no connection"),
+        (
+            {"density": 1.0, "exclude": ["/0/Gemm"]},
+            InvalidArgumentError,
+            "learned weights hold only",
+        ),
+        ({"density": 0.1, "search_fraction": 0.0}, InvalidArgumentError, "search_fraction"),
+        ({"density": 0.1, "mask_init": -1.0}, InvalidArgumentError, "mask_init"),
+        ({"density": 0.1, "mask_lr": 0}, InvalidArgumentError, "mask_lr"),
+        ({"density": 0.1, "max_lambda": -1}, InvalidArgumentError, "max_lambda"),
+        ({"density": 0.1, "normalisation": "l1"}, InvalidArgumentError, "normalisation='l1'"),
+        (
+            {"density": 0.1, "warmup": 0.5, "reach": 0.4},
+            InvalidArgumentError,
+            "0 <= warmup < reach <= 1",
+        ),
+        ({"density": 0.1, "epochs": 0}, InvalidArgumentError, "epochs"),
+        ({"density": 0.1, "optimiser": "adam"}, InvalidArgumentError, "unknown training option"),
+        ({"density": 0.1, "exclude": ["nothing*"]}, InvalidArgumentError, "matches no layer"),
+    ],
+)
 def test_bad_input_is_refused_before_any_work(mlp, options, error, match):
     options = {"data": DATA, **options}
     data = options.pop("data")
@@ -156,12 +184,28 @@ def test_n2nskip_candidates_give_scl_every_connection(mlp):
 
 def test_comparison_example_quick(tmp_path):
     script = Path(__file__).resolve().parents[1] / "examples" / "scl_comparison.py"
-    done = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True,
-                          text=True, check=False, cwd=script.parents[1])
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=script.parents[1],
+    )
     assert done.returncode == 0, done.stderr
-    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in done.stdout.splitlines()
+        if line.startswith("| ")
+    }
     assert {"SCL", "N2NSkip-SCL", "SNIP", "RP"} <= set(rows)
     assert len(list((tmp_path / "cells").glob("*.json"))) == 4
-    again = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)], capture_output=True,
-                           text=True, check=False, cwd=script.parents[1])
-    assert again.returncode == 0 and "density" not in again.stdout.split("| method")[0]  # resumed, nothing rerun
+    again = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=script.parents[1],
+    )
+    assert (
+        again.returncode == 0 and "density" not in again.stdout.split("| method")[0]
+    )  # resumed, nothing rerun

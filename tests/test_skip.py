@@ -12,8 +12,13 @@ from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.runtime import run
 from n2nonnx.skip import add_n2nskip, find_pairs
 
-INPUTS = {"mlp": (5, 40), "vgg": (5, 3, 16, 16), "resnet": (5, 3, 16, 16), "densenet": (5, 3, 8, 8),
-          "mobilenet": (5, 3, 16, 16)}
+INPUTS = {
+    "mlp": (5, 40),
+    "vgg": (5, 3, 16, 16),
+    "resnet": (5, 3, 16, 16),
+    "densenet": (5, 3, 8, 8),
+    "mobilenet": (5, 3, 16, 16),
+}
 
 
 def random_masks(model: n2nonnx.Model, density: float = 0.2, seed: int = 0) -> n2nonnx.Model:
@@ -38,8 +43,11 @@ def skip_record(model: n2nonnx.Model) -> dict:
 def nonzero_total(model: n2nonnx.Model) -> tuple[int, int]:
     sequential = skip = 0
     for layer in model.layers:
-        count = int(np.count_nonzero(model.mask(layer.weight))) if model.mask(layer.weight) is not None \
+        count = (
+            int(np.count_nonzero(model.mask(layer.weight)))
+            if model.mask(layer.weight) is not None
             else layer.parameters
+        )
         if layer.is_skip:
             skip += count
         else:
@@ -75,7 +83,11 @@ def test_vgg_pooling_and_global_average_pool(zoo_models):
     same = pairs[("input:x", convs[1])]
     assert (same.kind, same.pool, same.kernel, same.alignment) == ("conv", (), (3, 3), "identity")
     pooled = pairs[(convs[0], convs[2])]  # 16x16 -> 8x8
-    assert (pooled.pool, pooled.alignment, pooled.dense_size) == ((2, 2), "max-pool 2x2", 16 * 8 * 9)
+    assert (pooled.pool, pooled.alignment, pooled.dense_size) == (
+        (2, 2),
+        "max-pool 2x2",
+        16 * 8 * 9,
+    )
     to_fc = pairs[(convs[1], fc1)]
     assert (to_fc.kind, to_fc.alignment, to_fc.kernel) == ("conv->fc", "global-average-pool", ())
     assert find_pairs(model, pool="avg")[0][2].alignment.startswith("avg-pool")
@@ -104,7 +116,12 @@ def test_densenet_concat(zoo_models):
     stem, d1, d2, d3, fc = (layer.name for layer in model.layers)
     pairs, _ = find_pairs(model)
     # The stem and every dense layer reach all later layers directly through the concats.
-    assert pair_names(pairs) == [("input:x", d1, 2), ("input:x", d2, 3), ("input:x", d3, 4), ("input:x", fc, 5)]
+    assert pair_names(pairs) == [
+        ("input:x", d1, 2),
+        ("input:x", d2, 3),
+        ("input:x", d3, 4),
+        ("input:x", fc, 5),
+    ]
     out = add_n2nskip(random_masks(model), seed=1)
     x = np.random.default_rng(0).standard_normal(INPUTS["densenet"]).astype(np.float32)
     assert run(out, x)[0].shape == (5, 10)
@@ -185,7 +202,9 @@ def test_sampling_modes(zoo_models):
     block = {p["weight"]: p for p in skip_record(add_n2nskip(model, sampling="block"))["pairs"]}
     uniform = {p["weight"]: p for p in skip_record(add_n2nskip(model, sampling="uniform"))["pairs"]}
     assert block.keys() == uniform.keys()
-    assert sum(p["source_units"] for p in block.values()) < sum(p["source_units"] for p in uniform.values())
+    assert sum(p["source_units"] for p in block.values()) < sum(
+        p["source_units"] for p in uniform.values()
+    )
     for weight, pair in block.items():
         assert pair["nonzeros"] == uniform[weight]["nonzeros"]
 
@@ -204,7 +223,9 @@ def test_zero_skips_give_the_pruned_model(zoo_models, tmp_path, name, sampling, 
     reference = masks.apply_masks(original, sequential_masks)
     skips = [layer for layer in out.layers if layer.is_skip]
     assert skips and all(layer.merges_into for layer in skips)
-    zeroed = out.with_initializers({layer.weight: np.zeros(layer.weight_shape, np.float32) for layer in skips})
+    zeroed = out.with_initializers(
+        {layer.weight: np.zeros(layer.weight_shape, np.float32) for layer in skips}
+    )
     x = np.random.default_rng(1).standard_normal(INPUTS[name]).astype(np.float32)
     np.testing.assert_allclose(run(zeroed, x)[0], run(reference, x)[0], rtol=1e-5, atol=1e-6)
     assert np.abs(run(out, x)[0] - run(reference, x)[0]).max() > 0  # the skips do something
@@ -222,9 +243,15 @@ def test_subgraph_ops_and_names(zoo_models):
     convs = [layer for layer in model.layers if layer.op == "Conv"]
     base = f"n2nskip/{convs[0].name}->{convs[2].name}"
     nodes = {n.name: n for n in out.proto.graph.node}
-    assert [nodes[f"{base}/{part}"].op_type for part in ("gather", "pool", "conv", "act")] == \
-        ["Gather", "MaxPool", "Conv", "Relu"]
-    assert f"{base}/weight" in out.initializer_names and f"{base}/weight/mask" in out.initializer_names
+    assert [nodes[f"{base}/{part}"].op_type for part in ("gather", "pool", "conv", "act")] == [
+        "Gather",
+        "MaxPool",
+        "Conv",
+        "Relu",
+    ]
+    assert (
+        f"{base}/weight" in out.initializer_names and f"{base}/weight/mask" in out.initializer_names
+    )
     skip = out.layer(f"{base}/conv")
     assert skip.is_skip and skip.merges_into == convs[2].name and skip.op == "Conv"
     assert skip.kernel_size == (3, 3)
@@ -234,11 +261,20 @@ def test_subgraph_ops_and_names(zoo_models):
     fused = merged.layer(f"n2nskip/{convs[2].name}/conv")
     assert fused.merges_into == convs[2].name
     assert nodes[f"{base}/gather"].op_type == "Gather"
-    assert {e.source for e in fused.fed_by} == {"input:x", convs[0].name}  # convs[1] feeds it directly
+    assert {e.source for e in fused.fed_by} == {
+        "input:x",
+        convs[0].name,
+    }  # convs[1] feeds it directly
     edge = next(e for e in fused.fed_by if e.source == convs[0].name)
-    record = next(p for p in skip_record(merged)["pairs"] if p["source"] == convs[0].name and p["target"] == convs[2].name)
+    record = next(
+        p
+        for p in skip_record(merged)["pairs"]
+        if p["source"] == convs[0].name and p["target"] == convs[2].name
+    )
     start, stop = record["weight_inputs"]
-    np.testing.assert_array_equal(edge.unit_map[start:stop], merged.initializer(f"{base}/source_units"))
+    np.testing.assert_array_equal(
+        edge.unit_map[start:stop], merged.initializer(f"{base}/source_units")
+    )
     assert np.all(np.delete(edge.unit_map, np.arange(start, stop)) == -1)
     before_bn = add_n2nskip(model, seed=0, join="preact", merge="pair")
     assert before_bn.layer(convs[2].name).chain == ("Add", "BatchNormalization", "Relu")
@@ -263,18 +299,30 @@ def test_metadata_record(zoo_models):
     record = skip_record(add_n2nskip(model, seed=5, skip_share=0.4))
     assert record["method"] == "n2nskip" and record["seed"] == 5 and record["skip_share"] == 0.4
     assert record["sampling"] == "block"
-    assert {"source", "target", "k", "nonzeros", "dense_size", "alignment", "activation"} <= set(record["pairs"][0])
-    assert sum(record["sequential"]["removed"].values()) == record["sequential"]["before"] - record["sequential"]["after"]
+    assert {"source", "target", "k", "nonzeros", "dense_size", "alignment", "activation"} <= set(
+        record["pairs"][0]
+    )
+    assert (
+        sum(record["sequential"]["removed"].values())
+        == record["sequential"]["before"] - record["sequential"]["after"]
+    )
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"skip_share": 1.0}, "skip_share"), ({"skip_share": -0.1}, "skip_share"),
-        ({"density": 0.0}, "density"), ({"density": 1.5}, "density"),
-        ({"sampling": "dense"}, "sampling"), ({"spread": "x"}, "spread"),
-        ({"pairs": "some"}, "pairs"), ({"per_target": 0}, "per_target"),
-        ({"kernel": "5x5"}, "kernel"), ({"pool": "min"}, "pool"), ({"join": "x"}, "join"), ({"merge": "x"}, "merge"),
+        ({"skip_share": 1.0}, "skip_share"),
+        ({"skip_share": -0.1}, "skip_share"),
+        ({"density": 0.0}, "density"),
+        ({"density": 1.5}, "density"),
+        ({"sampling": "dense"}, "sampling"),
+        ({"spread": "x"}, "spread"),
+        ({"pairs": "some"}, "pairs"),
+        ({"per_target": 0}, "per_target"),
+        ({"kernel": "5x5"}, "kernel"),
+        ({"pool": "min"}, "pool"),
+        ({"join": "x"}, "join"),
+        ({"merge": "x"}, "merge"),
         ({"density": 0.9}, "fewer than"),
     ],
 )
@@ -297,7 +345,9 @@ def test_after_each_pruning_method(zoo_models, method):
     pruned = n2nonnx.prune(model, method, 0.1, data=data, batch_size=32, seed=0)
     out = add_n2nskip(pruned, seed=0)
     sequential, skip = nonzero_total(out)
-    assert sequential + skip == nonzero_total(pruned)[0] and skip == round(0.5 * nonzero_total(pruned)[0])
+    assert sequential + skip == nonzero_total(pruned)[0] and skip == round(
+        0.5 * nonzero_total(pruned)[0]
+    )
     onnx.checker.check_model(out.proto, full_check=True)
     x = np.random.default_rng(0).standard_normal(INPUTS["mlp"]).astype(np.float32)
     assert np.isfinite(run(out, x)[0]).all()

@@ -17,7 +17,11 @@ def pruned(path, density: float = 0.3, seed: int = 0) -> n2nonnx.Model:
     model = n2nonnx.load(path)
     rng = np.random.default_rng(seed)
     return masks.apply_masks(
-        model, {layer.weight: (rng.random(layer.weight_shape) < density).astype(np.float32) for layer in model.layers}
+        model,
+        {
+            layer.weight: (rng.random(layer.weight_shape) < density).astype(np.float32)
+            for layer in model.layers
+        },
     )
 
 
@@ -27,11 +31,22 @@ def skip_weights(model: n2nonnx.Model) -> list[str]:
 
 def test_trainer_trains_skip_weights_and_masks_hold(zoo_models):
     model = add_n2nskip(pruned(zoo_models["mlp"]), seed=0)
-    result = trainer.train(model, "synthetic:features=40,classes=10,train=256,test=64", epochs=2,
-                           batch_size=64, lr=0.05, progress=False, seed=0)
+    result = trainer.train(
+        model,
+        "synthetic:features=40,classes=10,train=256,test=64",
+        epochs=2,
+        batch_size=64,
+        lr=0.05,
+        progress=False,
+        seed=0,
+    )
     trained = result.model
     for weight in skip_weights(model):
-        before, after, mask = model.initializer(weight), trained.initializer(weight), trained.mask(weight)
+        before, after, mask = (
+            model.initializer(weight),
+            trained.initializer(weight),
+            trained.mask(weight),
+        )
         assert not np.array_equal(before, after)  # the skip weights learned
         assert np.all(after[mask == 0] == 0)  # and kept their sparsity
         np.testing.assert_array_equal(mask, model.mask(weight))
@@ -47,7 +62,9 @@ def test_backend_step_on_conv_skips_matches_onnxruntime(zoo_models, name):
     model = add_n2nskip(pruned(zoo_models[name]), seed=1)
     module = backend.OnnxModule(model)
     for weight in skip_weights(model):
-        assert module.is_trainable(weight) and not module.is_trainable(model.mask_sites[weight].mask)
+        assert module.is_trainable(weight) and not module.is_trainable(
+            model.mask_sites[weight].mask
+        )
     optimizer = torch.optim.SGD(module.parameters(), lr=0.05)
     module.train()
     x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -43,7 +43,11 @@ def test_conditional_mi_sees_through_the_condition():
     rng = np.random.default_rng(7)
     z = rng.standard_normal((SAMPLES, 3))
     y = rng.standard_normal((SAMPLES, 2))
-    x = 0.7 * y.sum(1, keepdims=True) + 0.5 * z.sum(1, keepdims=True) + 0.5 * rng.standard_normal((SAMPLES, 1))
+    x = (
+        0.7 * y.sum(1, keepdims=True)
+        + 0.5 * z.sum(1, keepdims=True)
+        + 0.5 * rng.standard_normal((SAMPLES, 1))
+    )
     # Y that only copies Z carries nothing given Z.
     copy = z[:, :2] + 0.01 * rng.standard_normal((SAMPLES, 2))
     assert edge_cmi(x, y, z) > 0.2

@@ -37,7 +37,14 @@ def vgg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
-    return trained(tmp_path_factory, "resnet", "resnet", {"in_channels": 1, "widths": (8, 16)}, (1, 8, 8), "digits")
+    return trained(
+        tmp_path_factory,
+        "resnet",
+        "resnet",
+        {"in_channels": 1, "widths": (8, 16)},
+        (1, 8, 8),
+        "digits",
+    )
 
 
 def fast(**options):
@@ -50,7 +57,10 @@ def test_snacs_makes_weights_smaller_and_runs_in_onnxruntime(vgg):
         result = prune_structured(vgg, "snacs", data="mnist1d", prune_percent=15, **fast())
     target = math.floor(0.85 * vgg.parameter_count)
     assert result.params_after <= target < result.params_after + 200
-    assert result.params_after == result.model.parameter_count and result.flops_after < result.flops_before
+    assert (
+        result.params_after == result.model.parameter_count
+        and result.flops_after < result.flops_before
+    )
     for name, units in result.removed.items():
         before, after = vgg.layer(name), result.model.layer(name)
         assert after.units == before.units - len(units) > 0
@@ -73,8 +83,10 @@ def test_snacs_never_removes_protected_units(vgg):
 
 
 def test_methods_remove_equal_parameters(vgg):
-    kept = [prune_structured(vgg, m, data="mnist1d", target_params=0.8, **fast()).params_after
-            for m in ("snacs", "l1", "random")]
+    kept = [
+        prune_structured(vgg, m, data="mnist1d", target_params=0.8, **fast()).params_after
+        for m in ("snacs", "l1", "random")
+    ]
     target = math.floor(0.8 * vgg.parameter_count)
     assert all(target - 200 < k <= target for k in kept)
 
@@ -100,7 +112,9 @@ def test_random_is_seeded(vgg):
 
 def test_residual_channels_go_together(resnet):
     for method in ("snacs", "l1"):
-        result = prune_structured(resnet, method, data="digits", prune_percent=20, **fast(protect=0.0))
+        result = prune_structured(
+            resnet, method, data="digits", prune_percent=20, **fast(protect=0.0)
+        )
         removed = result.removed
         assert removed.get("/0/Conv", []) == removed.get("/3/conv2/Conv", [])
         assert removed.get("/4/shortcut/shortcut.0/Conv", []) == removed.get("/4/conv2/Conv", [])
@@ -111,7 +125,9 @@ def test_residual_channels_go_together(resnet):
 def test_grouped_convolution_channels_are_kept(zoo_models):
     model = n2nonnx.load(zoo_models["mobilenet"])
     fixed = {name for c in find_components(model) if c.fixed for name, _ in c.units}
-    grouped = [layer.name for layer in model.layers if layer.groups > 1 and layer.in_units != layer.groups]
+    grouped = [
+        layer.name for layer in model.layers if layer.groups > 1 and layer.in_units != layer.groups
+    ]
     assert grouped and set(grouped) <= fixed
     assert model.layers[-1].name in fixed  # reaches the graph output
 

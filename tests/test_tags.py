@@ -30,10 +30,14 @@ def user_model_with_a_mask_named_input() -> onnx.ModelProto:
         helper.make_node("Gemm", ["a", "w2/masked"], ["y"], transB=1, name="fc2"),
     ]
     initializers = [
-        builders.tensor("w1", builders.rand(rng, 6, 4)), builders.tensor("b1", builders.rand(rng, 6)),
-        builders.tensor("w2", builders.rand(rng, 3, 6)), builders.tensor("w2/mask", 1 + builders.rand(rng, 3, 6)),
+        builders.tensor("w1", builders.rand(rng, 6, 4)),
+        builders.tensor("b1", builders.rand(rng, 6)),
+        builders.tensor("w2", builders.rand(rng, 3, 6)),
+        builders.tensor("w2/mask", 1 + builders.rand(rng, 3, 6)),
     ]
-    return builders.make_model(nodes, [builders.value("x", "N", 4)], [builders.value("y", "N", 3)], initializers, 13)
+    return builders.make_model(
+        nodes, [builders.value("x", "N", 4)], [builders.value("y", "N", 3)], initializers, 13
+    )
 
 
 def test_a_user_initializer_named_like_a_mask_is_not_a_mask():
@@ -56,7 +60,10 @@ def test_a_model_written_by_version_0_1_still_loads_its_masks():
     model = n2nonnx.load(proto)
     assert set(model.mask_sites) == {"w2"}
     np.testing.assert_array_equal(model.mask("w2"), keep)
-    assert tags.role(next(t for t in model.proto.graph.initializer if t.name == "w2/mask")) == tags.MASK
+    assert (
+        tags.role(next(t for t in model.proto.graph.initializer if t.name == "w2/mask"))
+        == tags.MASK
+    )
 
 
 def test_tags_survive_constant_folding_and_the_mask_is_one_byte_per_weight(tmp_path):
@@ -78,12 +85,16 @@ def test_tags_survive_constant_folding_and_the_mask_is_one_byte_per_weight(tmp_p
 
 
 def test_skip_layers_are_found_by_tag_whatever_their_names(zoo_models):
-    skipped = n2nonnx.add_n2nskip(n2nonnx.prune(n2nonnx.load(zoo_models["mlp"]), "random", 0.1, seed=0), seed=0)
+    skipped = n2nonnx.add_n2nskip(
+        n2nonnx.prune(n2nonnx.load(zoo_models["mlp"]), "random", 0.1, seed=0), seed=0
+    )
     proto = skipped.proto
     for node in proto.graph.node:  # rename every node: names carry no meaning
         node.name = f"node{abs(hash(node.name)) % 10**8}"
     renamed = n2nonnx.load(proto)
-    assert [layer.is_skip for layer in renamed.layers] == [layer.is_skip for layer in skipped.layers]
+    assert [layer.is_skip for layer in renamed.layers] == [
+        layer.is_skip for layer in skipped.layers
+    ]
     assert any(layer.is_skip for layer in renamed.layers)
     assert sum(1 for n in proto.graph.node if tags.role(n) == tags.SKIP_JOIN) >= 1
     assert set(find_mask_sites(renamed.proto.graph)) == set(skipped.mask_sites)
@@ -95,4 +106,6 @@ def test_top_level_api_and_subpackages_do_not_shadow_each_other():
 
     assert callable(n2nonnx.prune) and hasattr(allocation, "masks_from_scores")
     assert callable(n2nonnx.deploy) and callable(n2nonnx.train)
-    assert {"load", "save", "prune", "add_n2nskip", "train", "analyze", "deploy"} <= set(n2nonnx.__all__)
+    assert {"load", "save", "prune", "add_n2nskip", "train", "analyze", "deploy"} <= set(
+        n2nonnx.__all__
+    )

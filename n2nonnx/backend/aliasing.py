@@ -45,7 +45,11 @@ def aliased_running_stats(
                     renamed[(index, slot)] = new
                 continue
             source = name
-            while source not in initializers and source in producers and producers[source].op_type == "Identity":
+            while (
+                source not in initializers
+                and source in producers
+                and producers[source].op_type == "Identity"
+            ):
                 source = producers[source].input[0]
             if source != name and source in initializers:
                 sources[name] = source

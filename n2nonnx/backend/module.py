@@ -36,8 +36,14 @@ from n2nonnx.tags import replace_tensor
 
 # ops never evaluated at construction even when their inputs are constant
 _NOT_FOLDABLE = {
-    "Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-    "Bernoulli", "Multinomial", "BatchNormalization",
+    "Dropout",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
+    "Multinomial",
+    "BatchNormalization",
 }
 # initializers larger than this are never read as build-time constants (shapes, axes are tiny)
 _MAX_CONSTANT_ELEMENTS = 1 << 16
@@ -129,7 +135,9 @@ class OnnxModule(torch.nn.Module):
         InvalidModelError: the graph reads a tensor nothing produces.
     """
 
-    def __init__(self, model: Any, trainable: TrainableRule = None, dtype: torch.dtype | None = None):
+    def __init__(
+        self, model: Any, trainable: TrainableRule = None, dtype: torch.dtype | None = None
+    ):
         super().__init__()
         proto = as_proto(model)
         graph = proto.graph
@@ -219,13 +227,21 @@ class OnnxModule(torch.nn.Module):
             declared_dtype(i, dtype) for i in graph.input if i.name not in self._keys
         ]
         # a floating initializer whose dtype reveals a later module.half() / .double()
-        self._probe = next(((self._keys[t.name], t.name in self._trainable)
-                            for t in graph.initializer if t.data_type in FLOAT_ONNX), None)
+        self._probe = next(
+            (
+                (self._keys[t.name], t.name in self._trainable)
+                for t in graph.initializer
+                if t.data_type in FLOAT_ONNX
+            ),
+            None,
+        )
         self._probe_dtype = None
         if self._probe is not None:
             self._probe_dtype = self._held(*self._probe).dtype
-        self._init_slots = [(slot(n), self._keys[n], n in self._trainable)
-                            for n in self.initializer_names + list(self._stat_sources)]
+        self._init_slots = [
+            (slot(n), self._keys[n], n in self._trainable)
+            for n in self.initializer_names + list(self._stat_sources)
+        ]
         default_inputs = {i.name for i in graph.input if i.name in self._keys}
         self._default_inputs = {n: slot.index[n] for n in default_inputs}
 
@@ -321,8 +337,10 @@ class OnnxModule(torch.nn.Module):
         for index, position in last_use.items():
             if index not in keep:
                 dead[position].append(index)
-        return [(k, ins, outs[0] if len(outs) == 1 else outs, tuple(dead[p]))
-                for p, (k, ins, outs) in enumerate(steps)]
+        return [
+            (k, ins, outs[0] if len(outs) == 1 else outs, tuple(dead[p]))
+            for p, (k, ins, outs) in enumerate(steps)
+        ]
 
     # ------------------------------------------------------------------ running
 
@@ -348,13 +366,17 @@ class OnnxModule(torch.nn.Module):
         for index, key in self._folded:
             env[index] = buffers[key]
         if len(args) > len(self._input_slots):
-            raise DataError(f"model takes {len(self._input_slots)} inputs {self.input_names}, got {len(args)}")
+            raise DataError(
+                f"model takes {len(self._input_slots)} inputs {self.input_names}, got {len(args)}"
+            )
         wanted_types, device = self._wanted_input_types()
         for index, wanted, value in zip(self._input_slots, wanted_types, args, strict=False):
             env[index] = coerce(value, wanted, device)
         if kwargs:
             self._bind_keywords(env, kwargs, wanted_types, device)
-        for index, name in zip(self._input_slots[len(args):], self.input_names[len(args):], strict=True):
+        for index, name in zip(
+            self._input_slots[len(args) :], self.input_names[len(args) :], strict=True
+        ):
             if env[index] is None:
                 raise DataError(f"missing model input {name!r}; inputs are {self.input_names}")
         for kernel, ins, out, dead in self._steps:
@@ -383,11 +405,20 @@ class OnnxModule(torch.nn.Module):
         reference = self._held(*self._probe)
         if reference.dtype == self._probe_dtype:
             return self._input_dtypes, reference.device
-        return [None if wanted is None else reference.dtype for wanted in self._input_dtypes], reference.device
+        return [
+            None if wanted is None else reference.dtype for wanted in self._input_dtypes
+        ], reference.device
 
-    def _bind_keywords(self, env: list[Any], kwargs: dict[str, Any], wanted_types: list,
-                       device: torch.device | None) -> None:
-        positions = dict(zip(self.input_names, zip(self._input_slots, wanted_types, strict=True), strict=True))
+    def _bind_keywords(
+        self,
+        env: list[Any],
+        kwargs: dict[str, Any],
+        wanted_types: list,
+        device: torch.device | None,
+    ) -> None:
+        positions = dict(
+            zip(self.input_names, zip(self._input_slots, wanted_types, strict=True), strict=True)
+        )
         positions.update({name: (index, None) for name, index in self._default_inputs.items()})
         for name, value in kwargs.items():
             if name not in positions:
@@ -411,7 +442,9 @@ class OnnxModule(torch.nn.Module):
         """
         key = self._keys.get(name)
         if key is None:
-            raise InvalidArgumentError(f"no initializer named {name!r}; see OnnxModule.initializer_names")
+            raise InvalidArgumentError(
+                f"no initializer named {name!r}; see OnnxModule.initializer_names"
+            )
         return self._held(key, name in self._trainable)
 
     def _held(self, key: str, is_param: bool) -> torch.Tensor:
@@ -433,8 +466,11 @@ class OnnxModule(torch.nn.Module):
         biases); ``named_parameters()`` gives the same tensors under torch-safe keys.
         """
         # torch types _parameters' values Optional; this module never registers None
-        return [(name, cast(torch.nn.Parameter, self._parameters[self._keys[name]]))
-                for name in self.initializer_names if name in self._trainable]
+        return [
+            (name, cast(torch.nn.Parameter, self._parameters[self._keys[name]]))
+            for name in self.initializer_names
+            if name in self._trainable
+        ]
 
     def is_trainable(self, name: str) -> bool:
         """True if initializer ``name`` is an ``nn.Parameter``."""
@@ -483,8 +519,17 @@ class OnnxModule(torch.nn.Module):
             if tensor.name not in values:
                 continue
             if tensor.data_type == onnx.TensorProto.BFLOAT16:
-                raw = self.tensor(tensor.name).detach().cpu().to(torch.bfloat16).view(torch.int16).numpy()
-                new = onnx.helper.make_tensor(tensor.name, tensor.data_type, raw.shape, raw.tobytes(), raw=True)
+                raw = (
+                    self.tensor(tensor.name)
+                    .detach()
+                    .cpu()
+                    .to(torch.bfloat16)
+                    .view(torch.int16)
+                    .numpy()
+                )
+                new = onnx.helper.make_tensor(
+                    tensor.name, tensor.data_type, raw.shape, raw.tobytes(), raw=True
+                )
             else:
                 new = numpy_helper.from_array(values[tensor.name], tensor.name)
             replace_tensor(proto.graph.initializer[index], new)  # keeps n2nonnx's tags
@@ -497,12 +542,20 @@ class OnnxModule(torch.nn.Module):
         moved = {}
         for name, source in self._stat_sources.items():
             value = to_onnx_array(self.tensor(name), self._onnx_types[name])
-            if not np.array_equal(value, to_onnx_array(self.tensor(source), self._onnx_types[source])):
+            if not np.array_equal(
+                value, to_onnx_array(self.tensor(source), self._onnx_types[source])
+            ):
                 moved[name] = value
         for (index, slot), new in self._stat_renames.items():
-            if new in moved and index < len(graph.node) and graph.node[index].op_type == "BatchNormalization":
+            if (
+                new in moved
+                and index < len(graph.node)
+                and graph.node[index].op_type == "BatchNormalization"
+            ):
                 graph.node[index].input[slot] = new
-        aliases = [i for i, n in enumerate(graph.node) if n.op_type == "Identity" and n.output[0] in moved]
+        aliases = [
+            i for i, n in enumerate(graph.node) if n.op_type == "Identity" and n.output[0] in moved
+        ]
         for index in reversed(aliases):
             del graph.node[index]
         for name, value in moved.items():

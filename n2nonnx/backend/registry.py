@@ -63,7 +63,10 @@ def _schema_table() -> dict[tuple[str, str], tuple[tuple[int, ...], frozenset[in
         versions.setdefault(key, set()).add(schema.since_version)
         if schema.deprecated:
             deprecated.setdefault(key, set()).add(schema.since_version)
-    return {key: (tuple(sorted(found)), frozenset(deprecated.get(key, ()))) for key, found in versions.items()}
+    return {
+        key: (tuple(sorted(found)), frozenset(deprecated.get(key, ())))
+        for key, found in versions.items()
+    }
 
 
 def schema_versions(op_type: str, domain: str = "") -> tuple[int, ...]:
@@ -102,8 +105,9 @@ def active_version(op_type: str, domain: str, opset: int) -> int | None:
     return usable[-1] if usable else None
 
 
-def _declared(op_type: str, domain: str, since: int | None, until: int | None,
-              versions: Sequence[int] | None) -> tuple[int, ...]:
+def _declared(
+    op_type: str, domain: str, since: int | None, until: int | None, versions: Sequence[int] | None
+) -> tuple[int, ...]:
     """The versions a registration declares, checked against the installed onnx.defs."""
     name = f"{_domain_name(domain)}::{op_type}"
     known = schema_versions(op_type, domain)
@@ -114,12 +118,16 @@ def _declared(op_type: str, domain: str, since: int | None, until: int | None,
         declared = tuple(sorted(set(versions)))
     elif known or domain == "":
         if since is None or until is None:
-            raise ValueError(f"{name}: declare the schema versions the converter implements, "
-                             f"versions=(...) or since=..., until=... (onnx.defs has {list(known)})")
+            raise ValueError(
+                f"{name}: declare the schema versions the converter implements, "
+                f"versions=(...) or since=..., until=... (onnx.defs has {list(known)})"
+            )
         declared = tuple(v for v in known if since <= v <= until) or (since,)
         for bound in (since, until):
             if bound <= newest and bound not in known:
-                raise ValueError(f"{name}: {bound} is not a schema version (onnx.defs has {list(known)})")
+                raise ValueError(
+                    f"{name}: {bound} is not a schema version (onnx.defs has {list(known)})"
+                )
     else:  # an op onnx.defs does not know: one open-ended version
         declared = (1 if since is None else since,)
     if not declared:
@@ -131,8 +139,14 @@ def _declared(op_type: str, domain: str, since: int | None, until: int | None,
     return declared
 
 
-def register_op(op_type: str, since: int | None = None, domain: str = "", *, until: int | None = None,
-                versions: Sequence[int] | None = None) -> Callable[[Builder], Builder]:
+def register_op(
+    op_type: str,
+    since: int | None = None,
+    domain: str = "",
+    *,
+    until: int | None = None,
+    versions: Sequence[int] | None = None,
+) -> Callable[[Builder], Builder]:
     """Decorator registering a builder for the ONNX schema versions it implements.
 
     Args:
@@ -159,7 +173,9 @@ def register_op(op_type: str, since: int | None = None, domain: str = "", *, unt
         converters = _REGISTRY.setdefault((dom, op_type), [])
         taken = sorted(set(declared) & {v for c in converters for v in c.versions})
         if taken:
-            raise ValueError(f"duplicate converter for {_domain_name(dom)}::{op_type} version(s) {taken}")
+            raise ValueError(
+                f"duplicate converter for {_domain_name(dom)}::{op_type} version(s) {taken}"
+            )
         converters.append(_Converter(declared, builder))
         converters.sort(key=lambda c: c.versions[0])
         return builder
@@ -187,7 +203,10 @@ def supported_ops() -> dict[str, list[int]]:
         every schema version they implement).
     """
     _load_ops()
-    return {_table_key(*key): [c.versions[0] for c in converters] for key, converters in sorted(_REGISTRY.items())}
+    return {
+        _table_key(*key): [c.versions[0] for c in converters]
+        for key, converters in sorted(_REGISTRY.items())
+    }
 
 
 def covered_versions() -> dict[str, list[int]]:
@@ -197,15 +216,21 @@ def covered_versions() -> dict[str, list[int]]:
         ``"op_type"`` (or ``"domain::op_type"``) -> the sorted schema versions declared.
     """
     _load_ops()
-    return {_table_key(*key): sorted(v for c in converters for v in c.versions)
-            for key, converters in sorted(_REGISTRY.items())}
+    return {
+        _table_key(*key): sorted(v for c in converters for v in c.versions)
+        for key, converters in sorted(_REGISTRY.items())
+    }
 
 
 @functools.cache
 def _warn_newer_opset(domain: str, opset: int) -> None:
-    log.warning("model opset %d for %s is newer than the installed onnx knows (%d); op versions above "
-                "that are resolved from the converters' declarations only", opset, _domain_name(domain),
-                onnx.defs.onnx_opset_version())
+    log.warning(
+        "model opset %d for %s is newer than the installed onnx knows (%d); op versions above "
+        "that are resolved from the converters' declarations only",
+        opset,
+        _domain_name(domain),
+        onnx.defs.onnx_opset_version(),
+    )
 
 
 def resolve(op_type: str, domain: str, opset: int, node_name: str = "") -> Builder:
@@ -247,13 +272,19 @@ def resolve(op_type: str, domain: str, opset: int, node_name: str = "") -> Build
         _warn_newer_opset(dom, opset)
     candidates = [v for v in sorted(set(known) | set(covered)) if v <= opset]
     if not candidates:
-        raise UnsupportedOpError(f"{where}: {op_type} does not exist before opset {known[0]}; "
-                                 f"re-export the model at opset {known[0]} or newer")
+        raise UnsupportedOpError(
+            f"{where}: {op_type} does not exist before opset {known[0]}; "
+            f"re-export the model at opset {known[0]} or newer"
+        )
     version = candidates[-1]
     for converter in converters:
         if version in converter.versions:
             return converter.builder
-    why = " (deprecated: removed from ONNX at that version)" if is_deprecated(op_type, dom, version) else ""
+    why = (
+        " (deprecated: removed from ONNX at that version)"
+        if is_deprecated(op_type, dom, version)
+        else ""
+    )
     raise UnsupportedOpError(
         f"{where} uses schema {op_type}-{version}{why}, which no converter implements (covered versions: "
         f"{covered}); re-export the model at an opset whose {op_type} version is covered, or {hint}"

@@ -13,14 +13,18 @@ from onnx import numpy_helper
 from n2nonnx.errors import InvalidArgumentError, UnsupportedOpError
 
 FLOAT_ONNX = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
     onnx.TensorProto.BFLOAT16,
 }
 
 # ONNX floating element type -> the torch dtype holding it
 _TORCH_FLOAT: dict[int, torch.dtype] = {
-    onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
-    onnx.TensorProto.DOUBLE: torch.float64, onnx.TensorProto.BFLOAT16: torch.bfloat16,
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.FLOAT16: torch.float16,
+    onnx.TensorProto.DOUBLE: torch.float64,
+    onnx.TensorProto.BFLOAT16: torch.bfloat16,
 }
 
 
@@ -37,7 +41,9 @@ def as_proto(model: Any) -> onnx.ModelProto:
 def to_torch(tensor: onnx.TensorProto) -> torch.Tensor:
     """An initializer's value as a torch tensor (owning its memory)."""
     if tensor.data_type == onnx.TensorProto.BFLOAT16:
-        return torch.from_numpy(np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)).to(torch.bfloat16)
+        return torch.from_numpy(np.asarray(numpy_helper.to_array(tensor), dtype=np.float32)).to(
+            torch.bfloat16
+        )
     try:
         array = numpy_helper.to_array(tensor)
         return torch.from_numpy(np.array(array, copy=True))

@@ -92,7 +92,11 @@ def default_trainable(graph: onnx.GraphProto) -> set[str]:
 
     def mark(tensor: str) -> None:
         source = walk(tensor)
-        if source is not None and inits[source].data_type in _FLOAT_TYPES and source not in mask_names:
+        if (
+            source is not None
+            and inits[source].data_type in _FLOAT_TYPES
+            and source not in mask_names
+        ):
             found.add(source)
 
     for node in graph.node:
@@ -106,9 +110,13 @@ def default_trainable(graph: onnx.GraphProto) -> set[str]:
             # constants; widen with include=[...] for e.g. learned position embeddings.
             for here, other in ((0, 1), (1, 0)):
                 source = walk(node.input[here])
-                if (source is not None and source not in mask_names and node.input[other] not in mask_names
-                        and walk(node.input[other]) is None
-                        and _is_feature_vector(inits[source])):
+                if (
+                    source is not None
+                    and source not in mask_names
+                    and node.input[other] not in mask_names
+                    and walk(node.input[other]) is None
+                    and _is_feature_vector(inits[source])
+                ):
                     mark(node.input[here])
         if node.op_type in ("Add", "Sub") and len(node.input) == 2:
             for here, other in ((0, 1), (1, 0)):
@@ -143,7 +151,11 @@ def resolve_trainable(graph: onnx.GraphProto, rule: TrainableRule = None) -> set
         InvalidArgumentError: the rule is of an unknown kind or has unknown keys.
     """
     mask_names = mask_initializer_names(graph)
-    candidates = {t.name for t in graph.initializer if t.data_type in _FLOAT_TYPES and t.name not in mask_names}
+    candidates = {
+        t.name
+        for t in graph.initializer
+        if t.data_type in _FLOAT_TYPES and t.name not in mask_names
+    }
     if rule is None:
         return default_trainable(graph)
     if callable(rule):

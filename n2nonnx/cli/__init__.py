@@ -31,10 +31,19 @@ from n2nonnx.errors import N2NError, WorkFailedError
 VERBS: dict[str, tuple[str, str]] = {
     "inspect": ("n2nonnx.cli.inspect", "print a model's prunable layers, units and wiring"),
     "prune": ("n2nonnx.cli.prune", "prune a model (at initialization, learned, or structured)"),
-    "skip": ("n2nonnx.cli.skip", "add sparse N2NSkip connections within the model's non-zero budget"),
-    "train": ("n2nonnx.cli.train", "train an ONNX model (masked weights stay zero) and save the trained copy"),
+    "skip": (
+        "n2nonnx.cli.skip",
+        "add sparse N2NSkip connections within the model's non-zero budget",
+    ),
+    "train": (
+        "n2nonnx.cli.train",
+        "train an ONNX model (masked weights stay zero) and save the trained copy",
+    ),
     "connectivity": ("n2nonnx.cli.connectivity", "compare models' connectivity by heat diffusion"),
-    "deploy": ("n2nonnx.cli.deploy", "fold masks, remove dead units, store compactly, int8; verified"),
+    "deploy": (
+        "n2nonnx.cli.deploy",
+        "fold masks, remove dead units, store compactly, int8; verified",
+    ),
     "run": ("n2nonnx.cli.run", "the main job: prune + N2NSkip + train + deploy + report"),
     "study": ("n2nonnx.cli.study", "the N2NSkip comparison over densities and seeds (resumable)"),
 }
@@ -109,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except OSError as error:  # a file that cannot be written or read (disk full, I/O error)
         where = f": {error.filename}" if getattr(error, "filename", None) else ""
-        print(f"n2nonnx {verb}: error: {error.strerror or _one_line(error)}{where}; nothing was written",
-              file=sys.stderr)
+        print(
+            f"n2nonnx {verb}: error: {error.strerror or _one_line(error)}{where}; nothing was written",
+            file=sys.stderr,
+        )
         return 2
     finally:
         held.close()
@@ -131,7 +142,9 @@ class _HeldWarnings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        if record.name == "py.warnings":  # "file:line: Category: message\n  source line": keep the message
+        if (
+            record.name == "py.warnings"
+        ):  # "file:line: Category: message\n  source line": keep the message
             text = record.getMessage().strip().splitlines()[0]
             record.msg, record.args = "warning: " + text.split(": ", 1)[-1], None
         if all(record is not held for held in self.records):

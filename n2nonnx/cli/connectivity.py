@@ -21,19 +21,45 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``connectivity`` verb."""
-    parser = options.add_verb(subparsers, "connectivity", "compare models' connectivity by heat diffusion",
-                              DESCRIPTION, EXAMPLE)
-    parser.add_argument("input", metavar="REFERENCE.onnx", help="the reference (e.g. the dense model)")
-    parser.add_argument("models", nargs="*", metavar="MODEL.onnx", help="models to compare with the reference")
-    parser.add_argument("--dense-reference", action="store_true",
-                        help="treat every file as a model; reference = the first one's dense version")
-    parser.add_argument("--times", type=float, nargs="+", metavar="T",
-                        help="diffusion times (default: 20 log-spaced from 0.03 to 30 over the "
-                        "reference's mean degree)")
-    parser.add_argument("--weighted", action="store_true", help="edge weight sum |w| over the kernel instead of 1")
-    parser.add_argument("--no-spectrum", action="store_true",
-                        help="skip eigenvalues (spectral gap, scree): faster on large graphs")
-    parser.add_argument("--plot", metavar="FILE", help="write adjacency / delta(t) / scree figures (.png, .svg, .pdf)")
+    parser = options.add_verb(
+        subparsers,
+        "connectivity",
+        "compare models' connectivity by heat diffusion",
+        DESCRIPTION,
+        EXAMPLE,
+    )
+    parser.add_argument(
+        "input", metavar="REFERENCE.onnx", help="the reference (e.g. the dense model)"
+    )
+    parser.add_argument(
+        "models", nargs="*", metavar="MODEL.onnx", help="models to compare with the reference"
+    )
+    parser.add_argument(
+        "--dense-reference",
+        action="store_true",
+        help="treat every file as a model; reference = the first one's dense version",
+    )
+    parser.add_argument(
+        "--times",
+        type=float,
+        nargs="+",
+        metavar="T",
+        help="diffusion times (default: 20 log-spaced from 0.03 to 30 over the "
+        "reference's mean degree)",
+    )
+    parser.add_argument(
+        "--weighted", action="store_true", help="edge weight sum |w| over the kernel instead of 1"
+    )
+    parser.add_argument(
+        "--no-spectrum",
+        action="store_true",
+        help="skip eigenvalues (spectral gap, scree): faster on large graphs",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="write adjacency / delta(t) / scree figures (.png, .svg, .pdf)",
+    )
     parser.add_argument("--json", metavar="FILE.json", help="write the full report as JSON")
     options.add_force(parser)
     options.add_input_shape(parser)
@@ -61,10 +87,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         reference_file, model_files = args.input, args.models
     if args.json:
-        check_output_file(args.json, label="--json", force=args.force, inputs=files, suffixes=(".json",))
+        check_output_file(
+            args.json, label="--json", force=args.force, inputs=files, suffixes=(".json",)
+        )
     if args.plot:
-        check_output_file(args.plot, label="--plot", force=args.force, inputs=files + [args.json],
-                          suffixes=(".png", ".svg", ".pdf"))
+        check_output_file(
+            args.plot,
+            label="--plot",
+            force=args.force,
+            inputs=files + [args.json],
+            suffixes=(".png", ".svg", ".pdf"),
+        )
     if args.times is not None and any(not (0 < t < 1e12) for t in args.times):
         raise InvalidArgumentError(f"--times must be positive and below 1e12, got {args.times}")
 
@@ -74,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     shapes = options.parse_input_shapes(args.input_shape)
     reference = None if reference_file is None else load(reference_file, shapes)
     models = [load(path, shapes) for path in model_files]
-    report = analyze(reference, *models, times=args.times, weighted=args.weighted,
-                     spectrum=not args.no_spectrum)
+    report = analyze(
+        reference, *models, times=args.times, weighted=args.weighted, spectrum=not args.no_spectrum
+    )
     print(report.table())
     staged = None
     try:  # both files or neither: the figure is drawn beside its destination, renamed last

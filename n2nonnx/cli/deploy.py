@@ -21,25 +21,58 @@ examples:
 
 def register(subparsers) -> None:
     """Add the ``deploy`` verb."""
-    parser = options.add_verb(subparsers, "deploy", "fold masks, remove dead units, store compactly, int8; verified",
-                              DESCRIPTION, EXAMPLE)
+    parser = options.add_verb(
+        subparsers,
+        "deploy",
+        "fold masks, remove dead units, store compactly, int8; verified",
+        DESCRIPTION,
+        EXAMPLE,
+    )
     options.add_input(parser)
     options.add_output(parser, help="where to write the deployed model")
     options.add_input_shape(parser)
-    parser.add_argument("--storage", default="compact", metavar="MODE",
-                        help="compact (values + uint8 gaps, folded by onnxruntime at load) or dense (default: compact)")
-    parser.add_argument("--weights-fp16", action="store_true", help="store the compacted values in half precision")
-    parser.add_argument("--quantize", metavar="MODE", help="int8: static QDQ quantization calibrated on --data")
+    parser.add_argument(
+        "--storage",
+        default="compact",
+        metavar="MODE",
+        help="compact (values + uint8 gaps, folded by onnxruntime at load) or dense (default: compact)",
+    )
+    parser.add_argument(
+        "--weights-fp16", action="store_true", help="store the compacted values in half precision"
+    )
+    parser.add_argument(
+        "--quantize", metavar="MODE", help="int8: static QDQ quantization calibrated on --data"
+    )
     options.add_data(parser)
-    parser.add_argument("--providers", nargs="+", metavar="PROVIDER",
-                        help="onnxruntime execution providers for verification, e.g. CUDAExecutionProvider")
-    parser.add_argument("--samples", type=options.positive_int, default=256, metavar="N",
-                        help="inputs compared in verification (default 256)")
-    parser.add_argument("--rtol", type=float, help="relative tolerance of the verification (default by mode)")
-    parser.add_argument("--min-agreement", type=float, help="least top-1 agreement accepted (fp16 / int8)")
-    parser.add_argument("--no-fallback", action="store_true", help="int8: do not keep slower int8 layers in fp32")
-    parser.add_argument("--ort-threads", type=options.positive_int, default=1, metavar="N",
-                        help="onnxruntime threads for int8 timing (default 1)")
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        metavar="PROVIDER",
+        help="onnxruntime execution providers for verification, e.g. CUDAExecutionProvider",
+    )
+    parser.add_argument(
+        "--samples",
+        type=options.positive_int,
+        default=256,
+        metavar="N",
+        help="inputs compared in verification (default 256)",
+    )
+    parser.add_argument(
+        "--rtol", type=float, help="relative tolerance of the verification (default by mode)"
+    )
+    parser.add_argument(
+        "--min-agreement", type=float, help="least top-1 agreement accepted (fp16 / int8)"
+    )
+    parser.add_argument(
+        "--no-fallback", action="store_true", help="int8: do not keep slower int8 layers in fp32"
+    )
+    parser.add_argument(
+        "--ort-threads",
+        type=options.positive_int,
+        default=1,
+        metavar="N",
+        help="onnxruntime threads for int8 timing (default 1)",
+    )
     options.add_seed(parser, help="seed of random verification inputs")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     parser.set_defaults(func=run)
@@ -53,15 +86,28 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.io import load
     from n2nonnx.paths import check_output_file, write_text_atomic
 
-    check_output_file(args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",))
+    check_output_file(
+        args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
+    )
     if args.json:
-        check_output_file(args.json, label="--json", force=args.force, inputs=[args.input], suffixes=(".json",))
+        check_output_file(
+            args.json, label="--json", force=args.force, inputs=[args.input], suffixes=(".json",)
+        )
     quantize = None if args.quantize in (None, "none") else args.quantize
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     result = deploy(
-        model, storage=args.storage, weights_fp16=args.weights_fp16, quantize=quantize, data=args.data,
-        providers=args.providers, seed=args.seed, samples=args.samples, rtol=args.rtol,
-        min_agreement=args.min_agreement, fallback=not args.no_fallback, threads=args.ort_threads,
+        model,
+        storage=args.storage,
+        weights_fp16=args.weights_fp16,
+        quantize=quantize,
+        data=args.data,
+        providers=args.providers,
+        seed=args.seed,
+        samples=args.samples,
+        rtol=args.rtol,
+        min_agreement=args.min_agreement,
+        fallback=not args.no_fallback,
+        threads=args.ort_threads,
     )
     path = result.save(args.output)
     print(result.format())

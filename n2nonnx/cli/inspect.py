@@ -11,15 +11,20 @@ from n2nonnx.cli import options
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``inspect`` verb."""
     parser = options.add_verb(
-        subparsers, "inspect", "print a model's prunable layers, units and wiring",
+        subparsers,
+        "inspect",
+        "print a model's prunable layers, units and wiring",
         "Print the layer table of an ONNX model: layer, op, weight shape, parameters, density,\n"
         "units, spatial sizes, depth and which layers each one feeds.",
         "example:\n  n2nonnx inspect model.onnx --json",
     )
     options.add_input(parser, "the ONNX model")
     options.add_input_shape(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print JSON instead of a table (schema n2nonnx.inspect/1)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON instead of a table (schema n2nonnx.inspect/1)",
+    )
     parser.set_defaults(func=run)
 
 

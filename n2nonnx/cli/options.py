@@ -31,7 +31,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Descriptions keep their line breaks; every option shows its default."""
 
 
-def add_verb(subparsers: Any, name: str, summary: str, description: str, example: str = "") -> argparse.ArgumentParser:
+def add_verb(
+    subparsers: Any, name: str, summary: str, description: str, example: str = ""
+) -> argparse.ArgumentParser:
     """A verb's parser with the shared formatter.
 
     Args:
@@ -45,16 +47,24 @@ def add_verb(subparsers: Any, name: str, summary: str, description: str, example
         The parser.
     """
     return subparsers.add_parser(
-        name, help=summary, description=description, epilog=example or None, formatter_class=HelpFormatter
+        name,
+        help=summary,
+        description=description,
+        epilog=example or None,
+        formatter_class=HelpFormatter,
     )
 
 
-def add_input(parser: argparse.ArgumentParser, help: str = "the ONNX model to read (never modified)") -> None:
+def add_input(
+    parser: argparse.ArgumentParser, help: str = "the ONNX model to read (never modified)"
+) -> None:
     """The positional input model."""
     parser.add_argument("input", metavar="INPUT.onnx", help=help)
 
 
-def add_output(parser: argparse.ArgumentParser, help: str = "where to write the resulting model") -> None:
+def add_output(
+    parser: argparse.ArgumentParser, help: str = "where to write the resulting model"
+) -> None:
     """``-o/--output FILE`` and ``--force``."""
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT.onnx", help=help)
     add_force(parser)
@@ -62,7 +72,9 @@ def add_output(parser: argparse.ArgumentParser, help: str = "where to write the 
 
 def add_force(parser: argparse.ArgumentParser) -> None:
     """``--force``: outputs may replace existing files (never an input)."""
-    parser.add_argument("--force", action="store_true", help="replace output files that exist (inputs never)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace output files that exist (inputs never)"
+    )
 
 
 def add_out_dir(parser: argparse.ArgumentParser, default: str) -> None:
@@ -75,8 +87,13 @@ def add_seed(parser: argparse.ArgumentParser, help: str = "seed of every random 
     parser.add_argument("--seed", type=seed_value, default=0, metavar="N", help=help)
 
 
-def add_data(parser: argparse.ArgumentParser, *, required: bool = False, default: str | None = None,
-             help: str = DATA_HELP) -> None:
+def add_data(
+    parser: argparse.ArgumentParser,
+    *,
+    required: bool = False,
+    default: str | None = None,
+    help: str = DATA_HELP,
+) -> None:
     """``--data DATA``."""
     parser.add_argument("--data", required=required, default=default, metavar="DATA", help=help)
 
@@ -88,25 +105,36 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: torch threads (1 is often fastest on a busy machine)."""
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="torch threads (default: torch's choice; 1 is often fastest on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="torch threads (default: torch's choice; 1 is often fastest on a busy machine)",
+    )
 
 
 def add_sync_bn(parser: argparse.ArgumentParser) -> None:
     """``--sync-bn``: BatchNorm statistics over every process under ``torchrun``."""
-    parser.add_argument("--sync-bn", action="store_true",
-                        help="under torchrun: BatchNorm normalises with the batch of every process")
+    parser.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm normalises with the batch of every process",
+    )
 
 
 def add_input_shape(parser: argparse.ArgumentParser) -> None:
     """``--input-shape NAME=DIMS`` (repeatable)."""
     parser.add_argument(
-        "--input-shape", action="append", metavar="NAME=DIMS",
+        "--input-shape",
+        action="append",
+        metavar="NAME=DIMS",
         help="fix a symbolic input shape, e.g. x=1x3x32x32 (repeat for several inputs)",
     )
 
 
-def add_training(parser: argparse.ArgumentParser, defaults: Any = None, *, title: str = "training recipe") -> None:
+def add_training(
+    parser: argparse.ArgumentParser, defaults: Any = None, *, title: str = "training recipe"
+) -> None:
     """One option per field of :class:`~n2nonnx.training.config.TrainConfig` but the seed.
 
     Args:
@@ -124,8 +152,14 @@ def add_training(parser: argparse.ArgumentParser, defaults: Any = None, *, title
         meta = item.metadata
         kind = {"int": int, "float": float}.get(str(item.type), str)
         option = "--" + item.name.replace("_", "-")
-        group.add_argument(option, type=kind, default=getattr(base, item.name), metavar=meta.get("metavar"),
-                           choices=meta.get("choices"), help=meta["help"])
+        group.add_argument(
+            option,
+            type=kind,
+            default=getattr(base, item.name),
+            metavar=meta.get("metavar"),
+            choices=meta.get("choices"),
+            help=meta["help"],
+        )
 
 
 def training_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,28 +28,64 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``run`` verb."""
-    parser = options.add_verb(subparsers, "run", "the main job: prune + N2NSkip + train + deploy + report",
-                              DESCRIPTION, EXAMPLE)
-    parser.add_argument("input", nargs="?", metavar="INPUT.onnx",
-                        help="an ONNX classifier (default: the built-in model; never modified)")
-    parser.add_argument("--arch", default="mlp", choices=("mlp", "vgg1d"),
-                        help="built-in architecture when no model is given")
+    parser = options.add_verb(
+        subparsers,
+        "run",
+        "the main job: prune + N2NSkip + train + deploy + report",
+        DESCRIPTION,
+        EXAMPLE,
+    )
+    parser.add_argument(
+        "input",
+        nargs="?",
+        metavar="INPUT.onnx",
+        help="an ONNX classifier (default: the built-in model; never modified)",
+    )
+    parser.add_argument(
+        "--arch",
+        default="mlp",
+        choices=("mlp", "vgg1d"),
+        help="built-in architecture when no model is given",
+    )
     options.add_data(parser, default="mnist1d")
-    parser.add_argument("--method", default="snip", choices=options.AT_INIT_METHODS + ("scl", "dense"),
-                        help="pruning method (scl: masks learned during the recipe), or dense")
-    parser.add_argument("--density", type=options.fraction, default=0.05, metavar="D",
-                        help="non-zero fraction, skips included")
-    parser.add_argument("--allocation", default="erk", choices=options.ALLOCATIONS,
-                        help="how the sequential budget is split over layers")
-    parser.add_argument("--no-rescale", action="store_true",
-                        help="keep the kept weights' dense-init scale (default: fan-in-corrected)")
+    parser.add_argument(
+        "--method",
+        default="snip",
+        choices=options.AT_INIT_METHODS + ("scl", "dense"),
+        help="pruning method (scl: masks learned during the recipe), or dense",
+    )
+    parser.add_argument(
+        "--density",
+        type=options.fraction,
+        default=0.05,
+        metavar="D",
+        help="non-zero fraction, skips included",
+    )
+    parser.add_argument(
+        "--allocation",
+        default="erk",
+        choices=options.ALLOCATIONS,
+        help="how the sequential budget is split over layers",
+    )
+    parser.add_argument(
+        "--no-rescale",
+        action="store_true",
+        help="keep the kept weights' dense-init scale (default: fan-in-corrected)",
+    )
     options.add_seed(parser)
     options.add_out_dir(parser, "runs/default")
     options.add_force(parser)
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="do not train the dense and no-skip baselines (large models)")
-    parser.add_argument("--no-deploy", action="store_true", help="do not deploy and time the models")
-    parser.add_argument("--no-connectivity", action="store_true", help="skip the heat-diffusion analysis")
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="do not train the dense and no-skip baselines (large models)",
+    )
+    parser.add_argument(
+        "--no-deploy", action="store_true", help="do not deploy and time the models"
+    )
+    parser.add_argument(
+        "--no-connectivity", action="store_true", help="skip the heat-diffusion analysis"
+    )
     options.add_threads(parser)
     options.add_progress(parser)
     add_skip_options(parser, skip_share=0.2, join="preact")
@@ -65,26 +101,48 @@ def run(args: argparse.Namespace) -> int:
     skip = skip_kwargs(args)
     seed = skip.pop("seed")
     config = JobConfig(
-        method=args.method, density=args.density, skip_share=skip.pop("skip_share"),
-        allocation=args.allocation, sampling=skip.pop("sampling"),
-        recipe=options.training_options(args), seed=seed, rescale=not args.no_rescale,
-        connectivity=not args.no_connectivity, skip_options=skip,
+        method=args.method,
+        density=args.density,
+        skip_share=skip.pop("skip_share"),
+        allocation=args.allocation,
+        sampling=skip.pop("sampling"),
+        recipe=options.training_options(args),
+        seed=seed,
+        rescale=not args.no_rescale,
+        connectivity=not args.no_connectivity,
+        skip_options=skip,
     )
     options.set_threads(args.threads)
     with session() as ctx:  # under torchrun: every training of the job is distributed
-        job = run_job(args.input, args.data, config, args.out, arch=args.arch, baselines=not args.no_baselines,
-                      deploy=not args.no_deploy, force=args.force, progress=not args.no_progress,
-                      main_process=ctx.is_main)
+        job = run_job(
+            args.input,
+            args.data,
+            config,
+            args.out,
+            arch=args.arch,
+            baselines=not args.no_baselines,
+            deploy=not args.no_deploy,
+            force=args.force,
+            progress=not args.no_progress,
+            main_process=ctx.is_main,
+        )
         if not ctx.is_main:
             return 0
     numbers = job.result.numbers
-    print(f"{numbers['label']}: density {numbers['density']:.2%}, test accuracy "
-          f"{numbers['onnxruntime_test_accuracy']:.2%} (onnxruntime)"
-          + (f", delta {numbers['connectivity']['saturation_delta']:.3g}" if "connectivity" in numbers else ""))
+    print(
+        f"{numbers['label']}: density {numbers['density']:.2%}, test accuracy "
+        f"{numbers['onnxruntime_test_accuracy']:.2%} (onnxruntime)"
+        + (
+            f", delta {numbers['connectivity']['saturation_delta']:.3g}"
+            if "connectivity" in numbers
+            else ""
+        )
+    )
     for label, row in job.gains.items():
-        print(f"  {label:14s} accuracy {row['test_accuracy']:.2%}  non-zeros {row['nonzeros']:>8,}  "
-              f"deployed {row['deployed_bytes'] / 1024:8.1f} KiB  latency b=1 {row['latency_ms']['1']:.3f} ms  "
-              f"b=64 {row['latency_ms']['64']:.3f} ms")
+        print(
+            f"  {label:14s} accuracy {row['test_accuracy']:.2%}  non-zeros {row['nonzeros']:>8,}  "
+            f"deployed {row['deployed_bytes'] / 1024:8.1f} KiB  latency b=1 {row['latency_ms']['1']:.3f} ms  "
+            f"b=64 {row['latency_ms']['64']:.3f} ms"
+        )
     print(f"report: {job.files['report']}")
     return 0
-

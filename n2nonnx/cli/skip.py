@@ -23,11 +23,18 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``skip`` verb."""
-    parser = options.add_verb(subparsers, "skip", "add sparse N2NSkip connections", DESCRIPTION, EXAMPLE)
+    parser = options.add_verb(
+        subparsers, "skip", "add sparse N2NSkip connections", DESCRIPTION, EXAMPLE
+    )
     options.add_input(parser, "the ONNX model (pruned, or dense with --density; never modified)")
     options.add_output(parser, "where to write the N2NSkip model")
-    parser.add_argument("--density", type=options.fraction, default=None, metavar="D",
-                        help="non-zero fraction of sequential + skip weights (default: the model's own)")
+    parser.add_argument(
+        "--density",
+        type=options.fraction,
+        default=None,
+        metavar="D",
+        help="non-zero fraction of sequential + skip weights (default: the model's own)",
+    )
     options.add_seed(parser)
     options.add_input_shape(parser)
     add_skip_options(parser)
@@ -42,14 +49,18 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.skip import add_n2nskip
 
     kwargs = skip_kwargs(args)
-    check_output_file(args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",))
+    check_output_file(
+        args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
+    )
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     result = add_n2nskip(model, density=args.density, **kwargs)
     path = save(result, args.output)
     record = stages(result.proto, "n2nskip")[-1]
     for pair in record["pairs"]:
-        print(f"  {pair['source']} -> {pair['target']}  k={pair['k']}  {pair['nonzeros']}/{pair['dense_size']} "
-              f"weights  {pair['alignment']}")
+        print(
+            f"  {pair['source']} -> {pair['target']}  k={pair['k']}  {pair['nonzeros']}/{pair['dense_size']} "
+            f"weights  {pair['alignment']}"
+        )
     print(
         f"wrote {path}: {len(record['pairs'])} skip pairs, {record['skip_nonzeros']} skip + "
         f"{record['sequential']['after']} sequential non-zeros (density {record['density']:.4g}), "

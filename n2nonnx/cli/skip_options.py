@@ -8,7 +8,9 @@ from typing import Any
 from n2nonnx.errors import InvalidArgumentError
 
 
-def add_skip_options(parser: argparse.ArgumentParser, *, skip_share: float = 0.5, join: str = "activation") -> None:
+def add_skip_options(
+    parser: argparse.ArgumentParser, *, skip_share: float = 0.5, join: str = "activation"
+) -> None:
     """``--skip-share``, ``--pair``, ``--sampling`` ... in an "N2NSkip" group.
 
     Args:
@@ -17,31 +19,80 @@ def add_skip_options(parser: argparse.ArgumentParser, *, skip_share: float = 0.5
         join: the verb's default join point.
     """
     group = parser.add_argument_group("N2NSkip")
-    group.add_argument("--skip-share", type=float, default=skip_share, metavar="SHARE",
-                       help="part of the non-zero budget spent on skip weights, in [0, 1)")
-    group.add_argument("--max-k", type=int, default=None, metavar="K",
-                       help="only pairs at most K layers apart (default: all pairs, k >= 2)")
-    group.add_argument("--pair", action="append", metavar="SOURCE,TARGET", default=None,
-                       help="an explicit pair of layer (or input) names; repeat for several")
-    group.add_argument("--per-target", type=int, default=None, metavar="N",
-                       help="at most N (nearest) sources per target layer")
-    group.add_argument("--spread", choices=("proportional", "equal"), default="proportional",
-                       help="split the skip budget by the pairs' dense sizes, or equally")
-    group.add_argument("--sampling", choices=("block", "uniform"), default="block",
-                       help="block: connections on a random subset of source units (fast); "
-                       "uniform: uniformly random as in the paper")
-    group.add_argument("--merge", choices=("target", "pair"), default="target",
-                       help="target: one skip layer per target over its concatenated sources (fast); "
-                       "pair: one skip layer per pair, summed")
-    group.add_argument("--join", choices=("activation", "preact"), default=join,
-                       help="add into the input of the target's nonlinearity (after BatchNorm) "
-                       "or into its raw output (before BatchNorm)")
-    group.add_argument("--kernel", choices=("target", "1x1"), default="target",
-                       help="skip conv kernel: the target's kernel size, or 1x1")
-    group.add_argument("--pool", choices=("max", "avg"), default="max",
-                       help="spatial alignment pooling (max, as in the authors' code)")
-    group.add_argument("--init-scale", type=float, default=1.0, metavar="SCALE",
-                       help="multiplier of the Kaiming-normal initial skip weights")
+    group.add_argument(
+        "--skip-share",
+        type=float,
+        default=skip_share,
+        metavar="SHARE",
+        help="part of the non-zero budget spent on skip weights, in [0, 1)",
+    )
+    group.add_argument(
+        "--max-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="only pairs at most K layers apart (default: all pairs, k >= 2)",
+    )
+    group.add_argument(
+        "--pair",
+        action="append",
+        metavar="SOURCE,TARGET",
+        default=None,
+        help="an explicit pair of layer (or input) names; repeat for several",
+    )
+    group.add_argument(
+        "--per-target",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N (nearest) sources per target layer",
+    )
+    group.add_argument(
+        "--spread",
+        choices=("proportional", "equal"),
+        default="proportional",
+        help="split the skip budget by the pairs' dense sizes, or equally",
+    )
+    group.add_argument(
+        "--sampling",
+        choices=("block", "uniform"),
+        default="block",
+        help="block: connections on a random subset of source units (fast); "
+        "uniform: uniformly random as in the paper",
+    )
+    group.add_argument(
+        "--merge",
+        choices=("target", "pair"),
+        default="target",
+        help="target: one skip layer per target over its concatenated sources (fast); "
+        "pair: one skip layer per pair, summed",
+    )
+    group.add_argument(
+        "--join",
+        choices=("activation", "preact"),
+        default=join,
+        help="add into the input of the target's nonlinearity (after BatchNorm) "
+        "or into its raw output (before BatchNorm)",
+    )
+    group.add_argument(
+        "--kernel",
+        choices=("target", "1x1"),
+        default="target",
+        help="skip conv kernel: the target's kernel size, or 1x1",
+    )
+    group.add_argument(
+        "--pool",
+        choices=("max", "avg"),
+        default="max",
+        help="spatial alignment pooling (max, as in the authors' code)",
+    )
+    group.add_argument(
+        "--init-scale",
+        type=float,
+        default=1.0,
+        metavar="SCALE",
+        help="multiplier of the Kaiming-normal initial skip weights",
+    )
 
 
 def skip_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,12 +111,22 @@ def skip_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         for text in args.pair:
             source, comma, target = text.partition(",")
             if not comma or not source or not target:
-                raise InvalidArgumentError(f"--pair {text!r} is not SOURCE,TARGET (layer or input names)")
+                raise InvalidArgumentError(
+                    f"--pair {text!r} is not SOURCE,TARGET (layer or input names)"
+                )
             pairs.append((source, target))
     elif args.max_k is not None:
         pairs = args.max_k
     return {
-        "skip_share": args.skip_share, "pairs": pairs, "per_target": args.per_target,
-        "spread": args.spread, "sampling": args.sampling, "merge": args.merge, "join": args.join,
-        "kernel": args.kernel, "pool": args.pool, "init_scale": args.init_scale, "seed": args.seed,
+        "skip_share": args.skip_share,
+        "pairs": pairs,
+        "per_target": args.per_target,
+        "spread": args.spread,
+        "sampling": args.sampling,
+        "merge": args.merge,
+        "join": args.join,
+        "kernel": args.kernel,
+        "pool": args.pool,
+        "init_scale": args.init_scale,
+        "seed": args.seed,
     }

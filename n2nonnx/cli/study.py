@@ -37,18 +37,38 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``study`` verb."""
-    parser = options.add_verb(subparsers, "study", "the N2NSkip comparison over densities and seeds",
-                              DESCRIPTION, EXAMPLE)
+    parser = options.add_verb(
+        subparsers, "study", "the N2NSkip comparison over densities and seeds", DESCRIPTION, EXAMPLE
+    )
     options.add_out_dir(parser, "runs/study")
     parser.add_argument("--full", action="store_true", help="the full study (the README's numbers)")
-    parser.add_argument("--arch", nargs="+", choices=("mlp", "vgg1d"), help="architectures (default by size)")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, help="variants (default: the paper's five; SCL and N2NSkip-SCL on request)")
-    parser.add_argument("--densities", nargs="+", type=options.fraction, default=[0.1, 0.05, 0.02], metavar="D",
-                        help="densities")
-    parser.add_argument("--seeds", nargs="+", type=options.seed_value, metavar="N", help="seeds (default by size)")
+    parser.add_argument(
+        "--arch", nargs="+", choices=("mlp", "vgg1d"), help="architectures (default by size)"
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        help="variants (default: the paper's five; SCL and N2NSkip-SCL on request)",
+    )
+    parser.add_argument(
+        "--densities",
+        nargs="+",
+        type=options.fraction,
+        default=[0.1, 0.05, 0.02],
+        metavar="D",
+        help="densities",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=options.seed_value, metavar="N", help="seeds (default by size)"
+    )
     options.add_data(parser, default="mnist1d")
-    parser.add_argument("--sampling", default="block", choices=("block", "uniform"), help="N2NSkip sampling")
-    parser.add_argument("--no-rescale", action="store_true", help="keep the kept weights' dense-init scale")
+    parser.add_argument(
+        "--sampling", default="block", choices=("block", "uniform"), help="N2NSkip sampling"
+    )
+    parser.add_argument(
+        "--no-rescale", action="store_true", help="keep the kept weights' dense-init scale"
+    )
     options.add_threads(parser)
     options.add_progress(parser)
     options.add_training(parser)
@@ -69,16 +89,25 @@ def run(args: argparse.Namespace) -> int:
     recipe = options.training_options(args)
     TrainConfig.from_options(**recipe)  # validated before any work
     plan = StudyPlan(
-        archs=args.arch or size["archs"], variants=args.variants or list(DEFAULT_VARIANTS), densities=args.densities,
-        seeds=args.seeds if args.seeds is not None else size["seeds"], data=args.data,
+        archs=args.arch or size["archs"],
+        variants=args.variants or list(DEFAULT_VARIANTS),
+        densities=args.densities,
+        seeds=args.seeds if args.seeds is not None else size["seeds"],
+        data=args.data,
         recipe=recipe,
-        sampling=args.sampling, rescale=not args.no_rescale,
+        sampling=args.sampling,
+        rescale=not args.no_rescale,
     )
     plan.cells()  # unknown architectures or variants fail here, before any work
     options.set_threads(args.threads)
     with session() as ctx:  # under torchrun: every cell trains on all processes
-        summary = run_study(plan, args.out, progress=not args.no_progress, main_process=ctx.is_main,
-                            agree=(lambda value: from_main(value, ctx)) if ctx.active else None)
+        summary = run_study(
+            plan,
+            args.out,
+            progress=not args.no_progress,
+            main_process=ctx.is_main,
+            agree=(lambda value: from_main(value, ctx)) if ctx.active else None,
+        )
     if summary is None:
         return 0
     print()

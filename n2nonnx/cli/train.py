@@ -21,8 +21,9 @@ example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` verb."""
-    parser = options.add_verb(subparsers, "train", "train an ONNX model and save the trained copy",
-                              DESCRIPTION, EXAMPLE)
+    parser = options.add_verb(
+        subparsers, "train", "train an ONNX model and save the trained copy", DESCRIPTION, EXAMPLE
+    )
     options.add_input(parser, "the ONNX model to train (never modified)")
     options.add_output(parser, "where to write the trained model")
     options.add_data(parser, required=True)
@@ -30,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_training(parser)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     options.add_sync_bn(parser)
-    parser.add_argument("--history", metavar="FILE.json", help="also write the per-epoch history as JSON")
+    parser.add_argument(
+        "--history", metavar="FILE.json", help="also write the per-epoch history as JSON"
+    )
     options.add_threads(parser)
     options.add_progress(parser)
     parser.set_defaults(func=run)
@@ -44,31 +47,47 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.training import TrainConfig, train
     from n2nonnx.training.distributed import all_or_none, session
 
-    config = TrainConfig.from_options(**options.training_options(args))  # validated before slow work
+    config = TrainConfig.from_options(
+        **options.training_options(args)
+    )  # validated before slow work
     _check_device(args.device)
     with session(args.device) as ctx:  # under torchrun: one process group for the command
         with all_or_none(ctx):  # a check that fails on one process stops them all
-            check_output_file(args.output, label="-o", force=args.force, inputs=[args.input],
-                              suffixes=(".onnx",))
+            check_output_file(
+                args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
+            )
             if args.history:
-                check_output_file(args.history, label="--history", force=args.force,
-                                  inputs=[args.input, args.output], suffixes=(".json",))
+                check_output_file(
+                    args.history,
+                    label="--history",
+                    force=args.force,
+                    inputs=[args.input, args.output],
+                    suffixes=(".json",),
+                )
             options.set_threads(args.threads)
             model = io.load(args.input, analyze=False)
             spec = model_input(model)
             data = resolve_data(args.data, input_shape=spec.shape, input_name=spec.name)
         if ctx.is_main:
             print(f"training {args.input} on {data.describe()}", flush=True)
-        result = train(model, data, config, device=args.device, progress=not args.no_progress,
-                       sync_bn=args.sync_bn)
+        result = train(
+            model,
+            data,
+            config,
+            device=args.device,
+            progress=not args.no_progress,
+            sync_bn=args.sync_bn,
+        )
         if not ctx.is_main:
             return 0  # only the first process writes and reports
     io.save(result.model, args.output)
     if args.history:
         result.history.save_json(args.history)
     best = result.history.best()
-    print(f"final test accuracy {result.history.final.test_accuracy:.2%} "
-          f"(best {best.test_accuracy:.2%} at epoch {best.epoch})")
+    print(
+        f"final test accuracy {result.history.final.test_accuracy:.2%} "
+        f"(best {best.test_accuracy:.2%} at epoch {best.epoch})"
+    )
     print(f"wrote {args.output}" + (f" and {args.history}" if args.history else ""))
     return 0
 
@@ -80,5 +99,7 @@ def _check_device(name: str) -> None:
 
     device = resolve_device(name)
     if device.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise InvalidArgumentError(f"--device {name!r} cannot train (it holds no data or is not supported); "
-                                   "use cpu or cuda")
+        raise InvalidArgumentError(
+            f"--device {name!r} cannot train (it holds no data or is not supported); "
+            "use cpu or cuda"
+        )

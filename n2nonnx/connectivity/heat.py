@@ -55,9 +55,7 @@ def _as_adjacency(adjacency) -> sp.csr_array:
     """Check that ``adjacency`` is a square matrix; return it as float64 CSR, int32 indices."""
     matrix = compact(sp.csr_array(adjacency, dtype=np.float64))
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise InvalidArgumentError(
-            f"adjacency must be a square matrix, got shape {matrix.shape}"
-        )
+        raise InvalidArgumentError(f"adjacency must be a square matrix, got shape {matrix.shape}")
     return matrix
 
 
@@ -149,7 +147,9 @@ def heat_state(adjacency, sources: np.ndarray, times: Sequence[float] | np.ndarr
     return _heat_state_krylov(negative, sources, times)
 
 
-def _heat_state_krylov(negative: sp.csr_array, sources: np.ndarray, times: np.ndarray) -> np.ndarray:
+def _heat_state_krylov(
+    negative: sp.csr_array, sources: np.ndarray, times: np.ndarray
+) -> np.ndarray:
     """S(t) with expm_multiply (see the module docstring).
 
     expm_multiply shifts its matrix by ``traceA / n`` times the identity before bounding
@@ -163,8 +163,13 @@ def _heat_state_krylov(negative: sp.csr_array, sources: np.ndarray, times: np.nd
     states = np.empty((times.size, sources.size), dtype=np.float64)
     if _evenly_spaced_from_zero(ordered):
         states[order] = expm_multiply(
-            negative, sources, start=0.0, stop=float(ordered[-1]), num=ordered.size,
-            endpoint=True, traceA=shift,
+            negative,
+            sources,
+            start=0.0,
+            stop=float(ordered[-1]),
+            num=ordered.size,
+            endpoint=True,
+            traceA=shift,
         )
         return states
     current, now = sources, 0.0
@@ -256,8 +261,15 @@ def laplacian_spectrum(
     wanted = min(k or SPARSE_EIGENVALUES, n - 2)
     start = np.random.default_rng(0).standard_normal(n)
     try:
-        values = eigsh(lap, k=wanted, which="SA", v0=start, return_eigenvectors=False,
-                       tol=1e-8, maxiter=max(20 * n, 10_000))
+        values = eigsh(
+            lap,
+            k=wanted,
+            which="SA",
+            v0=start,
+            return_eigenvectors=False,
+            tol=1e-8,
+            maxiter=max(20 * n, 10_000),
+        )
     except ArpackNoConvergence as error:  # keep what converged
         values = error.eigenvalues
     return _zero_floor(values), False

@@ -42,8 +42,13 @@ def _draw_adjacency(axis, graph: UnitGraph, title: str) -> None:
         counts, _, _ = np.histogram2d(coo.row, coo.col, bins=bins, range=[[0, n], [0, n]])
         cell = (n / bins) ** 2  # unit pairs per pixel: the shade is the pixel's fill fraction
         fraction = np.ma.masked_equal(counts / cell, 0.0)
-        axis.imshow(fraction, cmap="Greys", extent=(0, n, n, 0), interpolation="nearest",
-                    norm=LogNorm(vmin=min(0.1, 0.1 / cell), vmax=1.0))
+        axis.imshow(
+            fraction,
+            cmap="Greys",
+            extent=(0, n, n, 0),
+            interpolation="nearest",
+            norm=LogNorm(vmin=min(0.1, 0.1 / cell), vmax=1.0),
+        )
     alpha = 0.6 if len(graph.blocks) <= 12 else 0.25
     for block in graph.blocks[1:]:
         axis.axhline(block.start - 0.5, color="tab:red", linewidth=0.4, alpha=alpha)
@@ -67,8 +72,7 @@ def plot_adjacency(graphs: dict[str, UnitGraph], axes=None):
         The matplotlib figure.
     """
     if axes is None:
-        figure, axes = plt.subplots(1, len(graphs), figsize=(4.2 * len(graphs), 4.6),
-                                    squeeze=False)
+        figure, axes = plt.subplots(1, len(graphs), figsize=(4.2 * len(graphs), 4.6), squeeze=False)
         axes = axes[0]
     for axis, (title, graph) in zip(axes, graphs.items(), strict=True):
         _draw_adjacency(axis, graph, title)
@@ -93,8 +97,13 @@ def plot_delta(report: ConnectivityReport, axis=None):
         delta = np.where(model.delta > 0, model.delta, np.nan)
         axis.plot(report.times, delta, "o-", color=color, markersize=3, label=model.name)
         if model.saturation_delta > 0:
-            axis.axhline(model.saturation_delta, color=color, linestyle="--", linewidth=1,
-                         label=f"{model.name} (t\u2192\u221e)")
+            axis.axhline(
+                model.saturation_delta,
+                color=color,
+                linestyle="--",
+                linewidth=1,
+                label=f"{model.name} (t\u2192\u221e)",
+            )
     axis.set_xscale("log")
     if np.any([np.nanmax(np.r_[m.delta, m.saturation_delta, 0]) > 0 for m in report.models]):
         axis.set_yscale("log")

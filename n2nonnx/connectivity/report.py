@@ -131,20 +131,30 @@ class ConnectivityReport:
         """A readable text table: one row per graph, then delta(t) per model."""
         rows = [self.reference, *self.models]
         width = max(12, *(len(r.name) for r in rows)) + 2
-        header = (f"{'graph':<{width}}{'nodes':>8}{'edges':>11}{'comp':>6}{'dead':>7}"
-                  f"{'lambda_2':>11}{'delta(inf)':>12}")
+        header = (
+            f"{'graph':<{width}}{'nodes':>8}{'edges':>11}{'comp':>6}{'dead':>7}"
+            f"{'lambda_2':>11}{'delta(inf)':>12}"
+        )
         lines = [header, "-" * len(header)]
         for r in rows:
             gap = "-" if r.spectral_gap is None else f"{r.spectral_gap:.3g}"
-            lines.append(f"{r.name:<{width}}{r.nodes:>8}{r.edges:>11}{r.components:>6}"
-                         f"{r.total_dead:>7}{gap:>11}{r.saturation_delta:>12.4g}")
+            lines.append(
+                f"{r.name:<{width}}{r.nodes:>8}{r.edges:>11}{r.components:>6}"
+                f"{r.total_dead:>7}{gap:>11}{r.saturation_delta:>12.4g}"
+            )
         lines += ["", "delta(t) = ||S_ref(t) - S(t)||_2 against " + self.reference.name]
         columns = [max(12, len(m.name) + 2) for m in self.models]
-        lines.append(f"{'t':>11}" + "".join(
-            f"{m.name:>{c}}" for m, c in zip(self.models, columns, strict=True)))
+        lines.append(
+            f"{'t':>11}"
+            + "".join(f"{m.name:>{c}}" for m, c in zip(self.models, columns, strict=True))
+        )
         for i, time in enumerate(self.times):
-            lines.append(f"{time:>11.4g}" + "".join(
-                f"{m.delta[i]:>{c}.4g}" for m, c in zip(self.models, columns, strict=True)))
+            lines.append(
+                f"{time:>11.4g}"
+                + "".join(
+                    f"{m.delta[i]:>{c}.4g}" for m, c in zip(self.models, columns, strict=True)
+                )
+            )
         return "\n".join(lines)
 
 
@@ -178,10 +188,13 @@ def _figures(name, graph, times, reference_states, reference_saturation, spectru
         reference_states, reference_saturation = states, saturation
     components, _ = heat.connected_components(adjacency)
     figures = ModelConnectivity(
-        name=name, nodes=graph.n_nodes, edges=graph.n_edges,
+        name=name,
+        nodes=graph.n_nodes,
+        edges=graph.n_edges,
         delta=np.atleast_1d(heat.heat_delta(reference_states, states)),
         saturation_delta=float(heat.heat_delta(reference_saturation, saturation)),
-        components=components, dead_units=graph.dead_units(),
+        components=components,
+        dead_units=graph.dead_units(),
     )
     if spectrum and graph.n_nodes >= 2:
         eigenvalues, complete = heat.laplacian_spectrum(adjacency, k=eigen_k)
@@ -236,17 +249,23 @@ def analyze(
     else:
         reference_graph = _graph_of(reference, weighted)
         reference_name = _name_of(reference, 0).replace("model0", "reference")
-    model_names = list(names) if names is not None else [
-        _name_of(model, i + 1) for i, model in enumerate(models)
-    ]
+    model_names = (
+        list(names)
+        if names is not None
+        else [_name_of(model, i + 1) for i, model in enumerate(models)]
+    )
     reference_name, *model_names = _unique([reference_name, *model_names])
     for position, (name, graph) in enumerate(zip(model_names, graphs, strict=True)):
         aligned = graph.aligned_to(reference_graph)
         if aligned is not None:
             graphs[position] = aligned
             continue
-        missing = sorted(f"{b.weight or b.name} ({b.size} units)" for b in reference_graph.blocks
-                         if (b.weight or b.name, b.size) not in {(c.weight or c.name, c.size) for c in graph.blocks})
+        missing = sorted(
+            f"{b.weight or b.name} ({b.size} units)"
+            for b in reference_graph.blocks
+            if (b.weight or b.name, b.size)
+            not in {(c.weight or c.name, c.size) for c in graph.blocks}
+        )
         raise InvalidArgumentError(
             f"model {name!r} ({graph.n_nodes} units in {len(graph.blocks)} blocks) does not "
             f"have the reference's layers ({reference_graph.n_nodes} units in "
@@ -262,6 +281,9 @@ def analyze(
         for name, graph in zip(model_names, graphs, strict=True)
     ]
     return ConnectivityReport(
-        times=time_points, weighted=weighted, reference=reference_figures, models=results,
+        times=time_points,
+        weighted=weighted,
+        reference=reference_figures,
+        models=results,
         graphs={reference_name: reference_graph, **dict(zip(model_names, graphs, strict=True))},
     )

@@ -144,8 +144,12 @@ class UnitGraph:
         position = np.empty_like(permutation)
         position[permutation] = np.arange(len(permutation))
         flow = sp.csr_array(self.flow[permutation][:, permutation])
-        return UnitGraph(flow=flow, blocks=tuple(blocks), output_nodes=np.sort(position[self.output_nodes]),
-                         weighted=self.weighted)
+        return UnitGraph(
+            flow=flow,
+            blocks=tuple(blocks),
+            output_nodes=np.sort(position[self.output_nodes]),
+            weighted=self.weighted,
+        )
 
 
 def _block_key(block: Block) -> tuple[str, int]:
@@ -246,7 +250,9 @@ def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) 
         start += size
     for layer in layers:
         if layer.name not in skips:
-            blocks[layer.name] = Block(layer.name, start, int(layer.units), int(layer.depth), layer.weight)
+            blocks[layer.name] = Block(
+                layer.name, start, int(layer.units), int(layer.depth), layer.weight
+            )
             start += int(layer.units)
     rows, cols, values = [], [], []
     for layer in layers:
@@ -326,7 +332,7 @@ def _input_sizes(view, layers) -> dict[str, int]:
     for layer in layers:
         for edge in layer.fed_by:
             if edge.source.startswith("input:") and edge.source not in sizes:
-                sizes[edge.source] = _input_size(view, edge.source[len("input:"):], layers)
+                sizes[edge.source] = _input_size(view, edge.source[len("input:") :], layers)
     return sizes
 
 
@@ -336,7 +342,8 @@ def _input_size(view, name: str, layers) -> int:
         return int(size)
     mapped = [
         int(np.max(e.unit_map)) + 1
-        for layer in layers for e in layer.fed_by
+        for layer in layers
+        for e in layer.fed_by
         if e.source == f"input:{name}" and e.unit_map is not None and len(e.unit_map)
     ]
     if mapped:

@@ -103,7 +103,9 @@ def from_npz(path: str | Path) -> TrainTestData:
             keys = list(archive.files)
             arrays = {key: archive[key] for key in SPLIT_KEYS if key in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {str(path)!r} as an .npz archive: {' '.join(str(exc).split())}") from None
+        raise DataError(
+            f"cannot read {str(path)!r} as an .npz archive: {' '.join(str(exc).split())}"
+        ) from None
     return _from_mapping(arrays, path.name, keys)
 
 
@@ -127,10 +129,14 @@ def check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
                     continue
                 with archive.open(info) as member:
                     version = np.lib.format.read_magic(member)
-                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    read_header = {
+                        (1, 0): np.lib.format.read_array_header_1_0,
+                        (2, 0): np.lib.format.read_array_header_2_0,
+                    }.get(version)
                     if read_header is None:
-                        raise ValueError(f"array {key!r} has .npy format version {version}; use numpy.savez")
+                        raise ValueError(
+                            f"array {key!r} has .npy format version {version}; use numpy.savez"
+                        )
                     shape, _, dtype = read_header(member)
                     header = member.tell()
                 nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
@@ -142,7 +148,9 @@ def check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
                     )
                 total += nbytes
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {str(path)!r} as an .npz archive: {' '.join(str(exc).split())}") from None
+        raise DataError(
+            f"cannot read {str(path)!r} as an .npz archive: {' '.join(str(exc).split())}"
+        ) from None
     # float32 copies of the inputs are made as well: count the arrays twice
     check_fits_memory(2 * total, f"{path.name}", "use a smaller data file")
 

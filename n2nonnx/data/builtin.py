@@ -165,7 +165,9 @@ def load_mnist1d(*, train: int, test: int, standardize: bool, seed: int) -> Trai
     if total < 10 * 2:
         raise InvalidArgumentError(f"mnist1d needs train + test >= 20 samples, got {total}")
     # the generator works in float64 on padded 72-point templates before cropping to 40
-    check_fits_memory(total * 72 * 8 * 4, f"mnist1d with {total} samples", "ask for fewer samples (train=, test=)")
+    check_fits_memory(
+        total * 72 * 8 * 4, f"mnist1d with {total} samples", "ask for fewer samples (train=, test=)"
+    )
     file_name = f"mnist1d_n{total}_seed{seed}_v1.npz"
     arrays = load_cached(file_name)
     if arrays is None:
@@ -275,8 +277,11 @@ def load_synthetic(
     total = _positive("train", train) + _positive("test", test)
     # make_classification draws an informative x informative covariance factor and the
     # samples in float64 (plus a copy each)
-    check_fits_memory(8 * (informative**2 + 2 * total * features), f"synthetic data with {features} features "
-                      f"({informative} informative) and {total} samples", "ask for fewer features or samples")
+    check_fits_memory(
+        8 * (informative**2 + 2 * total * features),
+        f"synthetic data with {features} features ({informative} informative) and {total} samples",
+        "ask for fewer features or samples",
+    )
     x, y = make_classification(
         n_samples=total,
         n_features=features,

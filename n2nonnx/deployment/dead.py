@@ -32,12 +32,30 @@ log = logging.getLogger(__name__)
 
 # Ops that mix units (a unit's value depends on other units): unit maps through them are
 # not trusted.
-MIXING_OPS = frozenset({
-    "LayerNormalization", "GroupNormalization", "Softmax", "LogSoftmax", "Hardmax",
-    "LpNormalization", "MatMul", "Gemm", "TopK", "ReduceMean", "ReduceSum", "ReduceMax",
-    "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare",
-    "Einsum", "Attention",
-})
+MIXING_OPS = frozenset(
+    {
+        "LayerNormalization",
+        "GroupNormalization",
+        "Softmax",
+        "LogSoftmax",
+        "Hardmax",
+        "LpNormalization",
+        "MatMul",
+        "Gemm",
+        "TopK",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceL1",
+        "ReduceL2",
+        "ReduceLogSumExp",
+        "ReduceSumSquare",
+        "Einsum",
+        "Attention",
+    }
+)
 
 
 @dataclass
@@ -90,7 +108,11 @@ def _grouped_matrix(matrix: np.ndarray, layer: Layer) -> np.ndarray:
 
 def _positions(edge: Edge, size: int) -> np.ndarray | None:
     """The edge's unit map, or None where it cannot be trusted (unknown, or through a mixing op)."""
-    if edge.unit_map is None or any(op in MIXING_OPS for op in edge.via) or len(edge.unit_map) != size:
+    if (
+        edge.unit_map is None
+        or any(op in MIXING_OPS for op in edge.via)
+        or len(edge.unit_map) != size
+    ):
         return None
     return np.asarray(edge.unit_map)
 
@@ -367,7 +389,9 @@ def _measure_constants(model, layers, reached_in, useful_in, seed) -> dict[str, 
     rng = np.random.default_rng(seed)
     feeds = random_inputs(model, batch=2, rng=rng)
     first = dict(zip(names, session.run(None, feeds), strict=True))
-    second = dict(zip(names, session.run(None, random_inputs(model, batch=2, rng=rng)), strict=True))
+    second = dict(
+        zip(names, session.run(None, random_inputs(model, batch=2, rng=rng)), strict=True)
+    )
     values: dict[str, np.ndarray | None] = {}
     for layer in wanted:
         a, b = first[layer.input], second[layer.input]
@@ -437,12 +461,17 @@ def add_to_biases(model: Model, deltas: dict[str, np.ndarray]) -> Model:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(initializers[layer.weight].data_type)
         if layer.bias is not None:
             old = numpy_helper.to_array(initializers[layer.bias])
-            new = (old.astype(np.float64) + delta.reshape(old.shape) if old.size == delta.size
-                   else old + delta.reshape(-1)).astype(old.dtype)
+            new = (
+                old.astype(np.float64) + delta.reshape(old.shape)
+                if old.size == delta.size
+                else old + delta.reshape(-1)
+            ).astype(old.dtype)
             replace_tensor(initializers[layer.bias], numpy_helper.from_array(new, layer.bias))
             continue
         bias_name = f"{layer.weight}/folded_bias"
-        if layer.op in ("Conv", "ConvTranspose") or (layer.op == "Gemm" and layer.out_feature_axis == 1):
+        if layer.op in ("Conv", "ConvTranspose") or (
+            layer.op == "Gemm" and layer.out_feature_axis == 1
+        ):
             graph.initializer.append(numpy_helper.from_array(delta.astype(dtype), bias_name))
             while len(node.input) < 3:
                 node.input.append("")
@@ -451,7 +480,9 @@ def add_to_biases(model: Model, deltas: dict[str, np.ndarray]) -> Model:
         # MatMul (or a column-major Gemm): a bias Add after the layer.
         rank = model.index.rank(node.output[0]) or 2
         shape = [1] * (rank - layer.out_feature_axis - 1)
-        graph.initializer.append(numpy_helper.from_array(delta.astype(dtype).reshape(-1, *shape), bias_name))
+        graph.initializer.append(
+            numpy_helper.from_array(delta.astype(dtype).reshape(-1, *shape), bias_name)
+        )
         raw = f"{node.output[0]}/before_folded_bias"
         for other in graph.node:
             for position, tensor in enumerate(other.input):
@@ -459,7 +490,12 @@ def add_to_biases(model: Model, deltas: dict[str, np.ndarray]) -> Model:
                     other.input[position] = raw if other is node else tensor
         out = node.output[0]
         node.output[0] = raw
-        extra_nodes.append((node, helper.make_node("Add", [raw, bias_name], [out], name=f"{layer.name}/folded_bias")))
+        extra_nodes.append(
+            (
+                node,
+                helper.make_node("Add", [raw, bias_name], [out], name=f"{layer.name}/folded_bias"),
+            )
+        )
     for anchor, extra in extra_nodes:
         position = list(graph.node).index(anchor)
         graph.node.insert(position + 1, extra)
@@ -481,8 +517,10 @@ def random_inputs(model: Model, *, batch: int, rng: np.random.Generator) -> dict
 
     feeds = {}
     for info in model.graph_inputs:
-        shape = [batch if (i == 0 and not isinstance(d, int)) else d
-                 for i, d in enumerate(info.shape or ())]
+        shape = [
+            batch if (i == 0 and not isinstance(d, int)) else d
+            for i, d in enumerate(info.shape or ())
+        ]
         dims = [d for d in shape if isinstance(d, int)]
         if len(dims) != len(shape):
             raise ShapeError(

@@ -54,7 +54,9 @@ class _Reader:
     """A CalibrationDataReader over one array, in batches."""
 
     def __init__(self, name: str, data: np.ndarray, batch_size: int) -> None:
-        self.batches = iter([{name: data[i : i + batch_size]} for i in range(0, len(data), batch_size)])
+        self.batches = iter(
+            [{name: data[i : i + batch_size]} for i in range(0, len(data), batch_size)]
+        )
 
     def get_next(self):
         return next(self.batches, None)
@@ -100,8 +102,10 @@ def quantize_int8(
         return _quantize(proto, calibration, input_name, batch_size, exclude)
 
     best = build([])
-    sessions = [make_session(proto, ["CPUExecutionProvider"], threads=threads),
-                make_session(best, ["CPUExecutionProvider"], threads=threads)]
+    sessions = [
+        make_session(proto, ["CPUExecutionProvider"], threads=threads),
+        make_session(best, ["CPUExecutionProvider"], threads=threads),
+    ]
     fp32_time, best_time = interleaved_medians(sessions, feed, rounds=5, calls=5)
     report.latency_fp32 = fp32_time
     excluded: list[str] = []
@@ -110,12 +114,19 @@ def quantize_int8(
             candidate = build([*excluded, node])
             session = make_session(candidate, ["CPUExecutionProvider"], threads=threads)
             best_session = make_session(best, ["CPUExecutionProvider"], threads=threads)
-            best_time, trial_time = interleaved_medians([best_session, session], feed, rounds=5, calls=5)
+            best_time, trial_time = interleaved_medians(
+                [best_session, session], feed, rounds=5, calls=5
+            )
             report.trials[node] = trial_time
             if trial_time < 0.97 * best_time:
                 excluded.append(node)
                 best, best_time = candidate, trial_time
-                log.info("int8: %s stays fp32 (%.3g ms vs %.3g ms)", node, trial_time * 1e3, best_time * 1e3)
+                log.info(
+                    "int8: %s stays fp32 (%.3g ms vs %.3g ms)",
+                    node,
+                    trial_time * 1e3,
+                    best_time * 1e3,
+                )
     report.latency_int8 = best_time
     report.fallback = excluded
     report.layers = [n for n in layer_nodes if n not in excluded]
@@ -132,13 +143,20 @@ def _quantize(proto, calibration, input_name, batch_size, exclude) -> onnx.Model
     root.setLevel(logging.ERROR)  # onnxruntime.quantization warns on the root logger
     try:
         with tempfile.TemporaryDirectory(prefix="n2nonnx-int8-") as folder:
-            source, prepared, target = (Path(folder) / n for n in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
+            source, prepared, target = (
+                Path(folder) / n for n in ("fp32.onnx", "prepared.onnx", "int8.onnx")
+            )
             source.write_bytes(proto.SerializeToString())
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
-                str(prepared), str(target), _Reader(input_name, calibration, batch_size),
-                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                str(prepared),
+                str(target),
+                _Reader(input_name, calibration, batch_size),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_exclude=list(exclude),
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
             )

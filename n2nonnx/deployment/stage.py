@@ -65,13 +65,17 @@ class DeployResult:
             f"verified           {self.verification.describe()}",
         ]
         if "accuracy" in s:
-            lines.append(f"accuracy           {s['accuracy']['before']:.4f} -> {s['accuracy']['after']:.4f} "
-                         f"({s['accuracy']['samples']} test samples)")
+            lines.append(
+                f"accuracy           {s['accuracy']['before']:.4f} -> {s['accuracy']['after']:.4f} "
+                f"({s['accuracy']['samples']} test samples)"
+            )
         if self.quantization is not None:
             q = self.quantization
-            lines.append(f"int8               {len(q.layers)} layers int8, {len(q.fallback)} kept fp32; "
-                         f"latency {q.latency_fp32 * 1e3:.3g} ms -> {q.latency_int8 * 1e3:.3g} ms "
-                         f"(calibration batch)")
+            lines.append(
+                f"int8               {len(q.layers)} layers int8, {len(q.fallback)} kept fp32; "
+                f"latency {q.latency_fp32 * 1e3:.3g} ms -> {q.latency_int8 * 1e3:.3g} ms "
+                f"(calibration batch)"
+            )
         return "\n".join(lines)
 
 
@@ -131,13 +135,17 @@ def deploy(
     from n2nonnx.masks import fold_masks
 
     if storage not in STORAGE_MODES:
-        raise InvalidArgumentError(f"unknown storage {storage!r}; choose from {list(STORAGE_MODES)}")
+        raise InvalidArgumentError(
+            f"unknown storage {storage!r}; choose from {list(STORAGE_MODES)}"
+        )
     if quantize is not None and quantize not in QUANTIZATION_MODES:
         raise InvalidArgumentError(
             f"unknown quantization mode {quantize!r}; choose from {list(QUANTIZATION_MODES)} (or none)"
         )
     if quantize and data is None:
-        raise InvalidArgumentError("--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)")
+        raise InvalidArgumentError(
+            "--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)"
+        )
     if samples < 1:
         raise InvalidArgumentError(f"samples must be at least 1, got {samples}")
     resolved = _resolve(model, data, seed)
@@ -155,8 +163,9 @@ def deploy(
     if quantize == "int8":
         calibration = resolved.x_train[: max(64, min(512, len(resolved.x_train)))].numpy()
         nodes = [la.name for la in sorted(pruned.layers, key=lambda la: -la.parameters)]
-        proto, report = quantize_int8(proto, nodes, calibration, input_name=inputs[0].name, fallback=fallback,
-                                      threads=threads)
+        proto, report = quantize_int8(
+            proto, nodes, calibration, input_name=inputs[0].name, fallback=fallback, threads=threads
+        )
     records: list[CompactTensor] = []
     if storage == "compact":
         proto, records = compact_storage(proto, fp16=weights_fp16)
@@ -167,15 +176,24 @@ def deploy(
             )
     proto = _with_record(proto, dead, storage, weights_fp16, quantize)
     mode = "int8" if quantize else ("fp16" if weights_fp16 and records else "fp32")
-    verification = compare(model.proto, proto, feeds, mode=mode, rtol=rtol, min_agreement=min_agreement,
-                           providers=providers)
+    verification = compare(
+        model.proto,
+        proto,
+        feeds,
+        mode=mode,
+        rtol=rtol,
+        min_agreement=min_agreement,
+        providers=providers,
+    )
     if not verification.passed:
         raise VerificationError(
             f"the deployed model disagrees with the input model: {verification.describe()}; nothing was "
             "written. Loosen --rtol / --min-agreement only if that loss is acceptable"
         )
     deployed = model.with_proto(proto)
-    summary = _summary(model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification)
+    summary = _summary(
+        model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification
+    )
     if report is not None:
         summary["quantization"] = report.to_dict()
     if resolved is not None:
@@ -208,11 +226,21 @@ def _nonzero_weights(model: Model) -> int:
     return int(sum(np.count_nonzero(model.effective_weight(layer)) for layer in model.layers))
 
 
-def _summary(model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification) -> dict:
+def _summary(
+    model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification
+) -> dict:
     before_units = sum(layer.units for layer in model.layers)
-    stored_after = sum(int(np.prod(t.dims)) for t in proto.graph.initializer
-                       if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
-                                          onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8))
+    stored_after = sum(
+        int(np.prod(t.dims))
+        for t in proto.graph.initializer
+        if t.data_type
+        in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.INT8,
+        )
+    )
     before_bytes, after_bytes = model.proto.ByteSize(), proto.ByteSize()
     return {
         "units": {
@@ -223,12 +251,22 @@ def _summary(model, folded, pruned, proto, dead, storage, weights_fp16, quantize
             "kept_constant": int(sum(len(u) for u in dead.kept_constant.values())),
             "per_layer": {name: len(units) for name, units in dead.remove.items()},
         },
-        "weights": {"nonzero_before": _nonzero_weights(folded), "nonzero_after": _nonzero_weights(pruned)},
+        "weights": {
+            "nonzero_before": _nonzero_weights(folded),
+            "nonzero_after": _nonzero_weights(pruned),
+        },
         "weights_fp16": bool(weights_fp16),
         "parameters": {"before": model.parameter_count, "after": stored_after},
-        "nodes": {"before": len(model.proto.graph.node), "after": len(proto.graph.node),
-                  "after_fold": len(pruned.proto.graph.node)},
-        "bytes": {"before": before_bytes, "after": after_bytes, "ratio": after_bytes / max(before_bytes, 1)},
+        "nodes": {
+            "before": len(model.proto.graph.node),
+            "after": len(proto.graph.node),
+            "after_fold": len(pruned.proto.graph.node),
+        },
+        "bytes": {
+            "before": before_bytes,
+            "after": after_bytes,
+            "ratio": after_bytes / max(before_bytes, 1),
+        },
         "storage": storage,
         "compacted_tensors": len(records),
         "quantize": quantize,

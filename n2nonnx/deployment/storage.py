@@ -75,7 +75,9 @@ def encode_gaps(flat_indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarra
     return out_gaps.astype(np.uint8), out_values
 
 
-def compact_storage(proto: onnx.ModelProto, *, fp16: bool = False) -> tuple[onnx.ModelProto, list[CompactTensor]]:
+def compact_storage(
+    proto: onnx.ModelProto, *, fp16: bool = False
+) -> tuple[onnx.ModelProto, list[CompactTensor]]:
     """Store the sparse floating-point initializers of ``proto`` compactly.
 
     Args:
@@ -103,8 +105,10 @@ def compact_storage(proto: onnx.ModelProto, *, fp16: bool = False) -> tuple[onnx
             records.append(record)
     if not records:
         return result, []
-    added += [numpy_helper.from_array(np.array(0, dtype=np.int64), _AXIS),
-              numpy_helper.from_array(np.array([-1], dtype=np.int64), _LAST)]
+    added += [
+        numpy_helper.from_array(np.array(0, dtype=np.int64), _AXIS),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), _LAST),
+    ]
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
     existing = list(graph.node)
@@ -113,7 +117,9 @@ def compact_storage(proto: onnx.ModelProto, *, fp16: bool = False) -> tuple[onnx
     return result, records
 
 
-def _compact(tensor: onnx.TensorProto, nodes: list, added: list, fp16: bool) -> CompactTensor | None:
+def _compact(
+    tensor: onnx.TensorProto, nodes: list, added: list, fp16: bool
+) -> CompactTensor | None:
     """Append the expansion of ``tensor`` to ``nodes`` / ``added``; None where it would not pay."""
     array = numpy_helper.to_array(tensor)
     if array.size < MIN_ELEMENTS:
@@ -133,25 +139,63 @@ def _compact(tensor: onnx.TensorProto, nodes: list, added: list, fp16: bool) -> 
     added.extend([shape, size])
     dense_flat = f"{name}/dense_flat"
     if len(indices) == 0:
-        nodes.append(helper.make_node("ConstantOfShape", [size.name], [dense_flat], name=f"{name}/zeros", value=zero))
+        nodes.append(
+            helper.make_node(
+                "ConstantOfShape", [size.name], [dense_flat], name=f"{name}/zeros", value=zero
+            )
+        )
     else:
-        added.extend([numpy_helper.from_array(gaps, f"{name}/gaps"), numpy_helper.from_array(values, f"{name}/values")])
+        added.extend(
+            [
+                numpy_helper.from_array(gaps, f"{name}/gaps"),
+                numpy_helper.from_array(values, f"{name}/values"),
+            ]
+        )
         zeros = f"{name}/zeros"
         nodes += [
-            helper.make_node("ConstantOfShape", [size.name], [zeros], name=f"{name}/zeros", value=zero),
-            helper.make_node("Cast", [f"{name}/gaps"], [f"{name}/gaps64"], name=f"{name}/gaps_to_int64",
-                             to=TensorProto.INT64),
-            helper.make_node("CumSum", [f"{name}/gaps64", _AXIS], [f"{name}/positions"], name=f"{name}/positions"),
-            helper.make_node("Unsqueeze", [f"{name}/positions", _LAST], [f"{name}/indices"], name=f"{name}/indices"),
+            helper.make_node(
+                "ConstantOfShape", [size.name], [zeros], name=f"{name}/zeros", value=zero
+            ),
+            helper.make_node(
+                "Cast",
+                [f"{name}/gaps"],
+                [f"{name}/gaps64"],
+                name=f"{name}/gaps_to_int64",
+                to=TensorProto.INT64,
+            ),
+            helper.make_node(
+                "CumSum", [f"{name}/gaps64", _AXIS], [f"{name}/positions"], name=f"{name}/positions"
+            ),
+            helper.make_node(
+                "Unsqueeze",
+                [f"{name}/positions", _LAST],
+                [f"{name}/indices"],
+                name=f"{name}/indices",
+            ),
         ]
         updates = f"{name}/values"
         if value_type != array.dtype:
             updates = f"{name}/values_cast"
-            nodes.append(helper.make_node("Cast", [f"{name}/values"], [updates], name=f"{name}/values_cast",
-                                          to=tensor.data_type))
-        nodes.append(helper.make_node("ScatterND", [zeros, f"{name}/indices", updates], [dense_flat],
-                                      name=f"{name}/scatter"))
-    nodes.append(helper.make_node("Reshape", [dense_flat, shape.name], [name], name=f"{name}/expand"))
+            nodes.append(
+                helper.make_node(
+                    "Cast",
+                    [f"{name}/values"],
+                    [updates],
+                    name=f"{name}/values_cast",
+                    to=tensor.data_type,
+                )
+            )
+        nodes.append(
+            helper.make_node(
+                "ScatterND",
+                [zeros, f"{name}/indices", updates],
+                [dense_flat],
+                name=f"{name}/scatter",
+            )
+        )
+    nodes.append(
+        helper.make_node("Reshape", [dense_flat, shape.name], [name], name=f"{name}/expand")
+    )
     return CompactTensor(name, int(array.size), len(gaps), dense_bytes, compact_bytes)
 
 
@@ -178,7 +222,9 @@ def unfolded_expansions(proto: onnx.ModelProto, records: list[CompactTensor]) ->
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(path)
-        ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(
+            proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         optimized = onnx.load(str(path), load_external_data=False)
     produced = {output for node in optimized.graph.node for output in node.output}
     return [record.name for record in records if record.name in produced]

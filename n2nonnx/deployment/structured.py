@@ -35,13 +35,47 @@ from n2nonnx.model import Model
 log = logging.getLogger(__name__)
 
 # Ops that keep the unit axis and have no per-unit parameters.
-SAME_UNITS = frozenset({
-    "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
-    "Celu", "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Dropout", "Identity",
-    "Cast", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Reciprocal", "Floor", "Ceil", "Round",
-    "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
-    "Pad", "Resize", "Upsample",
-})
+SAME_UNITS = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Clip",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Gelu",
+        "Mish",
+        "ThresholdedRelu",
+        "Dropout",
+        "Identity",
+        "Cast",
+        "Neg",
+        "Abs",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Erf",
+        "Reciprocal",
+        "Floor",
+        "Ceil",
+        "Round",
+        "MaxPool",
+        "AveragePool",
+        "LpPool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "GlobalLpPool",
+        "Pad",
+        "Resize",
+        "Upsample",
+    }
+)
 PER_CHANNEL = frozenset({"BatchNormalization", "InstanceNormalization"})
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu"})
 RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
@@ -116,8 +150,11 @@ class _Editor:
             **dict.fromkeys(PER_CHANNEL, self._per_channel),
             **dict.fromkeys(ELEMENTWISE, self._elementwise),
             **dict.fromkeys(RESHAPES, self._reshape),
-            "Concat": self._concat, "Split": self._split, "Slice": self._slice,
-            "Gather": self._gather, "Transpose": self._transpose,
+            "Concat": self._concat,
+            "Split": self._split,
+            "Slice": self._slice,
+            "Gather": self._gather,
+            "Transpose": self._transpose,
         }
 
     # -- driver ---------------------------------------------------------------------------
@@ -163,7 +200,9 @@ class _Editor:
         for tensor in graph.initializer:
             if tensor.name in used:
                 if tensor.name in self.values:
-                    replace_tensor(tensor, numpy_helper.from_array(self.values[tensor.name], tensor.name))
+                    replace_tensor(
+                        tensor, numpy_helper.from_array(self.values[tensor.name], tensor.name)
+                    )
                 initializers.append(tensor)
         for name, value in self.values.items():
             if name in old or name not in used:
@@ -201,7 +240,9 @@ class _Editor:
     def _rank(self, name: str) -> int:
         rank = self.index.rank(name)
         if rank is None:
-            raise UnsupportedOpError(f"remove_units: the rank of tensor {name!r} is unknown; pass input shapes at load")
+            raise UnsupportedOpError(
+                f"remove_units: the rank of tensor {name!r} is unknown; pass input shapes at load"
+            )
         return rank
 
     def _size(self, name: str, axis: int) -> int | None:
@@ -209,7 +250,9 @@ class _Editor:
         dim = shape[axis] if shape is not None and axis < len(shape) else None
         return int(dim) if isinstance(dim, int) else None
 
-    def _slice_broadcast(self, node: onnx.NodeProto, slot: int, out_rank: int, state: Layout) -> None:
+    def _slice_broadcast(
+        self, node: onnx.NodeProto, slot: int, out_rank: int, state: Layout
+    ) -> None:
         """Slice a constant operand of a broadcasting op along the units' axis."""
         value = self._value(node.input[slot])
         dim = state.axis - (out_rank - value.ndim)
@@ -221,7 +264,11 @@ class _Editor:
         indices = f"{base}/kept_units"
         self.values[indices] = positions.astype(np.int64)
         output = f"{base}/selected"
-        self.nodes.append(helper.make_node("Gather", [tensor, indices], [output], name=f"{base}/select", axis=axis))
+        self.nodes.append(
+            helper.make_node(
+                "Gather", [tensor, indices], [output], name=f"{base}/select", axis=axis
+            )
+        )
         return output
 
     # -- layers ---------------------------------------------------------------------------
@@ -246,7 +293,9 @@ class _Editor:
         slot = 1 if layer.op in ("Conv", "ConvTranspose") else _weight_slot(node, layer)
         if layer.groups > 1:
             if layer.op != "Conv":
-                raise UnsupportedOpError(f"remove_units: grouped {layer.op} {layer.name!r} is not supported")
+                raise UnsupportedOpError(
+                    f"remove_units: grouped {layer.op} {layer.name!r} is not supported"
+                )
             in_kept = self._grouped(node, layer, out_kept, in_kept, state)
         else:
             self._slice_weight(node, slot, layer, out_kept, in_kept)
@@ -255,7 +304,9 @@ class _Editor:
             if bias.ndim == 1 and bias.shape[0] == layer.units:
                 self._set_constant(node, 2, bias[out_kept])
             elif bias.ndim >= 1:
-                self._slice_broadcast(node, 2, 2, Layout(layer.out_feature_axis, out_kept, layer.units))
+                self._slice_broadcast(
+                    node, 2, 2, Layout(layer.out_feature_axis, out_kept, layer.units)
+                )
         self.nodes.append(node)
         if len(out_kept) < layer.units:
             self.states[node.output[0]] = Layout(layer.out_feature_axis, out_kept, layer.units)
@@ -285,7 +336,9 @@ class _Editor:
             return
         producer = self.index.producer_node(name)
         if producer is None:
-            raise UnsupportedOpError(f"remove_units: the weight {name!r} of node {node.name!r} is not constant")
+            raise UnsupportedOpError(
+                f"remove_units: the weight {name!r} of node {node.name!r} is not constant"
+            )
         copy = next((n for n in self.nodes if n.output and n.output[0] == producer.output[0]), None)
         if copy is None:
             raise UnsupportedOpError(f"remove_units: weight producer {producer.name!r} not found")
@@ -317,7 +370,9 @@ class _Editor:
             )
         needed = np.concatenate(ins)
         if len(needed) < len(in_kept):  # input channels of removed groups still in the tensor
-            node.input[0] = self._select(node.input[0], 1, np.searchsorted(in_kept, needed), node.output[0])
+            node.input[0] = self._select(
+                node.input[0], 1, np.searchsorted(in_kept, needed), node.output[0]
+            )
         local = np.concatenate([i - g * per_in for i, g in zip(ins, alive, strict=True)])
         columns = local.reshape(len(alive), -1)
 
@@ -335,8 +390,14 @@ class _Editor:
     def _same(self, node: onnx.NodeProto, name: str) -> None:
         state = self.states.get(node.input[0])
         if state is None:
-            raise UnsupportedOpError(f"remove_units: removed units reach a parameter input of {node.op_type} {name!r}")
-        if node.op_type == "Pad" and len(node.input) > 1 and node.input[1] in self.index.initializers:
+            raise UnsupportedOpError(
+                f"remove_units: removed units reach a parameter input of {node.op_type} {name!r}"
+            )
+        if (
+            node.op_type == "Pad"
+            and len(node.input) > 1
+            and node.input[1] in self.index.initializers
+        ):
             pads = self._value(node.input[1])
             rank = len(pads) // 2
             if pads[state.axis] or pads[state.axis + rank]:
@@ -348,7 +409,9 @@ class _Editor:
     def _per_channel(self, node: onnx.NodeProto, name: str) -> None:
         state = self.states.get(node.input[0])
         if state is None or state.axis != 1:
-            raise UnsupportedOpError(f"remove_units: {node.op_type} {name!r} must normalise along the units' axis")
+            raise UnsupportedOpError(
+                f"remove_units: {node.op_type} {name!r} must normalise along the units' axis"
+            )
         self.states[node.output[0]] = state
         if state.vanished:
             return
@@ -484,7 +547,9 @@ class _Editor:
         for tensor, state in zip(node.input, states, strict=True):
             size = state.size if state is not None else self._size(tensor, axis)
             if size is None:
-                raise UnsupportedOpError(f"remove_units: Concat {name!r}: size of {tensor!r} unknown")
+                raise UnsupportedOpError(
+                    f"remove_units: Concat {name!r}: size of {tensor!r} unknown"
+                )
             kept = state.kept if state is not None else np.arange(size)
             if len(kept):
                 inputs.append(tensor)
@@ -500,7 +565,9 @@ class _Editor:
     def _elementwise_like_same(self, node, name, states) -> None:
         kept = {tuple(s.kept.tolist()) for s in states if s is not None}
         if len(kept) != 1 or any(s is None for s in states):
-            raise InvalidArgumentError(f"remove_units: {node.op_type} {name!r} joins tensors that lose different units")
+            raise InvalidArgumentError(
+                f"remove_units: {node.op_type} {name!r} joins tensors that lose different units"
+            )
         state = next(s for s in states if s is not None)
         self.states[node.output[0]] = state
         self.nodes.append(node)
@@ -508,7 +575,9 @@ class _Editor:
     def _split(self, node: onnx.NodeProto, name: str) -> None:
         state = self.states.get(node.input[0])
         if state is None:
-            raise UnsupportedOpError(f"remove_units: removed units reach the sizes of Split {name!r}")
+            raise UnsupportedOpError(
+                f"remove_units: removed units reach the sizes of Split {name!r}"
+            )
         rank = self._rank(node.input[0])
         if int(self.index.attribute(node, "axis", 0)) % rank != state.axis:
             for output in node.output:
@@ -523,7 +592,9 @@ class _Editor:
         for output, start, stop in zip(node.output, bounds[:-1], bounds[1:], strict=True):
             part = state.kept[(state.kept >= start) & (state.kept < stop)] - start
             if len(part) == 0:
-                raise UnsupportedOpError(f"remove_units: output {output!r} of Split {name!r} would be empty")
+                raise UnsupportedOpError(
+                    f"remove_units: output {output!r} of Split {name!r} would be empty"
+                )
             self.states[output] = Layout(state.axis, part, int(stop - start))
             new_sizes.append(len(part))
         split = np.asarray(new_sizes, dtype=np.int64)
@@ -543,12 +614,18 @@ class _Editor:
     def _slice(self, node: onnx.NodeProto, name: str) -> None:
         state = self.states.get(node.input[0])
         if state is None or any(not self._is_constant(t) for t in node.input[1:] if t):
-            raise UnsupportedOpError(f"remove_units: Slice {name!r} with removed units needs constant bounds")
+            raise UnsupportedOpError(
+                f"remove_units: Slice {name!r} with removed units needs constant bounds"
+            )
         rank = self._rank(node.input[0])
         starts, ends = self._value(node.input[1]), self._value(node.input[2])
         has_axes = len(node.input) > 3 and node.input[3]
         axis_values = self._value(node.input[3]) if has_axes else np.arange(len(starts))
-        steps = self._value(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64)
+        steps = (
+            self._value(node.input[4])
+            if len(node.input) > 4 and node.input[4]
+            else np.ones(len(starts), np.int64)
+        )
         axes = [int(a) % rank for a in axis_values]
         if state.axis not in axes:
             self.states[node.output[0]] = state
@@ -565,7 +642,9 @@ class _Editor:
         physical = np.searchsorted(state.kept, chosen[kept_mask])
         gathered = self._select(node.input[0], state.axis, physical, node.output[0])
         if len(axes) == 1:
-            self.nodes.append(helper.make_node("Identity", [gathered], list(node.output), name=node.name))
+            self.nodes.append(
+                helper.make_node("Identity", [gathered], list(node.output), name=node.name)
+            )
             return
         others = [i for i in range(len(axes)) if i != k]
         rest = node.output[0] + "/rest"
@@ -581,7 +660,9 @@ class _Editor:
     def _gather(self, node: onnx.NodeProto, name: str) -> None:
         state = self.states.get(node.input[0])
         if state is None or node.input[1] not in self.index.initializers:
-            raise UnsupportedOpError(f"remove_units: Gather {name!r} with removed units needs constant indices")
+            raise UnsupportedOpError(
+                f"remove_units: Gather {name!r} with removed units needs constant indices"
+            )
         rank = self._rank(node.input[0])
         axis = int(self.index.attribute(node, "axis", 0)) % rank
         indices = self._value(node.input[1]).astype(np.int64)
@@ -591,16 +672,22 @@ class _Editor:
             self.nodes.append(node)
             return
         if indices.ndim != 1:
-            raise UnsupportedOpError(f"remove_units: Gather {name!r} along the units' axis needs 1-D indices")
+            raise UnsupportedOpError(
+                f"remove_units: Gather {name!r} along the units' axis needs 1-D indices"
+            )
         indices = indices % state.size
         kept_mask = np.isin(indices, state.kept)
         out_kept = np.flatnonzero(kept_mask)
         self.states[node.output[0]] = Layout(axis, out_kept, len(indices))
         if len(out_kept) == 0:
             return
-        self._set_constant(node, 1, np.searchsorted(state.kept, indices[kept_mask]).astype(np.int64))
+        self._set_constant(
+            node, 1, np.searchsorted(state.kept, indices[kept_mask]).astype(np.int64)
+        )
         if len(out_kept) == len(indices):
-            del self.states[node.output[0]]  # every gathered unit survives: nothing changes downstream
+            del self.states[
+                node.output[0]
+            ]  # every gathered unit survives: nothing changes downstream
         self.nodes.append(node)
 
     def _transpose(self, node: onnx.NodeProto, name: str) -> None:
@@ -615,17 +702,28 @@ class _Editor:
     def _reshape(self, node: onnx.NodeProto, name: str) -> None:
         state = self.states.get(node.input[0])
         if state is None:
-            raise UnsupportedOpError(f"remove_units: removed units reach the shape input of {node.op_type} {name!r}")
+            raise UnsupportedOpError(
+                f"remove_units: removed units reach the shape input of {node.op_type} {name!r}"
+            )
         output = node.output[0]
-        in_dims, out_dims = _static(self.index.shape(node.input[0])), _static(self.index.shape(output))
+        in_dims, out_dims = (
+            _static(self.index.shape(node.input[0])),
+            _static(self.index.shape(output)),
+        )
         if in_dims is None or out_dims is None:
-            raise UnsupportedOpError(f"remove_units: {node.op_type} {name!r} needs static shapes besides the batch")
+            raise UnsupportedOpError(
+                f"remove_units: {node.op_type} {name!r} needs static shapes besides the batch"
+            )
         if state.vanished:
             self.states[output] = Layout(0, state.kept, state.size)
             return
         coordinates = np.indices(in_dims, sparse=True)[state.axis]
         labels = np.broadcast_to(coordinates, in_dims).reshape(out_dims)
-        varying = [a for a in range(len(out_dims)) if labels.shape[a] > 1 and not np.all(labels == labels.take([0], axis=a))]
+        varying = [
+            a
+            for a in range(len(out_dims))
+            if labels.shape[a] > 1 and not np.all(labels == labels.take([0], axis=a))
+        ]
         if len(varying) != 1:
             raise UnsupportedOpError(
                 f"remove_units: {node.op_type} {name!r} spreads units over several axes; cannot remove units across it"
@@ -633,7 +731,9 @@ class _Editor:
         axis = varying[0]
         line = np.moveaxis(labels, axis, 0).reshape(out_dims[axis], -1)
         if not np.all(line == line[:, :1]):
-            raise UnsupportedOpError(f"remove_units: {node.op_type} {name!r} mixes units; cannot remove units across it")
+            raise UnsupportedOpError(
+                f"remove_units: {node.op_type} {name!r} mixes units; cannot remove units across it"
+            )
         out_kept = np.flatnonzero(np.isin(line[:, 0], state.kept))
         self.states[output] = Layout(axis, out_kept, out_dims[axis])
         if node.op_type == "Reshape":
@@ -661,7 +761,9 @@ def _coupling_message(editor: _Editor, node, name, operands, axis) -> str:
     parts = []
     for slot, kept in operands.items():
         tensor = node.input[slot]
-        owners = [la.name for la in editor.layers.values() if la.preact == tensor or la.output == tensor]
+        owners = [
+            la.name for la in editor.layers.values() if la.preact == tensor or la.output == tensor
+        ]
         label = owners[0] if owners else tensor
         parts.append(f"{label} keeps {len(kept)}")
     return (

@@ -55,7 +55,9 @@ class Verification:
 
     def describe(self) -> str:
         """One line for a report."""
-        agreement = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.2%}"
+        agreement = (
+            "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.2%}"
+        )
         rtol = "reported only" if self.rtol is None else f"tolerance {self.rtol:g}"
         return (
             f"{self.mode}: max |diff| {self.max_abs_diff:.3g} = {self.relative:.3g} of the output scale "
@@ -101,10 +103,16 @@ def compare(
         chunk = {name: value[start : start + batch_size] for name, value in feeds.items()}
         for which, session in enumerate(sessions):
             outputs[which].append(session.run(None, chunk))
-    reference_out = [np.concatenate([batch[i] for batch in outputs[0]]) for i in range(len(outputs[0][0]))]
-    deployed_out = [np.concatenate([batch[i] for batch in outputs[1]]) for i in range(len(outputs[1][0]))]
-    max_abs = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
-                  for a, b in zip(reference_out, deployed_out, strict=True))
+    reference_out = [
+        np.concatenate([batch[i] for batch in outputs[0]]) for i in range(len(outputs[0][0]))
+    ]
+    deployed_out = [
+        np.concatenate([batch[i] for batch in outputs[1]]) for i in range(len(outputs[1][0]))
+    ]
+    max_abs = max(
+        float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
+        for a, b in zip(reference_out, deployed_out, strict=True)
+    )
     scale = max(float(np.max(np.abs(a), initial=0.0)) for a in reference_out)
     relative = max_abs / max(scale, float(np.finfo(np.float32).tiny))
     agreement = None
@@ -114,4 +122,6 @@ def compare(
     passed = (rtol is None or relative <= rtol) and (
         min_agreement is None or agreement is None or agreement >= min_agreement
     )
-    return Verification(mode, count, max_abs, scale, relative, rtol, agreement, min_agreement, passed)
+    return Verification(
+        mode, count, max_abs, scale, relative, rtol, agreement, min_agreement, passed
+    )

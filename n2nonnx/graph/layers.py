@@ -23,9 +23,26 @@ LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Ops that may follow a layer's pre-activation and still belong to "the layer".
 CHAIN_OPS = frozenset(
     {
-        "BatchNormalization", "InstanceNormalization", "Relu", "LeakyRelu", "PRelu", "Clip",
-        "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus",
-        "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Dropout", "Identity",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "Relu",
+        "LeakyRelu",
+        "PRelu",
+        "Clip",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Softplus",
+        "Softsign",
+        "Gelu",
+        "Mish",
+        "ThresholdedRelu",
+        "Dropout",
+        "Identity",
     }
 )
 _GATE_OPS = frozenset({"Sigmoid", "HardSigmoid", "Tanh"})  # x * gate(x): SiLU, hard-swish
@@ -207,7 +224,14 @@ def _describe(index: GraphIndex, node: onnx.NodeProto, name: str, position: int)
     in_feature_axis %= data_rank
     out_feature_axis %= out_rank
     bias = None
-    if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 2 and node.input[2] or node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+    if (
+        node.op_type in ("Conv", "ConvTranspose")
+        and len(node.input) > 2
+        and node.input[2]
+        or node.op_type == "Gemm"
+        and len(node.input) > 2
+        and node.input[2]
+    ):
         bias = index.weight_initializer(node.input[2])
     preact = node.output[0]
     if bias is None:
@@ -216,12 +240,27 @@ def _describe(index: GraphIndex, node: onnx.NodeProto, name: str, position: int)
     spatial_in = _spatial(index, data, in_feature_axis, name)
     spatial_out = _spatial(index, preact, out_feature_axis, name)
     return Layer(
-        name=name, op=node.op_type, index=position, weight=weight, bias=bias,
-        weight_shape=shape, unit_axis=unit_axis, in_axis=in_axis, units=units,
-        in_units=in_units, groups=groups, fan_in=int(np.prod(shape)) // max(units, 1),
-        input=data, preact=preact, output=output, chain=chain,
-        in_feature_axis=in_feature_axis, out_feature_axis=out_feature_axis,
-        spatial_in=spatial_in, spatial_out=spatial_out, is_skip=tags.role(node) == tags.SKIP,
+        name=name,
+        op=node.op_type,
+        index=position,
+        weight=weight,
+        bias=bias,
+        weight_shape=shape,
+        unit_axis=unit_axis,
+        in_axis=in_axis,
+        units=units,
+        in_units=in_units,
+        groups=groups,
+        fan_in=int(np.prod(shape)) // max(units, 1),
+        input=data,
+        preact=preact,
+        output=output,
+        chain=chain,
+        in_feature_axis=in_feature_axis,
+        out_feature_axis=out_feature_axis,
+        spatial_in=spatial_in,
+        spatial_out=spatial_out,
+        is_skip=tags.role(node) == tags.SKIP,
     )
 
 
@@ -282,7 +321,12 @@ def _follow_chain(index: GraphIndex, preact: str) -> tuple[tuple[str, ...], str]
     tensor = preact
     while tensor not in index.graph_outputs:
         consumers = index.consumer_nodes(tensor)
-        if len(consumers) == 1 and consumers[0].op_type in CHAIN_OPS or len(consumers) == 1 and _joins_a_skip(index, consumers[0], tensor):
+        if (
+            len(consumers) == 1
+            and consumers[0].op_type in CHAIN_OPS
+            or len(consumers) == 1
+            and _joins_a_skip(index, consumers[0], tensor)
+        ):
             node = consumers[0]
         elif len(consumers) == 2:  # x * gate(x)
             gate = [c for c in consumers if c.op_type in _GATE_OPS]
@@ -304,7 +348,9 @@ def _follow_chain(index: GraphIndex, preact: str) -> tuple[tuple[str, ...], str]
 def _joins_a_skip(index: GraphIndex, node: onnx.NodeProto, tensor: str) -> bool:
     """The tagged Add that brings a skip branch into ``tensor`` (seen from the target's side)."""
     producer = index.producer_node(tensor)
-    return tags.role(node) == tags.SKIP_JOIN and (producer is None or tags.role(producer) != tags.SKIP)
+    return tags.role(node) == tags.SKIP_JOIN and (
+        producer is None or tags.role(producer) != tags.SKIP
+    )
 
 
 def _rank_or_fail(index: GraphIndex, tensor: str, layer: str) -> int:

@@ -68,7 +68,9 @@ def mask_initializer_names(graph: onnx.GraphProto) -> set[str]:
     return {site.mask for site in find_mask_sites(graph).values()}
 
 
-def gate(graph: onnx.GraphProto, weight: str, mask: np.ndarray, *, zero_weight: bool = True) -> MaskSite:
+def gate(
+    graph: onnx.GraphProto, weight: str, mask: np.ndarray, *, zero_weight: bool = True
+) -> MaskSite:
     """Gate initializer ``weight`` by ``mask`` in ``graph`` (in place); replaces an old mask.
 
     Args:
@@ -91,14 +93,18 @@ def gate(graph: onnx.GraphProto, weight: str, mask: np.ndarray, *, zero_weight: 
     values = numpy_helper.to_array(tensor)
     mask = np.asarray(mask)
     if mask.shape != values.shape:
-        raise ValueError(f"mask for {weight!r} has shape {mask.shape}, the weight has {values.shape}")
+        raise ValueError(
+            f"mask for {weight!r} has shape {mask.shape}, the weight has {values.shape}"
+        )
     if mask.dtype != np.bool_ and not np.isin(mask, (0, 1)).all():
         raise ValueError(f"mask for {weight!r} must hold only 0 and 1")
     if any(output.name == weight for output in graph.output):
         raise ValueError(f"weight {weight!r} is a graph output; it cannot be masked")
     keep = mask.astype(np.bool_)
     if zero_weight:
-        tags.replace_tensor(tensor, numpy_helper.from_array(np.where(keep, values, 0).astype(values.dtype), weight))
+        tags.replace_tensor(
+            tensor, numpy_helper.from_array(np.where(keep, values, 0).astype(values.dtype), weight)
+        )
     site = find_mask_sites(graph).get(weight)
     if site is not None:
         old = initializers[site.mask]
@@ -116,15 +122,24 @@ def gate(graph: onnx.GraphProto, weight: str, mask: np.ndarray, *, zero_weight: 
         for position, value in enumerate(node.input):
             if value == weight:
                 node.input[position] = output
-    cast = helper.make_node("Cast", [mask_name], [cast_out], name=_unique(f"{weight}/mask_cast", taken),
-                            to=tensor.data_type)
-    apply = helper.make_node("Mul", [weight, cast_out], [output], name=_unique(f"{weight}/apply_mask", taken))
+    cast = helper.make_node(
+        "Cast",
+        [mask_name],
+        [cast_out],
+        name=_unique(f"{weight}/mask_cast", taken),
+        to=tensor.data_type,
+    )
+    apply = helper.make_node(
+        "Mul", [weight, cast_out], [output], name=_unique(f"{weight}/apply_mask", taken)
+    )
     tags.tag(cast, tags.MASK_CAST)
     tags.tag(apply, tags.MASK_APPLY)
     nodes = [cast, apply, *graph.node]
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.value_info.append(helper.make_tensor_value_info(output, tensor.data_type, list(tensor.dims)))
+    graph.value_info.append(
+        helper.make_tensor_value_info(output, tensor.data_type, list(tensor.dims))
+    )
     return MaskSite(weight, mask_name, output, cast_out)
 
 

@@ -81,7 +81,9 @@ def normalize(
         _set_input_shapes(model, input_shapes)
     model = infer_shapes(model)
     inferred = {value.name for value in model.graph.value_info}
-    model.graph.value_info.extend(v for v in exported if v.name not in inferred)  # where inference stops
+    model.graph.value_info.extend(
+        v for v in exported if v.name not in inferred
+    )  # where inference stops
     return model
 
 
@@ -116,8 +118,12 @@ def _drop_inferable_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoPro
     Returns:
         The dropped entries, for the tensors inference leaves without a shape.
     """
-    standard = {out for node in model.graph.node if node.domain in ("", "ai.onnx", "ai.onnx.ml")
-                for out in node.output}
+    standard = {
+        out
+        for node in model.graph.node
+        if node.domain in ("", "ai.onnx", "ai.onnx.ml")
+        for out in node.output
+    }
     dropped = [copy.deepcopy(v) for v in model.graph.value_info if v.name in standard]
     if dropped:
         kept = [value for value in model.graph.value_info if value.name not in standard]
@@ -133,11 +139,15 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     out of the copy handed to onnx: this is fast, and works for models over 2 GB.
     """
     light = onnx.ModelProto()
-    light.CopyFrom(model) if initializer_bytes(model) < _LIGHT_COPY_BYTES else _copy_without_large_data(model, light)
+    light.CopyFrom(model) if initializer_bytes(
+        model
+    ) < _LIGHT_COPY_BYTES else _copy_without_large_data(model, light)
     del light.graph.value_info[:]
     light.graph.value_info.extend(model.graph.value_info)
     try:
-        inferred = shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+        inferred = shape_inference.infer_shapes(
+            light, check_type=False, strict_mode=False, data_prop=True
+        )
     except (onnx.shape_inference.InferenceError, ValueError) as error:
         raise InvalidModelError(f"shape inference failed: {_first_line(error)}") from None
     del model.graph.value_info[:]
@@ -153,7 +163,9 @@ _LARGE_TENSOR_BYTES = 2**20
 
 def tensor_nbytes(tensor: onnx.TensorProto) -> int:
     """Bytes of a tensor's values, from its dims and type (touching the data would copy it)."""
-    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+    itemsize = (
+        onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+    )
     count = 1
     for dim in tensor.dims:
         count *= int(dim)
@@ -169,11 +181,20 @@ def _copy_without_large_data(model: onnx.ModelProto, light: onnx.ModelProto) -> 
     """Fill ``light`` with ``model`` minus the raw bytes of large initializers."""
     graph = model.graph
     light.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import))
-    light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
-                                         output=graph.output, value_info=graph.value_info))
+    light.graph.CopyFrom(
+        onnx.GraphProto(
+            name=graph.name,
+            node=graph.node,
+            input=graph.input,
+            output=graph.output,
+            value_info=graph.value_info,
+        )
+    )
     for tensor in graph.initializer:
         if tensor_nbytes(tensor) > _LARGE_TENSOR_BYTES:
-            light.graph.initializer.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
+            light.graph.initializer.add(
+                name=tensor.name, data_type=tensor.data_type, dims=tensor.dims
+            )
         else:
             light.graph.initializer.append(tensor)
 
@@ -204,7 +225,9 @@ def _upgrade(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             stacklevel=3,
         )
         return model
-    upgraded.ir_version = max(model.ir_version, onnx.helper.find_min_ir_version_for(upgraded.opset_import))
+    upgraded.ir_version = max(
+        model.ir_version, onnx.helper.find_min_ir_version_for(upgraded.opset_import)
+    )
     return upgraded
 
 

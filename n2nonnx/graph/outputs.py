@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import onnx
 
-_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-           onnx.TensorProto.BFLOAT16}
+_FLOATS = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
 
 
 def class_score_output(proto: onnx.ModelProto) -> str:
@@ -52,7 +56,9 @@ def scores_only(proto: onnx.ModelProto) -> onnx.ModelProto:
     if len(graph.output) <= 1:
         return proto
     name = class_score_output(proto)
-    producers = {out: position for position, node in enumerate(graph.node) for out in node.output if out}
+    producers = {
+        out: position for position, node in enumerate(graph.node) for out in node.output if out
+    }
     needed: set[int] = set()
     stack = [name]
     while stack:

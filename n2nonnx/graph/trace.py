@@ -37,11 +37,37 @@ RULES: dict[str, Rule] = {}
 # Inputs that carry data (the others are shapes, indices, scales ...).
 DATA_INPUTS: dict[str, tuple[int, ...]] = {
     **dict.fromkeys(
-        ["Reshape", "Expand", "Tile", "Slice", "Gather", "GatherElements", "Pad", "Resize",
-         "Upsample", "Split", "Clip", "Dropout", "BatchNormalization", "InstanceNormalization",
-         "LayerNormalization", "GroupNormalization", "Squeeze", "Unsqueeze", "TopK", "CumSum",
-         "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-         "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare"],
+        [
+            "Reshape",
+            "Expand",
+            "Tile",
+            "Slice",
+            "Gather",
+            "GatherElements",
+            "Pad",
+            "Resize",
+            "Upsample",
+            "Split",
+            "Clip",
+            "Dropout",
+            "BatchNormalization",
+            "InstanceNormalization",
+            "LayerNormalization",
+            "GroupNormalization",
+            "Squeeze",
+            "Unsqueeze",
+            "TopK",
+            "CumSum",
+            "ReduceMean",
+            "ReduceSum",
+            "ReduceMax",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSumExp",
+            "ReduceSumSquare",
+        ],
         (0,),
     ),
     "Where": (1, 2),
@@ -75,7 +101,9 @@ def trace_edges(index: GraphIndex, layers: list[Layer]) -> list[Edge]:
         axis = _input_feature_axis(index, name, layers)
         edges += _walk(index, f"input:{name}", name, axis, layer_at)
     for name in embedding_outputs(index):  # token ids carry no units: the table's rows do
-        edges += _walk(index, f"input:{name}", name, _input_feature_axis(index, name, layers), layer_at)
+        edges += _walk(
+            index, f"input:{name}", name, _input_feature_axis(index, name, layers), layer_at
+        )
     for layer in layers:
         edges += _walk(index, layer.name, layer.preact, layer.out_feature_axis, layer_at)
     return edges
@@ -96,12 +124,20 @@ def embedding_outputs(index: GraphIndex) -> list[str]:
     """
     found = []
     for node in index.nodes:
-        if node.op_type != "Gather" or len(node.input) < 2 or node.input[0] not in index.initializers:
+        if (
+            node.op_type != "Gather"
+            or len(node.input) < 2
+            or node.input[0] not in index.initializers
+        ):
             continue
         table = index.initializers[node.input[0]]
         if len(table.dims) != 2 or int(index.attribute(node, "axis", 0)) != 0:
             continue
-        if table.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        if table.data_type not in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.FLOAT16,
+        ):
             continue
         if index.is_constant(node.input[1]):
             continue
@@ -135,10 +171,26 @@ def _input_feature_axis(index: GraphIndex, name: str, layers: list[Layer]) -> in
 
 
 # Ops between a graph input and its first layer that keep every axis (or permute them).
-_LAYOUT_OPS = frozenset({
-    "Transpose", "Cast", "Identity", "Dropout", "Relu", "Sigmoid", "Tanh", "Neg", "Abs",
-    "BatchNormalization", "InstanceNormalization", "Add", "Sub", "Mul", "Div", "Clip",
-})
+_LAYOUT_OPS = frozenset(
+    {
+        "Transpose",
+        "Cast",
+        "Identity",
+        "Dropout",
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "Neg",
+        "Abs",
+        "BatchNormalization",
+        "InstanceNormalization",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Clip",
+    }
+)
 
 
 def input_view(index: GraphIndex, name: str, layers: list[Layer]) -> tuple[str, int, int] | None:
@@ -246,13 +298,53 @@ def _unknown(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> Outgoing:
 
 
 @rule(
-    "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
-    "Celu", "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Dropout", "Identity",
-    "Cast", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Reciprocal", "Floor", "Ceil", "Round",
-    "BatchNormalization", "InstanceNormalization", "LayerNormalization", "GroupNormalization",
-    "Softmax", "LogSoftmax", "LpNormalization", "MaxPool", "AveragePool", "LpPool",
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Pad", "Resize", "Upsample",
-    "Expand", "Tile", "CumSum",
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "ThresholdedRelu",
+    "Dropout",
+    "Identity",
+    "Cast",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Erf",
+    "Reciprocal",
+    "Floor",
+    "Ceil",
+    "Round",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "LpNormalization",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
+    "Pad",
+    "Resize",
+    "Upsample",
+    "Expand",
+    "Tile",
+    "CumSum",
 )
 def _same_units(index, node, trace) -> Outgoing:
     """Ops that keep the unit axis (values or spatial sizes may change, units do not)."""
@@ -303,14 +395,20 @@ def _reshape(index, node, trace) -> Outgoing:
         return [(output, None, None)]
     if int(np.prod(in_dims)) != int(np.prod(out_dims)) or int(np.prod(in_dims)) > 4_000_000:
         return [(output, None, None)]
-    labels_along_axis = trace.unit_map if trace.unit_map is not None else np.arange(in_dims[trace.axis])
+    labels_along_axis = (
+        trace.unit_map if trace.unit_map is not None else np.arange(in_dims[trace.axis])
+    )
     coordinates = np.indices(in_dims, sparse=True)[trace.axis]
-    labels = np.broadcast_to(labels_along_axis[coordinates.ravel()].reshape(coordinates.shape), in_dims)
+    labels = np.broadcast_to(
+        labels_along_axis[coordinates.ravel()].reshape(coordinates.shape), in_dims
+    )
     labels = labels.reshape(out_dims)
     # Prefer a non-batch axis of the traced axis's size (a single unit reshaped stays off axis 0).
     want = in_dims[trace.axis]
     rest = range(1, len(out_dims))
-    candidates = [a for a in rest if out_dims[a] == want] + [a for a in rest if out_dims[a] != want] + [0]
+    candidates = (
+        [a for a in rest if out_dims[a] == want] + [a for a in rest if out_dims[a] != want] + [0]
+    )
     for axis in candidates:
         line = np.moveaxis(labels, axis, 0).reshape(out_dims[axis], -1)
         if np.all(line == line[:, :1]):
@@ -354,7 +452,10 @@ def _split(index, node, trace) -> Outgoing:
     if trace.unit_map is None or any(s is None for s in sizes):
         return [(o, axis, None) for o in node.output]
     bounds = np.cumsum([0, *sizes])
-    return [(o, axis, trace.unit_map[a:b]) for o, a, b in zip(node.output, bounds[:-1], bounds[1:], strict=True)]
+    return [
+        (o, axis, trace.unit_map[a:b])
+        for o, a, b in zip(node.output, bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 @rule("Slice")
@@ -418,8 +519,17 @@ def _dynamic_matmul(index, node, trace) -> Outgoing:
     return [(output, (out_rank - 1) if out_rank else None, None)]
 
 
-@rule("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-      "ReduceLogSumExp", "ReduceSumSquare")
+@rule(
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+)
 def _reduce(index, node, trace) -> Outgoing:
     output = node.output[0]
     rank = index.rank(trace.tensor)

@@ -31,14 +31,28 @@ from n2nonnx.pipeline.job import (
 from n2nonnx.pipeline.report import json_default
 
 __all__ = [
-    "RECIPE_DEFAULTS", "JobConfig", "JobFiles", "JobResult", "density_figures", "json_default", "run_job",
-    "sparsify", "validate",
+    "RECIPE_DEFAULTS",
+    "JobConfig",
+    "JobFiles",
+    "JobResult",
+    "density_figures",
+    "json_default",
+    "run_job",
+    "sparsify",
+    "validate",
 ]
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = ("model.onnx", "deployed.onnx", "results.json", "report.md", "training.png",
-                "connectivity.png", "gains.png")
+REPORT_FILES = (
+    "model.onnx",
+    "deployed.onnx",
+    "results.json",
+    "report.md",
+    "training.png",
+    "connectivity.png",
+    "gains.png",
+)
 
 
 @dataclass
@@ -96,9 +110,15 @@ def run_job(
     out = check_output_dir(out)
     names = list(REPORT_FILES) + (["dense.onnx"] if model is None else [])
     for name in names:
-        check_output_file(out / name, label=f"--out: {name}", force=force, inputs=[model], new_folder=True)
+        check_output_file(
+            out / name, label=f"--out: {name}", force=force, inputs=[model], new_folder=True
+        )
     with tempfile.TemporaryDirectory() as scratch:
-        source = model if model is not None else export_builtin(arch, Path(scratch) / "dense.onnx", config.seed)
+        source = (
+            model
+            if model is not None
+            else export_builtin(arch, Path(scratch) / "dense.onnx", config.seed)
+        )
         dense = load(source)
     result = sparsify(dense, data, config, progress=progress)
     gains: dict[str, Any] = {}
@@ -130,9 +150,12 @@ def run_job(
             plot_report(result.connectivity, staging / "connectivity.png")
             files["connectivity"] = staging / "connectivity.png"
         result.numbers["files"] = {key: path.name for key, path in files.items()}
-        files["results"] = write_text_atomic(staging / "results.json",
-                                             json.dumps(result.numbers, indent=2, default=json_default))
-        files["report"] = write_text_atomic(staging / "report.md", format_report(result.numbers, gains_table))
+        files["results"] = write_text_atomic(
+            staging / "results.json", json.dumps(result.numbers, indent=2, default=json_default)
+        )
+        files["report"] = write_text_atomic(
+            staging / "report.md", format_report(result.numbers, gains_table)
+        )
     files = {key: out / path.name for key, path in files.items()}
     log.info("wrote %s, %s and %s", files["report"], files["results"], files["model"])
     return JobFiles(result, gains, files)
@@ -158,7 +181,9 @@ def _report_folder(out: Path) -> Iterator[Path]:
             out.mkdir(parents=True, exist_ok=True)
             staging = make_scratch(out)
         except OSError as error:
-            raise SaveError(f"cannot write the report folder {out}: {error.strerror or error}") from None
+            raise SaveError(
+                f"cannot write the report folder {out}: {error.strerror or error}"
+            ) from None
         yield staging
         for path in staging.iterdir():
             if path.name != SCRATCH_MARKER:
@@ -172,8 +197,9 @@ def _report_folder(out: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _train_baselines(dense: Any, data: Any, config: JobConfig, result: JobResult, baselines: bool,
-                     progress: bool) -> tuple[Any, dict[str, Any]]:
+def _train_baselines(
+    dense: Any, data: Any, config: JobConfig, result: JobResult, baselines: bool, progress: bool
+) -> tuple[Any, dict[str, Any]]:
     """The dense model and the same density without skips, trained with the job's recipe.
 
     Returns:
@@ -186,8 +212,9 @@ def _train_baselines(dense: Any, data: Any, config: JobConfig, result: JobResult
     trained = {}
     if baselines and config.method != "dense":
         log.info("baseline: the dense model, same recipe")
-        trained["dense"] = sparsify(dense, dataset, replace(config, method="dense", skip_share=0.0),
-                                    progress=progress).trained
+        trained["dense"] = sparsify(
+            dense, dataset, replace(config, method="dense", skip_share=0.0), progress=progress
+        ).trained
         if config.skip_share > 0:
             plain = replace(config, skip_share=0.0, connectivity=False)
             log.info("baseline: %s without skips, same density and recipe", plain.label)
@@ -196,10 +223,16 @@ def _train_baselines(dense: Any, data: Any, config: JobConfig, result: JobResult
     return dataset, trained
 
 
-def _compare(dataset: Any, trained: dict[str, Any], seed: int) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _compare(
+    dataset: Any, trained: dict[str, Any], seed: int
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Deploy every trained model and time it: (numbers, Markdown table, candidates)."""
     from n2nonnx.pipeline.gains import deploy_candidates, gains_table, measure_latency
 
     candidates = deploy_candidates(trained, dataset, seed=seed)
     measure_latency(candidates)
-    return ({label: c.numbers for label, c in candidates.items()}, gains_table(candidates), candidates)
+    return (
+        {label: c.numbers for label, c in candidates.items()},
+        gains_table(candidates),
+        candidates,
+    )

@@ -33,7 +33,9 @@ class Candidate:
     numbers: dict[str, Any]
 
 
-def deploy_candidates(trained: dict[str, Model], data: Any, *, seed: int = 0) -> dict[str, Candidate]:
+def deploy_candidates(
+    trained: dict[str, Model], data: Any, *, seed: int = 0
+) -> dict[str, Candidate]:
     """Deploy every trained model (verified against it in onnxruntime).
 
     Args:
@@ -52,13 +54,18 @@ def deploy_candidates(trained: dict[str, Model], data: Any, *, seed: int = 0) ->
         log.info("deploy: %s", label)
         result = deploy(model, data=data, seed=seed)
         summary = result.summary
-        candidates[label] = Candidate(label, model, result.model, {
-            "test_accuracy": summary["accuracy"]["after"],
-            "nonzeros": summary["weights"]["nonzero_after"],
-            "trained_bytes": summary["bytes"]["before"],
-            "deployed_bytes": summary["bytes"]["after"],
-            "units_removed": summary["units"]["removed"],
-        })
+        candidates[label] = Candidate(
+            label,
+            model,
+            result.model,
+            {
+                "test_accuracy": summary["accuracy"]["after"],
+                "nonzeros": summary["weights"]["nonzero_after"],
+                "trained_bytes": summary["bytes"]["before"],
+                "deployed_bytes": summary["bytes"]["after"],
+                "units_removed": summary["units"]["removed"],
+            },
+        )
     return candidates
 
 
@@ -102,7 +109,12 @@ def gains_table(candidates: dict[str, Candidate], reference: str = "dense") -> s
     ]
     for label, candidate in candidates.items():
         n = candidate.numbers
-        cells = [label, f"{n['test_accuracy']:.2%}", f"{n['nonzeros']:,}", _size(n["deployed_bytes"])]
+        cells = [
+            label,
+            f"{n['test_accuracy']:.2%}",
+            f"{n['nonzeros']:,}",
+            _size(n["deployed_bytes"]),
+        ]
         if base is not None and label != reference:
             cells[3] += f" ({n['deployed_bytes'] / base.numbers['deployed_bytes']:.3f}x)"
         for batch in BATCHES:
@@ -127,11 +139,18 @@ def plot_gains(candidates: dict[str, Candidate], path: Any) -> None:
     panels = [
         ("test accuracy (%)", [100 * n["test_accuracy"] for n in numbers]),
         ("deployed file (KiB)", [n["deployed_bytes"] / 1024 for n in numbers]),
-        *[(f"latency, batch {b} (ms)", [n["latency_ms"][str(b)] for n in numbers]) for b in BATCHES],
+        *[
+            (f"latency, batch {b} (ms)", [n["latency_ms"][str(b)] for n in numbers])
+            for b in BATCHES
+        ],
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for axis, (title, values) in zip(axes, panels, strict=True):
-        axis.bar(range(len(labels)), values, color=["#777777", "#4c72b0", "#dd8452", "#55a868"][: len(labels)])
+        axis.bar(
+            range(len(labels)),
+            values,
+            color=["#777777", "#4c72b0", "#dd8452", "#55a868"][: len(labels)],
+        )
         axis.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
         axis.set_title(title, fontsize=10)
         axis.grid(True, axis="y", alpha=0.3)

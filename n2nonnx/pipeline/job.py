@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 # The training recipe of a job, without its seed (the job's seed is used): TrainConfig's
 # defaults, with step_size 0 meaning "derived from the epochs".
 RECIPE_DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in asdict(TrainConfig()).items() if k != "seed"}, "step_size": 0,
+    **{k: v for k, v in asdict(TrainConfig()).items() if k != "seed"},
+    "step_size": 0,
 }
 
 
@@ -60,7 +61,9 @@ class JobConfig:
         """``dense``, ``RP``, ``N2NSkip-RP``, ``CSP``, ``N2NSkip-CSP`` style names."""
         if self.method == "dense":
             return "dense"
-        short = {"random": "RP", "expander": "RP", "snip": "CSP", "scl": "SCL"}.get(self.method, self.method)
+        short = {"random": "RP", "expander": "RP", "snip": "CSP", "scl": "SCL"}.get(
+            self.method, self.method
+        )
         return f"N2NSkip-{short}" if self.skip_share > 0 else short
 
 
@@ -111,40 +114,79 @@ def sparsify(
     if config.method != "dense":
         from n2nonnx.skip import sequential_density
 
-        pair_options = {k: v for k, v in config.skip_options.items() if k in ("pairs", "per_target", "kernel", "pool")}
+        pair_options = {
+            k: v
+            for k, v in config.skip_options.items()
+            if k in ("pairs", "per_target", "kernel", "pool")
+        }
         sequential = sequential_density(dense, config.density, config.skip_share, **pair_options)
-        log.info("prune: %s, %s allocation, sequential density %.4g", config.method, config.allocation, sequential)
-        model = prune(dense, config.method, sequential, allocation=config.allocation,
-                      data=dataset, seed=config.seed, rescale=config.rescale)
+        log.info(
+            "prune: %s, %s allocation, sequential density %.4g",
+            config.method,
+            config.allocation,
+            sequential,
+        )
+        model = prune(
+            dense,
+            config.method,
+            sequential,
+            allocation=config.allocation,
+            data=dataset,
+            seed=config.seed,
+            rescale=config.rescale,
+        )
         if config.skip_share > 0:
             from n2nonnx.skip import add_n2nskip
 
-            log.info("n2nskip: %.0f%% of the budget on skip connections (%s sampling)",
-                     100 * config.skip_share, config.sampling)
-            model = add_n2nskip(model, density=config.density, skip_share=config.skip_share,
-                                sampling=config.sampling, seed=config.seed, **config.skip_options)
+            log.info(
+                "n2nskip: %.0f%% of the budget on skip connections (%s sampling)",
+                100 * config.skip_share,
+                config.sampling,
+            )
+            model = add_n2nskip(
+                model,
+                density=config.density,
+                skip_share=config.skip_share,
+                sampling=config.sampling,
+                seed=config.seed,
+                **config.skip_options,
+            )
     recipe = TrainConfig.from_options(**{**config.recipe, "seed": config.seed})
     log.info("train: %d epochs, %s lr %g", recipe.epochs, recipe.optimizer, recipe.lr)
     result = train(model, dataset, recipe, progress=progress)
     return _measure(config, dataset, model, result.model, result.history, started)
 
 
-def _learned(dense: Model, dataset: Any, config: JobConfig, started: float, progress: bool) -> JobResult:
+def _learned(
+    dense: Model, dataset: Any, config: JobConfig, started: float, progress: bool
+) -> JobResult:
     """SCL (or N2NSkip-SCL): masks learned in the first part of the recipe's epochs."""
     from n2nonnx.scl.variants import scl_cell
 
-    log.info("scl: learning masks to density %.4g (%.0f%% of the budget on skips)", config.density,
-             100 * config.skip_share)
-    learned = scl_cell(dense, dataset, density=config.density, skip_share=config.skip_share,
-                       recipe=dict(config.recipe), seed=config.seed, sampling=config.sampling,
-                       skip_options=config.skip_options, progress=progress)
+    log.info(
+        "scl: learning masks to density %.4g (%.0f%% of the budget on skips)",
+        config.density,
+        100 * config.skip_share,
+    )
+    learned = scl_cell(
+        dense,
+        dataset,
+        density=config.density,
+        skip_share=config.skip_share,
+        recipe=dict(config.recipe),
+        seed=config.seed,
+        sampling=config.sampling,
+        skip_options=config.skip_options,
+        progress=progress,
+    )
     job = _measure(config, dataset, dense, learned.model, learned.history, started)
     job.numbers.update(learned_density=learned.learned_density, skip_split=learned.skip_split)
     return job
 
 
-def _measure(config: JobConfig, dataset: Any, initial: Model, trained: Model, history: Any,
-             started: float) -> JobResult:
+def _measure(
+    config: JobConfig, dataset: Any, initial: Model, trained: Model, history: Any, started: float
+) -> JobResult:
     """Accuracy in onnxruntime, densities of the trained model and its connectivity."""
     from n2nonnx.runtime import accuracy
 
@@ -192,10 +234,14 @@ def validate(config: JobConfig) -> None:
         raise InvalidArgumentError(f"density must be in (0, 1], got {config.density}")
     if not 0 <= config.skip_share < 1:
         raise InvalidArgumentError(f"skip share must be in [0, 1), got {config.skip_share}")
-    for what, value, allowed in (("allocation", config.allocation, ALLOCATIONS),
-                                 ("sampling", config.sampling, SAMPLING_MODES)):
+    for what, value, allowed in (
+        ("allocation", config.allocation, ALLOCATIONS),
+        ("sampling", config.sampling, SAMPLING_MODES),
+    ):
         if value not in allowed:
-            raise InvalidArgumentError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
+            raise InvalidArgumentError(
+                f"unknown {what} {value!r}; choose from {', '.join(allowed)}"
+            )
     TrainConfig.from_options(**{**config.recipe, "seed": config.seed})
 
 
@@ -204,7 +250,9 @@ def density_figures(model: Model) -> dict[str, Any]:
     sequential = [layer for layer in model.layers if not layer.is_skip]
     skips = [layer for layer in model.layers if layer.is_skip]
     dense_weights = sum(layer.parameters for layer in sequential)
-    kept_sequential = sum(int(np.count_nonzero(model.effective_weight(layer))) for layer in sequential)
+    kept_sequential = sum(
+        int(np.count_nonzero(model.effective_weight(layer))) for layer in sequential
+    )
     kept_skip = sum(int(np.count_nonzero(model.effective_weight(layer))) for layer in skips)
     return {
         "dense_weights": dense_weights,

@@ -51,11 +51,20 @@ def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
         "",
     ]
     if gains:
-        lines += ["## What did I gain", "",
-                  "Each model trained with the same recipe, deployed (`n2nonnx deploy`: masks folded, dead "
-                  "units removed, compact storage) and timed in onnxruntime in the same run (1 thread, "
-                  "interleaved medians; ratios against the dense model).", "", gains, "",
-                  "![gains](gains.png)", "", "## This model", ""]
+        lines += [
+            "## What did I gain",
+            "",
+            "Each model trained with the same recipe, deployed (`n2nonnx deploy`: masks folded, dead "
+            "units removed, compact storage) and timed in onnxruntime in the same run (1 thread, "
+            "interleaved medians; ratios against the dense model).",
+            "",
+            gains,
+            "",
+            "![gains](gains.png)",
+            "",
+            "## This model",
+            "",
+        ]
     lines += [
         "| | |",
         "|---|---|",
@@ -65,7 +74,8 @@ def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
     if config["method"] != "dense":
         lines.append(
             f"| N2NSkip share of the budget | {config['skip_share']:.0%} ({config['sampling']} sampling"
-            + "".join(f", {key} {value}" for key, value in config["skip_options"].items()) + ") |"
+            + "".join(f", {key} {value}" for key, value in config["skip_options"].items())
+            + ") |"
         )
     lines += [
         f"| achieved density | {numbers['density']:.4%} ({numbers['sequential_nonzeros']:,} sequential + "
@@ -88,8 +98,16 @@ def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
         "![training curves](training.png)",
     ]
     if "connectivity" in numbers:
-        lines += ["", "Connectivity (adjacency of the dense reference and this model, delta(t), scree):",
-                  "", "![connectivity](connectivity.png)"]
-    lines += ["", "Every number is in `results.json`; the trained model is `model.onnx`, deployed "
-              "`deployed.onnx`.", ""]
+        lines += [
+            "",
+            "Connectivity (adjacency of the dense reference and this model, delta(t), scree):",
+            "",
+            "![connectivity](connectivity.png)",
+        ]
+    lines += [
+        "",
+        "Every number is in `results.json`; the trained model is `model.onnx`, deployed "
+        "`deployed.onnx`.",
+        "",
+    ]
     return "\n".join(lines)

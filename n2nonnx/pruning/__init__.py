@@ -94,7 +94,9 @@ def prune(
             "for 5% of the weights use 0.05"
         )
     if allocation not in ALLOCATIONS:
-        raise InvalidArgumentError(f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+        raise InvalidArgumentError(
+            f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}"
+        )
     _check_options(batch_size, dict(options or {}))
     selected = select_layers(model, exclude)
     weights = list(dict.fromkeys(layer.weight for layer in selected))  # a shared weight once
@@ -127,20 +129,29 @@ def prune(
 
         rng = np.random.default_rng(seed)
         context = ScoringContext(
-            model=_scores_model(model), weights=weights, density=float(density), rng=rng, data=dataset,
-            batch_size=batch_size, allocate=allocate, progress=progress,
-            options={"sample_shape": _sample_shape(model) if criterion.name == "synflow" else (),
-                     **dict(options or {})},
+            model=_scores_model(model),
+            weights=weights,
+            density=float(density),
+            rng=rng,
+            data=dataset,
+            batch_size=batch_size,
+            allocate=allocate,
+            progress=progress,
+            options={
+                "sample_shape": _sample_shape(model) if criterion.name == "synflow" else (),
+                **dict(options or {}),
+            },
         )
         scores = criterion.score(context)
         existing = mask_arrays(model)
-        scores = {w: np.where(existing[w] > 0, s, -np.inf) if w in existing else s for w, s in scores.items()}
+        scores = {
+            w: np.where(existing[w] > 0, s, -np.inf) if w in existing else s
+            for w, s in scores.items()
+        }
         new_masks = allocate(scores, float(density))
     pruned = apply_masks(model, new_masks)
     if rescale:
-        pruned = pruned.with_initializers(
-            {w: rescaled_weight(pruned, w) for w in new_masks}
-        )
+        pruned = pruned.with_initializers({w: rescaled_weight(pruned, w) for w in new_masks})
     counts = prune_table(pruned, weights)
     kept, total = sum(c.kept for c in counts), sum(c.total for c in counts)
     record = {
@@ -177,7 +188,11 @@ def select_layers(model: Model, exclude: Sequence[str] = ()):
     """The layers to prune: all but those matching an ``exclude`` pattern and N2NSkip ones."""
     layers = [layer for layer in model.layers if not layer.is_skip]
     for pattern in exclude:
-        matched = [layer for layer in layers if matches(layer.name, pattern) or matches(layer.weight, pattern)]
+        matched = [
+            layer
+            for layer in layers
+            if matches(layer.name, pattern) or matches(layer.weight, pattern)
+        ]
         if not matched:
             raise InvalidArgumentError(
                 f"exclusion pattern {pattern!r} matches no layer; layer names are "
@@ -220,9 +235,18 @@ def _check_options(batch_size: int, options: dict[str, Any]) -> None:
     checks = [
         ("batch size", batch_size, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
         ("temperature", options.get("temperature", 200.0), lambda v: v > 0, "a number > 0"),
-        ("iterations", options.get("iterations", 100), lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-        ("samples per class", options.get("samples_per_class", 10), lambda v: isinstance(v, int) and v >= 1,
-         "an integer >= 1"),
+        (
+            "iterations",
+            options.get("iterations", 100),
+            lambda v: isinstance(v, int) and v >= 1,
+            "an integer >= 1",
+        ),
+        (
+            "samples per class",
+            options.get("samples_per_class", 10),
+            lambda v: isinstance(v, int) and v >= 1,
+            "an integer >= 1",
+        ),
     ]
     for what, value, ok, expected in checks:
         if not ok(value):
@@ -273,7 +297,9 @@ def _resolve(model: Model, data: Any, seed: int):
     return dataset
 
 
-def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weights: list[str]) -> dict[str, np.ndarray]:
+def _user_masks(
+    model: Model, masks: str | Path | Mapping[str, np.ndarray], weights: list[str]
+) -> dict[str, np.ndarray]:
     if isinstance(masks, (str, Path)):
         path = Path(masks)
         if not path.is_file():
@@ -282,7 +308,9 @@ def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weig
             with np.load(path) as archive:
                 masks = {key: archive[key] for key in archive.files}
         except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise DataError(f"cannot read masks from {path}: {error}; save them with numpy.savez") from None
+            raise DataError(
+                f"cannot read masks from {path}: {error}; save them with numpy.savez"
+            ) from None
     unknown = sorted(set(masks) - set(weights))
     if unknown:
         raise InvalidArgumentError(
@@ -292,10 +320,16 @@ def _user_masks(model: Model, masks: str | Path | Mapping[str, np.ndarray], weig
     for name, value in masks.items():
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
-            raise DataError(f"the mask of {name!r} holds {array.dtype} values; masks are 0/1 (or bool) arrays")
+            raise DataError(
+                f"the mask of {name!r} holds {array.dtype} values; masks are 0/1 (or bool) arrays"
+            )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise DataError(f"the mask of {name!r} holds NaN or infinite values; masks are 0/1 (or bool) arrays")
+            raise DataError(
+                f"the mask of {name!r} holds NaN or infinite values; masks are 0/1 (or bool) arrays"
+            )
         arrays[name] = (array != 0).astype(np.float32)
     if arrays and not any(array.any() for array in arrays.values()):
-        raise DataError("the masks keep no weight at all; a mask keeps a weight where it is non-zero")
+        raise DataError(
+            "the masks keep no weight at all; a mask keeps a weight where it is non-zero"
+        )
     return arrays

@@ -42,7 +42,9 @@ def layer_counts(
         Weight name -> kept count, summing to ``round(density x sum(sizes))``.
     """
     if allocation not in ALLOCATIONS:
-        raise InvalidArgumentError(f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+        raise InvalidArgumentError(
+            f"unknown allocation {allocation!r}; choose from {', '.join(ALLOCATIONS)}"
+        )
     fixed = dict(fixed or {})
     total = sum(sizes.values())
     budget = int(round(density * total))

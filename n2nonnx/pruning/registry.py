@@ -63,7 +63,9 @@ CRITERIA: dict[str, Criterion] = {}
 _add = name_registry(CRITERIA, "pruning criterion")
 
 
-def criterion(name: str, *, needs_data: bool, summary: str) -> Callable[[ScoreFunction], ScoreFunction]:
+def criterion(
+    name: str, *, needs_data: bool, summary: str
+) -> Callable[[ScoreFunction], ScoreFunction]:
     """Register a scoring function under ``name`` (a name registered twice is refused).
 
     Args:

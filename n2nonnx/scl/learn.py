@@ -119,16 +119,24 @@ def learn_masks(
     _check_positive("mask_init", mask_init)
     _check_positive("mask_lr", mask_lr)
     if max_lambda is not None and not (_finite(max_lambda) and max_lambda >= 0):
-        raise InvalidArgumentError(f"max_lambda={max_lambda!r} must be a number >= 0 (or None: unbounded)")
+        raise InvalidArgumentError(
+            f"max_lambda={max_lambda!r} must be a number >= 0 (or None: unbounded)"
+        )
     if normalisation not in NORMALISATIONS:
-        raise InvalidArgumentError(f"normalisation={normalisation!r}: choose one of {list(NORMALISATIONS)}")
+        raise InvalidArgumentError(
+            f"normalisation={normalisation!r}: choose one of {list(NORMALISATIONS)}"
+        )
     warmup = WARMUP if warmup is None else warmup
     reach = REACH if reach is None else reach
     if not (_finite(warmup) and _finite(reach) and 0 <= warmup < reach <= 1):
-        raise InvalidArgumentError(f"warmup={warmup!r} and reach={reach!r} must satisfy 0 <= warmup < reach <= 1")
+        raise InvalidArgumentError(
+            f"warmup={warmup!r} and reach={reach!r} must satisfy 0 <= warmup < reach <= 1"
+        )
     if data is None:
-        raise DataError("SCL learns masks during training and needs data: pass data= (--data mnist1d, "
-                        "digits, synthetic or an .npz file)")
+        raise DataError(
+            "SCL learns masks during training and needs data: pass data= (--data mnist1d, "
+            "digits, synthetic or an .npz file)"
+        )
     config = TrainConfig.from_options(recipe, epochs=epochs, seed=seed, **options)
     search_epochs = min(config.epochs, max(1, int(round(search_fraction * config.epochs))))
     if not isinstance(model, Model):
@@ -140,7 +148,9 @@ def learn_masks(
     if density is not None:
         target = int(round(density * reference))
         if target < 1:
-            raise InvalidArgumentError(f"density={density:g} keeps no connection of {reference}; raise it")
+            raise InvalidArgumentError(
+                f"density={density:g} keeps no connection of {reference}; raise it"
+            )
         if target > available:
             raise InvalidArgumentError(
                 f"density={density:g} asks for {target} connections but the learned weights hold only "
@@ -148,13 +158,27 @@ def learn_masks(
                 "exclude fewer layers"
             )
     dataset = _resolve(model, data, data_seed)
-    gated_model = apply_masks(model, {c.weight: np.ones(model.initializer(c.weight).shape, np.float32)
-                                      for c in candidates})
+    gated_model = apply_masks(
+        model,
+        {c.weight: np.ones(model.initializer(c.weight).shape, np.float32) for c in candidates},
+    )
     masks, gated, trace, device_used = _run_search(
-        gated_model, dataset, _phase(config, search_epochs), candidates,
-        target=target, available=available, scl_lambda=scl_lambda, mask_init=mask_init, mask_lr=mask_lr,
-        max_lambda=max_lambda, normalisation=normalisation, schedule=(warmup, reach), device=device,
-        progress=progress, on_epoch=on_epoch)
+        gated_model,
+        dataset,
+        _phase(config, search_epochs),
+        candidates,
+        target=target,
+        available=available,
+        scl_lambda=scl_lambda,
+        mask_init=mask_init,
+        mask_lr=mask_lr,
+        max_lambda=max_lambda,
+        normalisation=normalisation,
+        schedule=(warmup, reach),
+        device=device,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
     learned = trace.kept[-1] / reference
     reached = True
     if density is not None:
@@ -169,31 +193,82 @@ def learn_masks(
             )
     trained = gated.module.write_back(gated_model.proto)
     masked = apply_masks(gated_model.with_proto(trained), masks)
-    layers = [LearnedLayer(c.layer, c.weight, int(np.count_nonzero(masks[c.weight])), int(masks[c.weight].size),
-                           c.is_skip) for c in candidates]
-    split = {"sequential_nonzeros": sum(r.kept for r in layers if not r.is_skip),
-             "skip_nonzeros": sum(r.kept for r in layers if r.is_skip)}
+    layers = [
+        LearnedLayer(
+            c.layer,
+            c.weight,
+            int(np.count_nonzero(masks[c.weight])),
+            int(masks[c.weight].size),
+            c.is_skip,
+        )
+        for c in candidates
+    ]
+    split = {
+        "sequential_nonzeros": sum(r.kept for r in layers if not r.is_skip),
+        "skip_nonzeros": sum(r.kept for r in layers if r.is_skip),
+    }
     final_density = (split["sequential_nonzeros"] + split["skip_nonzeros"]) / reference
-    settings = {"mode": "target" if density is not None else "free", "scl_lambda": scl_lambda,
-                "epochs": config.epochs, "search_epochs": search_epochs, "mask_init": mask_init,
-                "mask_lr": mask_lr, "max_lambda": max_lambda, "ste": "identity",
-                "normalisation": f"per-unit {normalisation}", "data": dataset.name,
-                "warmup": warmup, "reach": reach}
-    record = _provenance(density, final_density, config.seed, exclude, settings, layers, trace, reference,
-                         {"learned_density": learned, "reached": reached, **split})
+    settings = {
+        "mode": "target" if density is not None else "free",
+        "scl_lambda": scl_lambda,
+        "epochs": config.epochs,
+        "search_epochs": search_epochs,
+        "mask_init": mask_init,
+        "mask_lr": mask_lr,
+        "max_lambda": max_lambda,
+        "ste": "identity",
+        "normalisation": f"per-unit {normalisation}",
+        "data": dataset.name,
+        "warmup": warmup,
+        "reach": reach,
+    }
+    record = _provenance(
+        density,
+        final_density,
+        config.seed,
+        exclude,
+        settings,
+        layers,
+        trace,
+        reference,
+        {"learned_density": learned, "reached": reached, **split},
+    )
     metadata.append_stage(masked.proto, "prune", **record)  # apply_masks made a fresh proto
-    log.info("scl: density %.4g (search reached %.4g), %d sequential + %d skip non-zeros", final_density,
-             learned, split["sequential_nonzeros"], split["skip_nonzeros"])
-    final, history = _finetune(masked, dataset, config, search_epochs, trace.records, device_used, progress,
-                               on_epoch)
-    return SclResult(model=final, layers=layers, density=final_density, learned_density=learned,
-                     reached=reached, skip_split=split, lambdas=trace.lambdas, kept_trace=trace.kept,
-                     history=history, record=record)
+    log.info(
+        "scl: density %.4g (search reached %.4g), %d sequential + %d skip non-zeros",
+        final_density,
+        learned,
+        split["sequential_nonzeros"],
+        split["skip_nonzeros"],
+    )
+    final, history = _finetune(
+        masked, dataset, config, search_epochs, trace.records, device_used, progress, on_epoch
+    )
+    return SclResult(
+        model=final,
+        layers=layers,
+        density=final_density,
+        learned_density=learned,
+        reached=reached,
+        skip_split=split,
+        lambdas=trace.lambdas,
+        kept_trace=trace.kept,
+        history=history,
+        record=record,
+    )
 
 
-def _provenance(density: float | None, final_density: float, seed: int, exclude: Sequence[str],
-                settings: dict[str, Any], layers: list[LearnedLayer], trace: Any, reference: int,
-                outcome: dict[str, Any]) -> dict[str, Any]:
+def _provenance(
+    density: float | None,
+    final_density: float,
+    seed: int,
+    exclude: Sequence[str],
+    settings: dict[str, Any],
+    layers: list[LearnedLayer],
+    trace: Any,
+    reference: int,
+    outcome: dict[str, Any],
+) -> dict[str, Any]:
     """The ``prune`` record: the fields :func:`n2nonnx.prune` writes, plus the search's outcome."""
     per_epoch = max(1, len(trace.kept) // max(1, len(trace.records)))
     return {
@@ -207,17 +282,42 @@ def _provenance(density: float | None, final_density: float, seed: int, exclude:
         "first_last_density": None,
         "rescale": False,
         "options": settings,
-        "layers": [{"layer": r.layer, "weight": r.weight, "kept": r.kept, "total": r.total, "skip": r.is_skip}
-                   for r in layers],
-        "scl": {**outcome, "lambda_per_epoch": trace.lambdas[per_epoch - 1 :: per_epoch],
-                "density_per_epoch": [k / reference for k in trace.kept[per_epoch - 1 :: per_epoch]]},
+        "layers": [
+            {
+                "layer": r.layer,
+                "weight": r.weight,
+                "kept": r.kept,
+                "total": r.total,
+                "skip": r.is_skip,
+            }
+            for r in layers
+        ],
+        "scl": {
+            **outcome,
+            "lambda_per_epoch": trace.lambdas[per_epoch - 1 :: per_epoch],
+            "density_per_epoch": [k / reference for k in trace.kept[per_epoch - 1 :: per_epoch]],
+        },
     }
 
 
-def _run_search(gated_model: Model, dataset: Any, config: Any, candidates: list, *, target: int | None,
-                available: int, scl_lambda: float | None, mask_init: float, mask_lr: float,
-                max_lambda: float | None, normalisation: str, schedule: tuple[float, float], device: str,
-                progress: bool, on_epoch: Any) -> tuple:
+def _run_search(
+    gated_model: Model,
+    dataset: Any,
+    config: Any,
+    candidates: list,
+    *,
+    target: int | None,
+    available: int,
+    scl_lambda: float | None,
+    mask_init: float,
+    mask_lr: float,
+    max_lambda: float | None,
+    normalisation: str,
+    schedule: tuple[float, float],
+    device: str,
+    progress: bool,
+    on_epoch: Any,
+) -> tuple:
     """Build the gated module, run the search, freeze the masks (numpy 0/1 per weight)."""
     import torch
 
@@ -233,15 +333,33 @@ def _run_search(gated_model: Model, dataset: Any, config: Any, candidates: list,
     steps = search_steps_per_epoch(len(dataset.x_train), config.batch_size) * config.epochs
     if steps == 0:
         raise DataError(f"the training split has {len(dataset.x_train)} sample(s); need at least 2")
-    controller = (FixedLambda(float(scl_lambda or 0.0)) if target is None
-                  else TargetDensity(start=available, target=target, steps=steps, warmup=schedule[0],
-                                     reach=schedule[1], max_lambda=max_lambda))
+    controller = (
+        FixedLambda(float(scl_lambda or 0.0))
+        if target is None
+        else TargetDensity(
+            start=available,
+            target=target,
+            steps=steps,
+            warmup=schedule[0],
+            reach=schedule[1],
+            max_lambda=max_lambda,
+        )
+    )
     with seeded(config.seed, target_device):
         module = OnnxModule(gated_model.proto).to(target_device)
         gated = GatedModule(module, candidates, mask_init, normalisation)
-        trace = search(gated, dataset, config, controller, mask_lr=mask_lr, kind=output_kind(gated_model.proto),
-                       input_dtype=torch_dtype(spec.elem_type), device=target_device, progress=progress,
-                       on_epoch=on_epoch)
+        trace = search(
+            gated,
+            dataset,
+            config,
+            controller,
+            mask_lr=mask_lr,
+            kind=output_kind(gated_model.proto),
+            input_dtype=torch_dtype(spec.elem_type),
+            device=target_device,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
     gated.eval()
     with torch.no_grad():
         values = [v.detach().cpu() for v in gated.mask_values]
@@ -260,8 +378,16 @@ def _run_search(gated_model: Model, dataset: Any, config: Any, candidates: list,
     return masks, gated, trace, target_device
 
 
-def _finetune(masked: Model, dataset: Any, config: Any, search_epochs: int, search_records: list,
-              device: Any, progress: bool, on_epoch: Any) -> tuple[Model, Any]:
+def _finetune(
+    masked: Model,
+    dataset: Any,
+    config: Any,
+    search_epochs: int,
+    search_records: list,
+    device: Any,
+    progress: bool,
+    on_epoch: Any,
+) -> tuple[Model, Any]:
     """Train theta with the masks frozen for the remaining epochs; the combined history."""
     from n2nonnx.training import History, train
 
@@ -276,8 +402,14 @@ def _finetune(masked: Model, dataset: Any, config: Any, search_epochs: int, sear
         if on_epoch is not None:
             on_epoch(shifted)
 
-    result = train(masked, dataset, _phase(config, remaining), device=device,
-                   progress=progress, on_epoch=renumbered)
+    result = train(
+        masked,
+        dataset,
+        _phase(config, remaining),
+        device=device,
+        progress=progress,
+        on_epoch=renumbered,
+    )
     return result.model, history
 
 
@@ -291,10 +423,15 @@ def _candidates(model: Model, exclude: Sequence[str]) -> list:
     from n2nonnx.pruning import select_layers
     from n2nonnx.scl.search import Candidate
 
-    layers = list(select_layers(model, exclude)) + [layer for layer in model.layers if layer.is_skip]
+    layers = list(select_layers(model, exclude)) + [
+        layer for layer in model.layers if layer.is_skip
+    ]
     chosen = {layer.name for layer in layers}
-    return [Candidate(layer.weight, layer.name, layer.unit_axis, layer.is_skip)
-            for layer in model.layers if layer.name in chosen]
+    return [
+        Candidate(layer.weight, layer.name, layer.unit_axis, layer.is_skip)
+        for layer in model.layers
+        if layer.name in chosen
+    ]
 
 
 def _resolve(model: Model, data: Any, seed: int) -> Any:
@@ -310,12 +447,18 @@ def _check_mode(density: Any, scl_lambda: Any) -> None:
             "give density= (target mode: lambda is steered to reach it) or scl_lambda= (free mode), not both"
         )
     if density is None and scl_lambda is None:
-        raise InvalidArgumentError("SCL needs density= (target mode, e.g. 0.05) or scl_lambda= (free mode, e.g. 0.5)")
-    if density is not None and (isinstance(density, bool) or not _finite(density) or not 0 < density <= 1):
+        raise InvalidArgumentError(
+            "SCL needs density= (target mode, e.g. 0.05) or scl_lambda= (free mode, e.g. 0.5)"
+        )
+    if density is not None and (
+        isinstance(density, bool) or not _finite(density) or not 0 < density <= 1
+    ):
         raise InvalidArgumentError(
             f"density must be in (0, 1] (the fraction of weights kept), got {density!r}; for 5% use 0.05"
         )
-    if scl_lambda is not None and (isinstance(scl_lambda, bool) or not _finite(scl_lambda) or scl_lambda < 0):
+    if scl_lambda is not None and (
+        isinstance(scl_lambda, bool) or not _finite(scl_lambda) or scl_lambda < 0
+    ):
         raise InvalidArgumentError(
             f"scl_lambda={scl_lambda!r} must be a number >= 0 (the weight of the connection count); "
             "a negative weight would reward connections"
@@ -323,7 +466,12 @@ def _check_mode(density: Any, scl_lambda: Any) -> None:
 
 
 def _check_positive(name: str, value: Any, upper: float | None = None) -> None:
-    ok = not isinstance(value, bool) and _finite(value) and value > 0 and (upper is None or value <= upper)
+    ok = (
+        not isinstance(value, bool)
+        and _finite(value)
+        and value > 0
+        and (upper is None or value <= upper)
+    )
     if not ok:
         bound = f"in (0, {upper:g}]" if upper is not None else "a number > 0"
         raise InvalidArgumentError(f"{name}={value!r} must be {bound}")

@@ -58,8 +58,13 @@ class GatedModule(torch.nn.Module):
         normalisation: how mask gradients are normalised per unit (see :func:`normalise_per_unit`).
     """
 
-    def __init__(self, module: OnnxModule, candidates: list[Candidate], mask_init: float,
-                 normalisation: str = "rms") -> None:
+    def __init__(
+        self,
+        module: OnnxModule,
+        candidates: list[Candidate],
+        mask_init: float,
+        normalisation: str = "rms",
+    ) -> None:
         super().__init__()
         self.normalisation = normalisation
         self.module = module
@@ -68,13 +73,18 @@ class GatedModule(torch.nn.Module):
         self._buffer_keys: list[str] = []
         for candidate in self.candidates:
             theta = module.tensor(candidate.weight)
-            values = torch.full(theta.shape, float(mask_init), dtype=theta.dtype, device=theta.device)
+            values = torch.full(
+                theta.shape, float(mask_init), dtype=theta.dtype, device=theta.device
+            )
             self.mask_values.append(torch.nn.Parameter(values))
             self._buffer_keys.append(module.parameter_key(module.mask_of[candidate.weight]))
 
     def forward(self, *inputs: Any) -> Any:
         """Run the graph with ``theta * step(m)`` for every candidate weight."""
-        gates = {key: step_ste(values) for key, values in zip(self._buffer_keys, self.mask_values, strict=True)}
+        gates = {
+            key: step_ste(values)
+            for key, values in zip(self._buffer_keys, self.mask_values, strict=True)
+        }
         return torch.func.functional_call(self.module, gates, inputs)
 
     def theta(self) -> list[torch.nn.Parameter]:
@@ -141,8 +151,12 @@ def search(
     y_train = dataset.y_train.to(device)
     shuffler = torch.Generator().manual_seed(config.seed)
     trace = SearchTrace()
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc="scl search", unit="step",
-               disable=None if progress else True)
+    bar = tqdm(
+        total=steps_per_epoch * config.epochs,
+        desc="scl search",
+        unit="step",
+        disable=None if progress else True,
+    )
     step = 0
     try:
         for epoch in range(1, config.epochs + 1):
@@ -154,7 +168,7 @@ def search(
             for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
                 index = order[start : start + config.batch_size]
                 output = gated(x_train[index])
-                scores = (output[0] if isinstance(output, tuple | list) else output)
+                scores = output[0] if isinstance(output, tuple | list) else output
                 scores = scores.reshape(len(scores), -1).float()
                 loss = loss_of(scores, y_train[index], kind=kind)
                 optimizer.zero_grad(set_to_none=True)
@@ -178,14 +192,25 @@ def search(
                     f"SCL search diverged: train loss {train_loss} at epoch {epoch} with lr={config.lr}; "
                     "lower the learning rate"
                 )
-            test_loss, test_accuracy = evaluate(gated, dataset, loss=config.loss, batch_size=eval_batch_size,
-                                                scores=kind)
-            record = EpochRecord(epoch=epoch, train_loss=train_loss, train_accuracy=correct / seen,
-                                 test_loss=test_loss, test_accuracy=test_accuracy, lr=float(lr_now),
-                                 seconds=time.perf_counter() - started)
+            test_loss, test_accuracy = evaluate(
+                gated, dataset, loss=config.loss, batch_size=eval_batch_size, scores=kind
+            )
+            record = EpochRecord(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_accuracy=correct / seen,
+                test_loss=test_loss,
+                test_accuracy=test_accuracy,
+                lr=float(lr_now),
+                seconds=time.perf_counter() - started,
+            )
             trace.records.append(record)
-            log.info("scl search %s  lambda %.3g  kept %d", record.summary(config.epochs), trace.lambdas[-1],
-                     trace.kept[-1])
+            log.info(
+                "scl search %s  lambda %.3g  kept %d",
+                record.summary(config.epochs),
+                trace.lambdas[-1],
+                trace.kept[-1],
+            )
             if on_epoch is not None:
                 on_epoch(record)
     finally:
@@ -194,12 +219,16 @@ def search(
 
 
 @torch.no_grad()
-def _update_masks(gated: GatedModule, controller: FixedLambda | TargetDensity, step: int, mask_lr: float) -> float:
+def _update_masks(
+    gated: GatedModule, controller: FixedLambda | TargetDensity, step: int, mask_lr: float
+) -> float:
     """``m <- m - mask_lr * (normalised g + lambda)``; returns the shift ``mask_lr * lambda``."""
     proposals = []
     for candidate, values in zip(gated.candidates, gated.mask_values, strict=True):
         grad = values.grad if values.grad is not None else torch.zeros_like(values)
-        proposals.append(values - mask_lr * normalise_per_unit(grad, candidate.unit_axis, gated.normalisation))
+        proposals.append(
+            values - mask_lr * normalise_per_unit(grad, candidate.unit_axis, gated.normalisation)
+        )
     shift = controller.shift(step, proposals, mask_lr)
     for values, proposal in zip(gated.mask_values, proposals, strict=True):
         values.copy_(proposal - shift)

@@ -18,8 +18,9 @@ from n2nonnx.scl.learn import learn_masks
 from n2nonnx.scl.result import SclResult
 
 
-def n2nskip_candidates(dense: Model, *, density: float, skip_share: float = 0.5, seed: int = 0,
-                       **skip_options: Any) -> Model:
+def n2nskip_candidates(
+    dense: Model, *, density: float, skip_share: float = 0.5, seed: int = 0, **skip_options: Any
+) -> Model:
     """A dense model with N2NSkip layers, every connection present, for SCL to prune.
 
     The skip layers are those of ``add_n2nskip(dense, density=..., skip_share=...)``; the
@@ -48,19 +49,34 @@ def n2nskip_candidates(dense: Model, *, density: float, skip_share: float = 0.5,
             continue
         weight = np.array(skipped.initializer(layer.weight))
         sampled = weight[weight != 0]
-        scale = float(np.sqrt(np.mean(np.square(sampled)))) if sampled.size else np.sqrt(2.0 / layer.fan_in)
+        scale = (
+            float(np.sqrt(np.mean(np.square(sampled))))
+            if sampled.size
+            else np.sqrt(2.0 / layer.fan_in)
+        )
         empty = weight == 0
         weight[empty] = (rng.standard_normal(int(empty.sum())) * scale).astype(weight.dtype)
         values[layer.weight] = weight
     from n2nonnx.masks import apply_masks
 
     filled = skipped.with_initializers(values)
-    return apply_masks(filled, {w: np.ones(v.shape, np.float32) for w, v in values.items()}, zero_weights=False)
+    return apply_masks(
+        filled, {w: np.ones(v.shape, np.float32) for w, v in values.items()}, zero_weights=False
+    )
 
 
-def scl_cell(dense: Model, data: Any, *, density: float, skip_share: float = 0.0, recipe: dict[str, Any],
-             seed: int = 0, sampling: str = "block", skip_options: dict[str, Any] | None = None,
-             progress: bool = False) -> SclResult:
+def scl_cell(
+    dense: Model,
+    data: Any,
+    *,
+    density: float,
+    skip_share: float = 0.0,
+    recipe: dict[str, Any],
+    seed: int = 0,
+    sampling: str = "block",
+    skip_options: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> SclResult:
     """One study cell: ``SCL`` (``skip_share=0``) or ``N2NSkip-SCL`` at ``density``.
 
     The total number of epochs is the recipe's, as for every other variant (half search,
@@ -82,6 +98,12 @@ def scl_cell(dense: Model, data: Any, *, density: float, skip_share: float = 0.0
     """
     model = dense
     if skip_share > 0:
-        model = n2nskip_candidates(dense, density=density, skip_share=skip_share, seed=seed, sampling=sampling,
-                                   **dict(skip_options or {}))
+        model = n2nskip_candidates(
+            dense,
+            density=density,
+            skip_share=skip_share,
+            seed=seed,
+            sampling=sampling,
+            **dict(skip_options or {}),
+        )
     return learn_masks(model, data, density=density, seed=seed, progress=progress, **recipe)

@@ -110,11 +110,15 @@ def add_n2nskip(
         raise InvalidArgumentError(f"join={join!r}: choose 'activation' or 'preact'")
     layers = sequential_layers(model)
     if len(layers) != len(model.layers):
-        raise InvalidArgumentError("the model already has N2NSkip layers; add skips to the pruned model instead")
+        raise InvalidArgumentError(
+            "the model already has N2NSkip layers; add skips to the pruned model instead"
+        )
     dense_total = sum({layer.weight: layer.parameters for layer in layers}.values())  # shared once
     existing = masks.mask_arrays(model)
     kept = {
-        layer.weight: existing[layer.weight] if layer.weight in existing else np.ones(layer.weight_shape, np.float32)
+        layer.weight: existing[layer.weight]
+        if layer.weight in existing
+        else np.ones(layer.weight_shape, np.float32)
         for layer in layers
     }
     kept_total = int(sum(np.count_nonzero(m) for m in kept.values()))
@@ -128,7 +132,9 @@ def add_n2nskip(
     budget = int(round(density * dense_total))
     candidates, left_out = find_pairs(model, pairs, per_target=per_target, kernel=kernel, pool=pool)
     if not isinstance(pairs, (str, int, np.integer)):  # explicit pairs: each must be joinable
-        refused = [entry for entry in left_out if not entry.reason.startswith("over the per-target limit")]
+        refused = [
+            entry for entry in left_out if not entry.reason.startswith("over the per-target limit")
+        ]
         if refused:
             raise InvalidArgumentError(
                 f"the skip pair {refused[0].source},{refused[0].target} cannot be joined: {refused[0].reason}; "
@@ -137,7 +143,8 @@ def add_n2nskip(
     if not candidates:
         warnings.warn(
             "N2NSkip: the model has no non-consecutive layer pair that can be joined; no skip "
-            "connection added" + (f" ({len(left_out)} pairs left out, see the metadata)" if left_out else ""),
+            "connection added"
+            + (f" ({len(left_out)} pairs left out, see the metadata)" if left_out else ""),
             stacklevel=2,
         )
     skip_wanted = int(round(skip_share * budget)) if candidates else 0
@@ -152,7 +159,8 @@ def add_n2nskip(
             warnings.warn(
                 f"N2NSkip: no pair to spend the skip share on; the sequential layers keep their "
                 f"{kept_total} weights ({budget} budgeted): prune at density={density:g} without "
-                "N2NSkip for the full budget", stacklevel=2,
+                "N2NSkip for the full budget",
+                stacklevel=2,
             )
             deficit = 0
         elif deficit > max(len(layers), budget // 100):
@@ -178,18 +186,25 @@ def add_n2nskip(
         warnings.warn(
             f"N2NSkip: the skip pairs hold at most {skip_budget} weights of the {skip_wanted} in their "
             f"share; {sum(regrown.values())} go back to the sequential layers (pruned positions "
-            "kept again at random)", stacklevel=2,
+            "kept again at random)",
+            stacklevel=2,
         )
     widths = _widths(candidates, per_pair, sampling, merge)
     branches: list[Branch] = []
     for pair, count, width in zip(candidates, per_pair, widths, strict=True):
         if count == 0:
-            left_out.append(LeftOut(pair.source.name, pair.target.name, "no weights left for it in the skip budget"))
+            left_out.append(
+                LeftOut(
+                    pair.source.name, pair.target.name, "no weights left for it in the skip budget"
+                )
+            )
             continue
         connections = sample_connections(pair, count, sampling, rng, width)
         fan_in = pair.source.units * int(np.prod(pair.kernel, dtype=np.int64))
         std = init_scale * np.sqrt(2.0 / fan_in)
-        weight = (rng.standard_normal(connections.mask.shape) * std).astype(np.float32) * connections.mask
+        weight = (rng.standard_normal(connections.mask.shape) * std).astype(
+            np.float32
+        ) * connections.mask
         branches.append(Branch(pair, connections, weight))
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
@@ -198,12 +213,28 @@ def add_n2nskip(
     result = masks.apply_masks(model.with_proto(proto), new_masks)
     proto = infer_shapes(result.proto)
     metadata.append_stage(
-        proto, "n2nskip",
-        method="n2nskip", density=float(density), skip_share=float(skip_share), seed=int(seed),
-        sampling=sampling, spread=spread, kernel=kernel, pool=pool, join=join, merge=merge, init="kaiming-normal(dense fan-in)",
-        init_scale=float(init_scale), budget=budget, dense_sequential=dense_total,
-        sequential={"before": kept_total, "after": sequential_target, "removed": removed,
-                    "regrown": regrown},
+        proto,
+        "n2nskip",
+        method="n2nskip",
+        density=float(density),
+        skip_share=float(skip_share),
+        seed=int(seed),
+        sampling=sampling,
+        spread=spread,
+        kernel=kernel,
+        pool=pool,
+        join=join,
+        merge=merge,
+        init="kaiming-normal(dense fan-in)",
+        init_scale=float(init_scale),
+        budget=budget,
+        dense_sequential=dense_total,
+        sequential={
+            "before": kept_total,
+            "after": sequential_target,
+            "removed": removed,
+            "regrown": regrown,
+        },
         skip_nonzeros=skip_budget,
         pairs=[_record(b, built[b.pair.base_name]) for b in branches],
         left_out=[entry.to_dict() for entry in left_out],
@@ -230,8 +261,11 @@ def sequential_density(model: Model, density: float, skip_share: float, **pair_o
     candidates, _ = find_pairs(model, **pair_options)
     if candidates or not skip_share:
         return density * (1 - skip_share)
-    warnings.warn("N2NSkip: the model has no layer pair that can be joined; the whole budget stays "
-                  "with the sequential layers", stacklevel=2)
+    warnings.warn(
+        "N2NSkip: the model has no layer pair that can be joined; the whole budget stays "
+        "with the sequential layers",
+        stacklevel=2,
+    )
     return density
 
 
@@ -255,22 +289,36 @@ def _widths(pairs: list[Pair], counts: list[int], sampling: str, merge: str) -> 
 def _record(branch: Branch, built: Built) -> dict:
     pair: Pair = branch.pair
     return {
-        "source": pair.source.name, "target": pair.target.name, "k": pair.k,
-        "nonzeros": branch.connections.nonzeros, "dense_size": pair.dense_size,
-        "alignment": pair.alignment, "kernel": list(pair.kernel),
-        "source_units": len(branch.connections.used_sources), "weight": built.weight,
-        "weight_inputs": list(built.inputs), "activation": built.activation,
+        "source": pair.source.name,
+        "target": pair.target.name,
+        "k": pair.k,
+        "nonzeros": branch.connections.nonzeros,
+        "dense_size": pair.dense_size,
+        "alignment": pair.alignment,
+        "kernel": list(pair.kernel),
+        "source_units": len(branch.connections.used_sources),
+        "weight": built.weight,
+        "weight_inputs": list(built.inputs),
+        "activation": built.activation,
     }
 
 
 def _check(density, skip_share, spread, sampling, init_scale) -> None:
     if not isinstance(skip_share, (int, float)) or not 0.0 <= float(skip_share) < 1.0:
-        raise InvalidArgumentError(f"skip_share={skip_share!r} must be in [0, 1) (0.5: half the budget to skips)")
-    if density is not None and (not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0):
+        raise InvalidArgumentError(
+            f"skip_share={skip_share!r} must be in [0, 1) (0.5: half the budget to skips)"
+        )
+    if density is not None and (
+        not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0
+    ):
         raise InvalidArgumentError(f"density={density!r} must be in (0, 1]")
     if spread not in ("proportional", "equal"):
         raise InvalidArgumentError(f"spread={spread!r}: choose 'proportional' or 'equal'")
     if sampling not in SAMPLING_MODES:
         raise InvalidArgumentError(f"sampling={sampling!r}: choose one of {list(SAMPLING_MODES)}")
-    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not 0 <= init_scale < float("inf"):
+    if (
+        isinstance(init_scale, bool)
+        or not isinstance(init_scale, (int, float))
+        or not 0 <= init_scale < float("inf")
+    ):
         raise InvalidArgumentError(f"init_scale={init_scale!r} must be a finite number >= 0")

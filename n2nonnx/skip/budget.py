@@ -30,7 +30,11 @@ def apportion(total: int, weights: Sequence[float], caps: Sequence[int] | None =
     """
     count = len(weights)
     parts = np.zeros(count, dtype=np.int64)
-    limit = np.asarray(caps, dtype=np.int64) if caps is not None else np.full(count, np.iinfo(np.int64).max)
+    limit = (
+        np.asarray(caps, dtype=np.int64)
+        if caps is not None
+        else np.full(count, np.iinfo(np.int64).max)
+    )
     remaining = int(min(total, limit.sum())) if count else 0
     open_ = np.asarray(weights, dtype=np.float64) > 0
     while remaining > 0 and open_.any():
@@ -154,8 +158,11 @@ def block_widths(pairs: Sequence[Pair], counts: Sequence[int], align: int = 8) -
         return widths
     short = (-sum(widths)) % align
     while short:
-        room = [i for i, (pair, count) in enumerate(zip(pairs, counts, strict=True))
-                if widths[i] < min(pair.source.units, count)]
+        room = [
+            i
+            for i, (pair, count) in enumerate(zip(pairs, counts, strict=True))
+            if widths[i] < min(pair.source.units, count)
+        ]
         if not room:
             break
         best = max(room, key=lambda i: (min(pairs[i].source.units, counts[i]) - widths[i], -i))
@@ -208,4 +215,6 @@ def sample_connections(
         flat = np.moveaxis(by_source.reshape(width, targets, *kernel), 0, 1).reshape(-1)
     mask = flat.reshape(block)
     used = np.flatnonzero(mask.reshape(targets, len(candidates), -1).any(axis=(0, 2)))
-    return Connections(candidates[used].astype(np.int64), np.ascontiguousarray(mask[:, used]), int(nonzeros))
+    return Connections(
+        candidates[used].astype(np.int64), np.ascontiguousarray(mask[:, used]), int(nonzeros)
+    )

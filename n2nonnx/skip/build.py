@@ -32,7 +32,19 @@ from n2nonnx.skip.candidates import Pair
 
 # Activations with g(0) = 0: a zero skip weight then adds exactly nothing.
 ZERO_AT_ZERO = frozenset(
-    {"Relu", "LeakyRelu", "Tanh", "Elu", "Selu", "Celu", "Gelu", "Mish", "HardSwish", "Softsign", "Clip"}
+    {
+        "Relu",
+        "LeakyRelu",
+        "Tanh",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Gelu",
+        "Mish",
+        "HardSwish",
+        "Softsign",
+        "Clip",
+    }
 )
 
 
@@ -68,7 +80,9 @@ def activation_node(index: GraphIndex, target: Layer) -> onnx.NodeProto | None:
     return None
 
 
-NORMALISATION_OPS = frozenset({"BatchNormalization", "InstanceNormalization", "Dropout", "Identity"})
+NORMALISATION_OPS = frozenset(
+    {"BatchNormalization", "InstanceNormalization", "Dropout", "Identity"}
+)
 
 
 def join_tensor(index: GraphIndex, target: Layer, join: str = "activation") -> str:
@@ -171,7 +185,10 @@ def add_branches(
         for position, out in enumerate(node.output):
             if out in renamed:
                 node.output[position] = renamed[out]
-    nodes = _toposort(list(graph.node) + new_nodes, {i.name for i in graph.input} | {t.name for t in graph.initializer})
+    nodes = _toposort(
+        list(graph.node) + new_nodes,
+        {i.name for i in graph.input} | {t.name for t in graph.initializer},
+    )
     del graph.node[:]
     graph.node.extend(nodes)
     return built, skip_masks
@@ -189,7 +206,10 @@ class Pools:
     def __init__(self, index: GraphIndex, protected: set[str]) -> None:
         self.known: dict[tuple[str, str], dict[tuple[int, ...], str]] = {}
         for node in index.nodes:
-            if node.op_type not in ("MaxPool", "AveragePool", "GlobalAveragePool") or node.input[0] in protected:
+            if (
+                node.op_type not in ("MaxPool", "AveragePool", "GlobalAveragePool")
+                or node.input[0] in protected
+            ):
                 continue
             if node.op_type == "GlobalAveragePool":
                 self.known.setdefault((node.input[0], "GlobalAveragePool"), {})[()] = node.output[0]
@@ -207,7 +227,9 @@ class Pools:
             if plain and window:
                 self.known.setdefault((node.input[0], node.op_type), {})[window] = node.output[0]
 
-    def pooled(self, tensor: str, op: str, window: tuple[int, ...], base: str, nodes: list[onnx.NodeProto]) -> str:
+    def pooled(
+        self, tensor: str, op: str, window: tuple[int, ...], base: str, nodes: list[onnx.NodeProto]
+    ) -> str:
         """``tensor`` pooled by ``op`` over ``window`` (``()`` for GlobalAveragePool)."""
         have = self.known.setdefault((tensor, op), {})
         if window in have:
@@ -216,18 +238,32 @@ class Pools:
         if op == "GlobalAveragePool":
             nodes.append(helper.make_node(op, [tensor], [output], name=f"{base}/global_pool"))
         else:
-            divisors = [w for w in have if len(w) == len(window) and all(b % a == 0 for a, b in zip(w, window, strict=True))]
+            divisors = [
+                w
+                for w in have
+                if len(w) == len(window) and all(b % a == 0 for a, b in zip(w, window, strict=True))
+            ]
             start, step = tensor, window
             if divisors:
                 best = max(divisors, key=lambda w: int(np.prod(w)))
                 start, step = have[best], tuple(b // a for a, b in zip(best, window, strict=True))
-            nodes.append(helper.make_node(op, [start], [output], name=f"{base}/pool",
-                                          kernel_shape=list(step), strides=list(step)))
+            nodes.append(
+                helper.make_node(
+                    op,
+                    [start],
+                    [output],
+                    name=f"{base}/pool",
+                    kernel_shape=list(step),
+                    strides=list(step),
+                )
+            )
         have[window] = output
         return output
 
 
-def _aligned_source(graph: onnx.GraphProto, branch: Branch, nodes: list[onnx.NodeProto], pools: Pools) -> str:
+def _aligned_source(
+    graph: onnx.GraphProto, branch: Branch, nodes: list[onnx.NodeProto], pools: Pools
+) -> str:
     """Align the source with the target (pooling, GAP), then gather the used units.
 
     Pooling acts per channel, so it commutes with the Gather; pooling first keeps the
@@ -243,17 +279,29 @@ def _aligned_source(graph: onnx.GraphProto, branch: Branch, nodes: list[onnx.Nod
     if pair.kind == "conv->fc":
         tensor = pools.pooled(tensor, "GlobalAveragePool", (), base, nodes)
     indices = f"{base}/source_units"
-    graph.initializer.append(numpy_helper.from_array(connections.used_sources.astype(np.int64), indices))
+    graph.initializer.append(
+        numpy_helper.from_array(connections.used_sources.astype(np.int64), indices)
+    )
     gathered = f"{base}/gathered"
-    nodes.append(helper.make_node("Gather", [tensor, indices], [gathered], name=f"{base}/gather", axis=1))
+    nodes.append(
+        helper.make_node("Gather", [tensor, indices], [gathered], name=f"{base}/gather", axis=1)
+    )
     if pair.kind == "conv->fc":
-        nodes.append(helper.make_node("Flatten", [gathered], [f"{base}/flat"], name=f"{base}/flatten", axis=1))
+        nodes.append(
+            helper.make_node(
+                "Flatten", [gathered], [f"{base}/flat"], name=f"{base}/flatten", axis=1
+            )
+        )
         return f"{base}/flat"
     return gathered
 
 
 def _layer(
-    graph: onnx.GraphProto, index: GraphIndex, part: list[Branch], base: str, nodes: list[onnx.NodeProto],
+    graph: onnx.GraphProto,
+    index: GraphIndex,
+    part: list[Branch],
+    base: str,
+    nodes: list[onnx.NodeProto],
     pools: Pools,
 ) -> tuple[str, str, np.ndarray, str]:
     """One skip layer over the aligned sources of ``part``: (output, weight, mask, activation)."""
@@ -270,12 +318,22 @@ def _layer(
     if pair.kind == "conv":
         graph.initializer.append(numpy_helper.from_array(weight, weight_name))
         pads = [d // 2 for d in pair.kernel] * 2
-        nodes.append(helper.make_node("Conv", [tensor, weight_name], [preact], name=f"{base}/conv",
-                                      kernel_shape=list(pair.kernel), pads=pads))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [tensor, weight_name],
+                [preact],
+                name=f"{base}/conv",
+                kernel_shape=list(pair.kernel),
+                pads=pads,
+            )
+        )
     else:
         weight, mask = np.ascontiguousarray(weight.T), np.ascontiguousarray(mask.T)
         graph.initializer.append(numpy_helper.from_array(weight, weight_name))
-        nodes.append(helper.make_node("MatMul", [tensor, weight_name], [preact], name=f"{base}/matmul"))
+        nodes.append(
+            helper.make_node("MatMul", [tensor, weight_name], [preact], name=f"{base}/matmul")
+        )
     output = f"{base}/output"
     template = activation_node(index, pair.target)
     if template is None and not _has_activation(pair.target):
@@ -314,7 +372,11 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
     waiting = [0] * len(nodes)
     users: dict[int, list[int]] = {}
     for position, node in enumerate(nodes):
-        needs = {producer[name] for name in node.input if name and name not in available and name in producer}
+        needs = {
+            producer[name]
+            for name in node.input
+            if name and name not in available and name in producer
+        }
         waiting[position] = len(needs)
         for need in needs:
             users.setdefault(need, []).append(position)

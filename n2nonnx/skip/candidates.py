@@ -80,7 +80,9 @@ class Pair:
     @property
     def dense_size(self) -> int:
         """Weights of the dense skip tensor (target units x source units x kernel)."""
-        return int(self.target.units * self.source.units * int(np.prod(self.kernel, dtype=np.int64)))
+        return int(
+            self.target.units * self.source.units * int(np.prod(self.kernel, dtype=np.int64))
+        )
 
     @property
     def base_name(self) -> str:
@@ -111,7 +113,9 @@ def sources_of(model: Model) -> list[Source]:
     layers = sequential_layers(model)
     index = model.index
     found: list[Source] = []
-    fed_inputs = {e.source for layer in layers for e in layer.fed_by if e.source.startswith("input:")}
+    fed_inputs = {
+        e.source for layer in layers for e in layer.fed_by if e.source.startswith("input:")
+    }
     for name in index.graph_inputs:
         key = f"input:{name}"
         if key not in fed_inputs:
@@ -131,8 +135,14 @@ def sources_of(model: Model) -> list[Source]:
     for layer in layers:
         found.append(
             Source(
-                layer.name, layer.name, layer.output, layer.units, layer.out_feature_axis,
-                layer.spatial_out, layer.depth, model.index.rank(layer.output),
+                layer.name,
+                layer.name,
+                layer.output,
+                layer.units,
+                layer.out_feature_axis,
+                layer.spatial_out,
+                layer.depth,
+                model.index.rank(layer.output),
             )
         )
     return found
@@ -156,7 +166,12 @@ def _downstream(layers: list[Layer]) -> dict[str, set[str]]:
 
 
 def align(
-    source: Source, target: Layer, *, kernel: str = "target", pool: str = "max", batch: tuple | None = None
+    source: Source,
+    target: Layer,
+    *,
+    kernel: str = "target",
+    pool: str = "max",
+    batch: tuple | None = None,
 ) -> tuple[Pair | None, str]:
     """Align ``source`` with ``target``.
 
@@ -175,9 +190,16 @@ def align(
     if source.feature_axis != 1 or source.rank is None:
         return None, "the source's units are not on axis 1 (unsupported layout)"
     target_conv = target.op == "Conv" and len(target.spatial_out) >= 1
-    target_fc = target.op in ("Gemm", "MatMul") and target.spatial_out == () and target.out_feature_axis == 1
+    target_fc = (
+        target.op in ("Gemm", "MatMul")
+        and target.spatial_out == ()
+        and target.out_feature_axis == 1
+    )
     if not (target_conv or target_fc):
-        return None, f"target op {target.op} with output layout {target.spatial_out} is not supported"
+        return (
+            None,
+            f"target op {target.op} with output layout {target.spatial_out} is not supported",
+        )
     if target.out_feature_axis != 1:
         return None, "the target's units are not on axis 1 (unsupported layout)"
     if batch is not None and batch[0] != batch[1]:
@@ -246,8 +268,13 @@ def find_pairs(
     _check_options(per_target, kernel, pool)
     candidates = wanted if wanted is not None else [(s, t) for t in layers for s in sources]
     chosen, left_out = _align_candidates(
-        model, candidates, _downstream(layers),
-        explicit=wanted is not None, max_k=max_k, kernel=kernel, pool=pool,
+        model,
+        candidates,
+        _downstream(layers),
+        explicit=wanted is not None,
+        max_k=max_k,
+        kernel=kernel,
+        pool=pool,
     )
     if per_target is not None:
         chosen, over = _limit_per_target(layers, chosen, per_target)
@@ -450,4 +477,6 @@ def _find_target(layers: list[Layer], name: str) -> Layer:
     for layer in layers:
         if name in (layer.name, layer.weight):
             return layer
-    raise InvalidArgumentError(f"unknown skip target {name!r}; layers: {[layer.name for layer in layers]}")
+    raise InvalidArgumentError(
+        f"unknown skip target {name!r}; layers: {[layer.name for layer in layers]}"
+    )

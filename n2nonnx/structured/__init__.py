@@ -42,7 +42,11 @@ LIMIT_RULES = ("lstsq", "svm")
 #: Fine-tuning recipe of the authors' retraining code (SGD, momentum 0.9, lr 1e-3, batch 128,
 #: weight decay 1e-4, constant rate over short runs).
 FINETUNE_DEFAULTS: dict[str, Any] = {
-    "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 128, "weight_decay": 1e-4,
+    "optimizer": "sgd",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "batch_size": 128,
+    "weight_decay": 1e-4,
     "schedule": "none",
 }
 
@@ -147,8 +151,19 @@ def prune_structured(
         DataError: SNACS or fine-tuning without data, or data that does not fit the model.
     """
     started = time.perf_counter()
-    _check_options(method, prune_percent, target_params, groups, samples_per_class, phi, estimator,
-                   upper_limit, rule, protect, finetune_epochs)
+    _check_options(
+        method,
+        prune_percent,
+        target_params,
+        groups,
+        samples_per_class,
+        phi,
+        estimator,
+        upper_limit,
+        rule,
+        protect,
+        finetune_epochs,
+    )
     needs_data = method == "snacs" or finetune_epochs > 0
     if needs_data and data is None:
         what = "SNACS scores units on activations" if method == "snacs" else "fine-tuning trains"
@@ -176,8 +191,17 @@ def prune_structured(
     protected: dict[str, int] = {}
     if method == "snacs":
         order, limits, protected = _snacs_order(
-            model, components, dataset, groups=groups, samples_per_class=samples_per_class, phi=phi,
-            estimator=estimator, upper_limit=upper_limit, rule=rule, protect=protect, seed=seed,
+            model,
+            components,
+            dataset,
+            groups=groups,
+            samples_per_class=samples_per_class,
+            phi=phi,
+            estimator=estimator,
+            upper_limit=upper_limit,
+            rule=rule,
+            protect=protect,
+            seed=seed,
             progress=progress,
         )
         for name, limit in limits.items():
@@ -196,33 +220,81 @@ def prune_structured(
     removed = removal_request(chosen)
     proto = reduced.proto
     metadata.append_stage(
-        proto, "structured_prune", method=method, params_before=params_before,
-        params_after=reduced.parameter_count, removed={k: len(v) for k, v in removed.items()},
-        prune_percent=prune_percent, target_params=target_params,
-        **({"groups": groups, "samples_per_class": samples_per_class, "phi": phi, "estimator": estimator,
-            "upper_limit": upper_limit, "rule": rule, "protect": protect} if method == "snacs" else {}),
+        proto,
+        "structured_prune",
+        method=method,
+        params_before=params_before,
+        params_after=reduced.parameter_count,
+        removed={k: len(v) for k, v in removed.items()},
+        prune_percent=prune_percent,
+        target_params=target_params,
+        **(
+            {
+                "groups": groups,
+                "samples_per_class": samples_per_class,
+                "phi": phi,
+                "estimator": estimator,
+                "upper_limit": upper_limit,
+                "rule": rule,
+                "protect": protect,
+            }
+            if method == "snacs"
+            else {}
+        ),
         seed=seed,
     )
     reduced = model.with_proto(proto)
     decision = time.perf_counter() - started
-    log.info("%s removed %d units in %.2fs: %d -> %d parameters", method,
-             sum(len(v) for v in removed.values()), decision, params_before, reduced.parameter_count)
+    log.info(
+        "%s removed %d units in %.2fs: %d -> %d parameters",
+        method,
+        sum(len(v) for v in removed.values()),
+        decision,
+        params_before,
+        reduced.parameter_count,
+    )
     trained = None
     if finetune_epochs > 0:
         from n2nonnx.training import TrainConfig, train
 
-        recipe = finetune if finetune is not None else TrainConfig.from_options(None, **FINETUNE_DEFAULTS)
+        recipe = (
+            finetune
+            if finetune is not None
+            else TrainConfig.from_options(None, **FINETUNE_DEFAULTS)
+        )
         trained = train(reduced, dataset, recipe, progress=progress, epochs=finetune_epochs)
         reduced = trained.model
     return StructuredResult(
-        model=reduced, method=method, removed=removed, params_before=params_before,
-        params_after=reduced.parameter_count, flops_before=flops_before, flops_after=layer_flops(reduced),
-        decision_seconds=decision, upper_limits=limits, protected=protected, fixed=fixed, finetune=trained,
+        model=reduced,
+        method=method,
+        removed=removed,
+        params_before=params_before,
+        params_after=reduced.parameter_count,
+        flops_before=flops_before,
+        flops_after=layer_flops(reduced),
+        decision_seconds=decision,
+        upper_limits=limits,
+        protected=protected,
+        fixed=fixed,
+        finetune=trained,
     )
 
 
-def _snacs_order(model, components, dataset, *, groups, samples_per_class, phi, estimator, upper_limit,
-                 rule, protect, seed, progress):
+def _snacs_order(
+    model,
+    components,
+    dataset,
+    *,
+    groups,
+    samples_per_class,
+    phi,
+    estimator,
+    upper_limit,
+    rule,
+    protect,
+    seed,
+    progress,
+):
     """SNACS's removal order, upper limits and protected-unit counts."""
     from n2nonnx.structured.activations import ActivationProbe, class_sample
     from n2nonnx.structured.constraints import upper_limits
@@ -234,33 +306,60 @@ def _snacs_order(model, components, dataset, *, groups, samples_per_class, phi, 
     layers = {layer.name: layer for layer in model.layers}
     candidates = {name for c in components if not c.fixed for name in c.layers}
     parents = [layers[n] for n in layers if n in candidates]
-    children = {p.name: sorted({layers[e.target] for e in p.feeds if e.target in layers},
-                               key=lambda la: la.index) for p in parents}
-    observed = sorted({p.name for p in parents} | {c.name for cs in children.values() for c in cs},
-                      key=lambda n: layers[n].index)
+    children = {
+        p.name: sorted(
+            {layers[e.target] for e in p.feeds if e.target in layers}, key=lambda la: la.index
+        )
+        for p in parents
+    }
+    observed = sorted(
+        {p.name for p in parents} | {c.name for cs in children.values() for c in cs},
+        key=lambda n: layers[n].index,
+    )
     sample = class_sample(dataset.x_train.numpy(), dataset.y_train.numpy(), samples_per_class, seed)
     activations = ActivationProbe(model, [layers[n] for n in observed], sample).run()
     _log(progress, "activations of %d layers on %d samples", len(observed), len(sample.y))
     value_range = network_range(model)
-    scores = unit_scores(model, parents, activations, make_estimator(estimator, len(sample.y), seed),
-                         groups=groups, phi=phi, value_range=value_range)
+    scores = unit_scores(
+        model,
+        parents,
+        activations,
+        make_estimator(estimator, len(sample.y), seed),
+        groups=groups,
+        phi=phi,
+        value_range=value_range,
+    )
     _log(progress, "ACMI scores of %d layers", len(parents))
     sensitivity = sensitivities(model, value_range)
     shielded = {p.name: protected_units(sensitivity[p.name], protect) for p in parents}
 
     def key(component):
-        return (max(scores[n][u] for n, u in component.units),
-                max(sensitivity[n][u] for n, u in component.units))
+        return (
+            max(scores[n][u] for n, u in component.units),
+            max(sensitivity[n][u] for n, u in component.units),
+        )
 
     ranked = sorted((c for c in components if not c.fixed), key=key)
     order = [c for c in ranked if not any(shielded[n][u] for n, u in c.units)]
     if isinstance(upper_limit, str):
         # The sweep ranks every removable unit, protected ones included (the authors'
         # sweep runs with save_children = 0).
-        per_layer = {p.name: np.asarray([u for c in ranked for n, u in c.units if n == p.name], dtype=np.int64)
-                     for p in parents}
-        limits = upper_limits(model, sample, parents, per_layer, children, rule=rule,
-                              classifier=upper_limit, seed=seed)
+        per_layer = {
+            p.name: np.asarray(
+                [u for c in ranked for n, u in c.units if n == p.name], dtype=np.int64
+            )
+            for p in parents
+        }
+        limits = upper_limits(
+            model,
+            sample,
+            parents,
+            per_layer,
+            children,
+            rule=rule,
+            classifier=upper_limit,
+            seed=seed,
+        )
         _log(progress, "upper limits: %s", {k: round(v, 2) for k, v in limits.items()})
     else:
         limits = {p.name: float(upper_limit) for p in parents}
@@ -286,36 +385,67 @@ def _resolve(model: Model, data: Any):
     return resolve_data(data, input_shape=spec.shape, input_name=spec.name)
 
 
-def _check_options(method, prune_percent, target_params, groups, samples_per_class, phi, estimator,
-                   upper_limit, rule, protect, finetune_epochs) -> None:
+def _check_options(
+    method,
+    prune_percent,
+    target_params,
+    groups,
+    samples_per_class,
+    phi,
+    estimator,
+    upper_limit,
+    rule,
+    protect,
+    finetune_epochs,
+) -> None:
     if method not in METHODS:
-        raise InvalidArgumentError(f"unknown structured pruning method {method!r}; choose from {', '.join(METHODS)}")
+        raise InvalidArgumentError(
+            f"unknown structured pruning method {method!r}; choose from {', '.join(METHODS)}"
+        )
     if (prune_percent is None) == (target_params is None):
-        raise InvalidArgumentError("give exactly one prune level: prune_percent (--prune-percent) or "
-                                   "target_params (--target-params)")
+        raise InvalidArgumentError(
+            "give exactly one prune level: prune_percent (--prune-percent) or "
+            "target_params (--target-params)"
+        )
     if prune_percent is not None and not (_number(prune_percent) and 0 < prune_percent < 100):
-        raise InvalidArgumentError(f"prune_percent must be in (0, 100) (percent of parameters removed), got {prune_percent!r}")
+        raise InvalidArgumentError(
+            f"prune_percent must be in (0, 100) (percent of parameters removed), got {prune_percent!r}"
+        )
     if target_params is not None and not (_number(target_params) and 0 < target_params < 1):
-        raise InvalidArgumentError(f"target_params must be in (0, 1) (fraction of parameters kept), got {target_params!r}")
+        raise InvalidArgumentError(
+            f"target_params must be in (0, 1) (fraction of parameters kept), got {target_params!r}"
+        )
     if not (isinstance(groups, int) and groups >= 1):
         raise InvalidArgumentError(f"groups must be an integer >= 1, got {groups!r}")
     if not (isinstance(samples_per_class, int) and samples_per_class >= 2):
-        raise InvalidArgumentError(f"samples_per_class must be an integer >= 2, got {samples_per_class!r}")
+        raise InvalidArgumentError(
+            f"samples_per_class must be an integer >= 2, got {samples_per_class!r}"
+        )
     if phi not in PHI_NAMES:
         raise InvalidArgumentError(f"unknown phi {phi!r}; choose from {', '.join(PHI_NAMES)}")
     if estimator not in ESTIMATOR_NAMES:
-        raise InvalidArgumentError(f"unknown MI estimator {estimator!r}; choose from {', '.join(ESTIMATOR_NAMES)}")
+        raise InvalidArgumentError(
+            f"unknown MI estimator {estimator!r}; choose from {', '.join(ESTIMATOR_NAMES)}"
+        )
     if isinstance(upper_limit, str):
         if upper_limit not in LIMIT_RULES:
-            raise InvalidArgumentError(f"upper_limit must be {' or '.join(LIMIT_RULES)} or a fraction in (0, 1], got {upper_limit!r}")
+            raise InvalidArgumentError(
+                f"upper_limit must be {' or '.join(LIMIT_RULES)} or a fraction in (0, 1], got {upper_limit!r}"
+            )
     elif not (_number(upper_limit) and 0 < upper_limit <= 1):
-        raise InvalidArgumentError(f"upper_limit as a number must be a fraction in (0, 1], got {upper_limit!r}")
+        raise InvalidArgumentError(
+            f"upper_limit as a number must be a fraction in (0, 1], got {upper_limit!r}"
+        )
     if not (_number(rule) and 0 <= rule <= 1):
         raise InvalidArgumentError(f"rule must be in [0, 1], got {rule!r}")
     if not (_number(protect) and 0 <= protect < 1):
-        raise InvalidArgumentError(f"protect must be in [0, 1) (fraction of each layer's units kept), got {protect!r}")
+        raise InvalidArgumentError(
+            f"protect must be in [0, 1) (fraction of each layer's units kept), got {protect!r}"
+        )
     if not (isinstance(finetune_epochs, int) and finetune_epochs >= 0):
-        raise InvalidArgumentError(f"finetune_epochs must be an integer >= 0, got {finetune_epochs!r}")
+        raise InvalidArgumentError(
+            f"finetune_epochs must be an integer >= 0, got {finetune_epochs!r}"
+        )
 
 
 def _number(value: Any) -> bool:

@@ -74,8 +74,14 @@ class ActivationProbe:
         raw: names of further tensors returned whole by :meth:`tensors`.
     """
 
-    def __init__(self, model: Model, layers: Sequence[Layer], sample: Sample, batch_size: int = 512,
-                 raw: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        model: Model,
+        layers: Sequence[Layer],
+        sample: Sample,
+        batch_size: int = 512,
+        raw: Sequence[str] = (),
+    ) -> None:
         import torch
 
         from n2nonnx.backend import OnnxModule

@@ -32,7 +32,9 @@ def l1_norms(model: Model) -> dict[str, np.ndarray]:
     return result
 
 
-def uniform_order(components: Sequence[Component], unit_scores: dict[str, np.ndarray]) -> list[Component]:
+def uniform_order(
+    components: Sequence[Component], unit_scores: dict[str, np.ndarray]
+) -> list[Component]:
     """Components by the largest ``within-layer rank / units`` of their units (lowest first)."""
     relative = {}
     for name, scores in unit_scores.items():
@@ -55,4 +57,6 @@ def l1_order(model: Model, components: Sequence[Component]) -> list[Component]:
 def random_order(model: Model, components: Sequence[Component], seed: int) -> list[Component]:
     """Removal order of random filter pruning (seeded)."""
     rng = np.random.default_rng(seed)
-    return uniform_order(components, {layer.name: rng.random(layer.units) for layer in model.layers})
+    return uniform_order(
+        components, {layer.name: rng.random(layer.units) for layer in model.layers}
+    )

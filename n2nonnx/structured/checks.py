@@ -22,7 +22,8 @@ def looks_untrained(model: Model) -> str | None:
     if metadata.stages(model.proto, "train"):
         return None
     bounded = all(
-        float(np.abs(model.effective_weight(layer)).max()) <= 1.0001 / math.sqrt(max(layer.fan_in, 1))
+        float(np.abs(model.effective_weight(layer)).max())
+        <= 1.0001 / math.sqrt(max(layer.fan_in, 1))
         for layer in model.layers
     )
     if bounded:

@@ -65,7 +65,9 @@ class _Classifier:
         if self.coef is None:
             predicted = self.model.predict(x)
         else:
-            predicted = self.classes[np.argmax(np.hstack([x, np.ones((len(x), 1))]) @ self.coef, axis=1)]
+            predicted = self.classes[
+                np.argmax(np.hstack([x, np.ones((len(x), 1))]) @ self.coef, axis=1)
+            ]
         return float(np.mean(predicted == labels))
 
 
@@ -76,7 +78,9 @@ class ChildRunner:
     ``child.output``); its weights can be edited in place through :meth:`weight`.
     """
 
-    def __init__(self, model: Model, child: Layer, inputs: np.ndarray, batch_size: int = 512) -> None:
+    def __init__(
+        self, model: Model, child: Layer, inputs: np.ndarray, batch_size: int = 512
+    ) -> None:
         import torch
         from onnx.utils import Extractor
 
@@ -105,7 +109,9 @@ class ChildRunner:
         parts = []
         with self._torch.no_grad():
             for start in range(0, len(self.inputs), self.batch_size):
-                out = self.module(self._torch.from_numpy(self.inputs[start : start + self.batch_size]))
+                out = self.module(
+                    self._torch.from_numpy(self.inputs[start : start + self.batch_size])
+                )
                 parts.append(unit_means(out.float().numpy(), self.child.out_feature_axis))
         return np.concatenate(parts).astype(np.float64)
 
@@ -127,7 +133,9 @@ def silence(runner: ChildRunner, columns: np.ndarray) -> None:
         weight.data[group * per_out : (group + 1) * per_out, column % per_in] = 0
 
 
-def limit_from_sweep(accuracies: Sequence[float], percents: Sequence[int] = PERCENTS, rule: float = 0.7) -> float:
+def limit_from_sweep(
+    accuracies: Sequence[float], percents: Sequence[int] = PERCENTS, rule: float = 0.7
+) -> float:
     """The largest percentage whose accuracy is ``>= max - rule * (max - min)``, as a fraction."""
     values = np.asarray(accuracies, dtype=np.float64)
     bar = values.max() - rule * (values.max() - values.min())
@@ -161,12 +169,16 @@ def upper_limits(
         Layer name -> upper limit in (0, 0.97].
     """
     if classifier not in CLASSIFIERS:
-        raise InvalidArgumentError(f"unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}")
+        raise InvalidArgumentError(
+            f"unknown classifier {classifier!r}; choose from {', '.join(CLASSIFIERS)}"
+        )
     if not 0 <= rule <= 1:
         raise InvalidArgumentError(f"the constraint rule factor must be in [0, 1], got {rule}")
     readers = {c.name: c for cs in children.values() for c in cs}
     captured = ActivationProbe(model, [], sample, raw=[c.input for c in readers.values()]).tensors()
-    runners = {name: ChildRunner(model, child, captured[child.input]) for name, child in readers.items()}
+    runners = {
+        name: ChildRunner(model, child, captured[child.input]) for name, child in readers.items()
+    }
     originals = {name: runner.run() for name, runner in runners.items()}
     labels = sample.y
     limits = {}

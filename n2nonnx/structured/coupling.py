@@ -140,8 +140,11 @@ def _couple_joined_inputs(
 ) -> None:
     """Units joined at the same input position of ``target`` are coupled (residual Add)."""
     for position in range(target.in_units):
-        joined = [(source, int(unit_map[position])) for source, unit_map in sources
-                  if unit_map[position] >= 0]
+        joined = [
+            (source, int(unit_map[position]))
+            for source, unit_map in sources
+            if unit_map[position] >= 0
+        ]
         for other in joined[1:]:
             sets.union(joined[0], other)
 
@@ -190,7 +193,9 @@ def _couple_groups(
                 sets.union((source, unit), (target.name, out))
 
 
-def _keep_one_unit_per_layer(components: list[Component], layers: dict[str, Layer]) -> list[Component]:
+def _keep_one_unit_per_layer(
+    components: list[Component], layers: dict[str, Layer]
+) -> list[Component]:
     """A layer whose units all sit in one component would vanish with it: fix it."""
     result = []
     for component in components:

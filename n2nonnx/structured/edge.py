@@ -67,7 +67,10 @@ class HashedVariable:
 
 def projected_dimensions(samples: int, dimensions: int) -> int:
     """The number of p-stable projections for ``dimensions`` features and ``samples`` samples."""
-    return max(1, min(dimensions, int(math.floor(math.log2(max(samples, 2) / 10.0))) if samples > 20 else 1))
+    return max(
+        1,
+        min(dimensions, int(math.floor(math.log2(max(samples, 2) / 10.0))) if samples > 20 else 1),
+    )
 
 
 def neighbour_distance(column: np.ndarray, k: int) -> float:
@@ -76,7 +79,9 @@ def neighbour_distance(column: np.ndarray, k: int) -> float:
     n = len(values)
     k = int(min(max(k, 1), n - 1))
     half = max(k // 2, 1)
-    widths = values[2 * half :] - values[: n - 2 * half] if n > 2 * half else values[-1:] - values[:1]
+    widths = (
+        values[2 * half :] - values[: n - 2 * half] if n > 2 * half else values[-1:] - values[:1]
+    )
     return float(np.mean(widths) / 2.0)
 
 
@@ -117,7 +122,9 @@ def hash_variable(
         shift = member / ensemble * eps
         cells = np.floor((projected + shift) / eps).astype(np.int64)
         with np.errstate(over="ignore"):
-            codes[member] = np.unique((cells * multipliers).sum(axis=1), return_inverse=True)[1].reshape(-1)
+            codes[member] = np.unique((cells * multipliers).sum(axis=1), return_inverse=True)[
+                1
+            ].reshape(-1)
     return HashedVariable(codes)
 
 
@@ -159,7 +166,12 @@ def _cmi_rows(x: np.ndarray, y: np.ndarray, z: np.ndarray, null: np.ndarray | No
     h_xz, h_z = _entropy_of_counts(nxz), _entropy_of_counts(np.bincount(z))
 
     def conditional(y_row: np.ndarray) -> float:
-        return h_xz + _entropy_of_counts(_joint(y_row, z)[1]) - _entropy_of_counts(_joint(xz, y_row)[1]) - h_z
+        return (
+            h_xz
+            + _entropy_of_counts(_joint(y_row, z)[1])
+            - _entropy_of_counts(_joint(xz, y_row)[1])
+            - h_z
+        )
 
     value = conditional(y)
     if null is not None:
@@ -200,7 +212,9 @@ def cmi_hashed(
         The estimate, clipped at 0.
     """
     _check(x, y, z)
-    values = [_cmi_rows(cx, cy, cz, null) for cx, cy, cz in zip(x.codes, y.codes, z.codes, strict=True)]
+    values = [
+        _cmi_rows(cx, cy, cz, null) for cx, cy, cz in zip(x.codes, y.codes, z.codes, strict=True)
+    ]
     return max(float(np.mean(values)), 0.0)
 
 
@@ -225,7 +239,12 @@ def edge_mi(
 
 
 def edge_cmi(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, *, ensemble: int = 5, debias: bool = True,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    *,
+    ensemble: int = 5,
+    debias: bool = True,
     seed: int = 0,
 ) -> float:
     """Conditional mutual information ``I(X; Y | Z)`` with EDGE (see the module docstring).

@@ -36,7 +36,9 @@ def make_estimator(name: str, samples: int, seed: int) -> Any:
         InvalidArgumentError: unknown name.
     """
     if name not in ESTIMATORS:
-        raise InvalidArgumentError(f"unknown MI estimator {name!r}; choose from {', '.join(sorted(ESTIMATORS))}")
+        raise InvalidArgumentError(
+            f"unknown MI estimator {name!r}; choose from {', '.join(sorted(ESTIMATORS))}"
+        )
     return ESTIMATORS[name](samples, seed)
 
 
@@ -161,7 +163,11 @@ class KnnEstimator:
             return cKDTree(space).query_ball_point(space, radius, p=np.inf, return_length=True) - 1
 
         if z is None:
-            value = digamma(self.k) + digamma(len(x)) - np.mean(digamma(counts([x]) + 1) + digamma(counts([y]) + 1))
+            value = (
+                digamma(self.k)
+                + digamma(len(x))
+                - np.mean(digamma(counts([x]) + 1) + digamma(counts([y]) + 1))
+            )
         else:
             value = digamma(self.k) - np.mean(
                 digamma(counts([x, z]) + 1) + digamma(counts([y, z]) + 1) - digamma(counts([z]) + 1)

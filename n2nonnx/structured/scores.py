@@ -82,7 +82,9 @@ def connection_scores(
     scores = np.zeros((len(child_groups), len(parent_groups)))
     for j, child_group in enumerate(child_groups):
         for g, parent_group in enumerate(parent_groups):
-            cols = np.concatenate([columns.get(int(u), np.zeros(0, np.int64)) for u in parent_group])
+            cols = np.concatenate(
+                [columns.get(int(u), np.zeros(0, np.int64)) for u in parent_group]
+            )
             block = matrix[np.ix_(child_group, cols)] if len(cols) else np.full((1, 1), np.nan)
             mean_weight = float(np.nanmean(block)) if np.isfinite(block).any() else 0.0
             information = estimator.cmi(encoded_children[j], encoded_parents[g], encoded_rest[g])
@@ -108,12 +110,20 @@ def unit_scores(
     result = {}
     for parent in parents:
         best = np.zeros(parent.units)
-        children = sorted({e.target for e in parent.feeds if e.target in layers},
-                          key=lambda name: layers[name].index)
+        children = sorted(
+            {e.target for e in parent.feeds if e.target in layers},
+            key=lambda name: layers[name].index,
+        )
         for name in children:
             scores, parent_groups = connection_scores(
-                model, parent, layers[name], activations, estimator,
-                groups=groups, phi=phi, value_range=value_range,
+                model,
+                parent,
+                layers[name],
+                activations,
+                estimator,
+                groups=groups,
+                phi=phi,
+                value_range=value_range,
             )
             for g, members in enumerate(parent_groups):
                 best[members] = np.maximum(best[members], scores[:, g].max())

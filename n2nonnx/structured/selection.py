@@ -25,7 +25,9 @@ def admissible(order: Sequence[Component], caps: Mapping[str, int]) -> list[Comp
     for component in order:
         if component.fixed:
             continue
-        if all(used[name] + component.count(name) <= caps.get(name, 0) for name in component.layers):
+        if all(
+            used[name] + component.count(name) <= caps.get(name, 0) for name in component.layers
+        ):
             for name in component.layers:
                 used[name] += component.count(name)
             taken.append(component)

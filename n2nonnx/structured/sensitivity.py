@@ -24,7 +24,9 @@ from n2nonnx.structured.coupling import consumer_columns
 from n2nonnx.structured.weights import network_range, unit_matrix
 
 
-def sensitivities(model: Model, value_range: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+def sensitivities(
+    model: Model, value_range: tuple[float, float] | None = None
+) -> dict[str, np.ndarray]:
     """Layer name -> sensitivity of each of its units (0 for units no layer reads).
 
     Args:

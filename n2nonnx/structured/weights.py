@@ -32,10 +32,14 @@ def unit_matrix(model: Model, layer: Layer, value_range: tuple[float, float]) ->
         The ``(units, in_units)`` float64 matrix.
     """
     low, high = value_range
-    weight = (np.asarray(model.effective_weight(layer), dtype=np.float64) - low) / max(high - low, 1e-12)
+    weight = (np.asarray(model.effective_weight(layer), dtype=np.float64) - low) / max(
+        high - low, 1e-12
+    )
     if layer.op == "ConvTranspose":
         per_out = layer.units // layer.groups
-        blocks = weight.reshape(layer.groups, weight.shape[0] // layer.groups, per_out, -1).mean(axis=3)
+        blocks = weight.reshape(layer.groups, weight.shape[0] // layer.groups, per_out, -1).mean(
+            axis=3
+        )
         matrix = np.full((layer.units, layer.in_units), np.nan)
         for group in range(layer.groups):
             rows = slice(group * per_out, (group + 1) * per_out)

@@ -64,8 +64,13 @@ def int_list(value: Any) -> list[int]:
     return [int(v) for v in np.asarray(value).reshape(-1).tolist()]
 
 
-def static_or_runtime(spec: NodeSpec, index: int, attr: str | None = None, default: Any = None,
-                      convert: Callable[[Any], Any] = int_list) -> tuple[Any, bool]:
+def static_or_runtime(
+    spec: NodeSpec,
+    index: int,
+    attr: str | None = None,
+    default: Any = None,
+    convert: Callable[[Any], Any] = int_list,
+) -> tuple[Any, bool]:
     """An ``axes``-like argument that is an attribute (old opsets) or an input (new opsets).
 
     Args:

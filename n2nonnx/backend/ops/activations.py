@@ -14,8 +14,11 @@ from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
 
 # op -> (torch function, schema versions); the version changes drop consumed_inputs or add types
 _ELEMENTWISE: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] = {
-    "Relu": (torch.relu, (1, 6, 13, 14)), "Sigmoid": (torch.sigmoid, (1, 6, 13)),
-    "Tanh": (torch.tanh, (1, 6, 13)), "Softsign": (F.softsign, (1, 22)), "Mish": (F.mish, (18, 22)),
+    "Relu": (torch.relu, (1, 6, 13, 14)),
+    "Sigmoid": (torch.sigmoid, (1, 6, 13)),
+    "Tanh": (torch.tanh, (1, 6, 13)),
+    "Softsign": (F.softsign, (1, 22)),
+    "Mish": (F.mish, (18, 22)),
 }
 
 
@@ -135,8 +138,9 @@ def clip(spec: NodeSpec) -> Kernel:
             return lambda x, *_: x
         return lambda x, *_: torch.clamp(x, low, high)
 
-    def kernel(x: torch.Tensor, low_t: torch.Tensor | None = None,
-               high_t: torch.Tensor | None = None) -> torch.Tensor:
+    def kernel(
+        x: torch.Tensor, low_t: torch.Tensor | None = None, high_t: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = x
         if low_t is not None:
             out = torch.maximum(out, low_t.to(x.dtype))
@@ -171,7 +175,9 @@ def _hardmax(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 _SOFTMAX_FAMILY: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
-    "Softmax": torch.softmax, "LogSoftmax": torch.log_softmax, "Hardmax": _hardmax,
+    "Softmax": torch.softmax,
+    "LogSoftmax": torch.log_softmax,
+    "Hardmax": _hardmax,
 }
 for _name, _axis_fn in _SOFTMAX_FAMILY.items():
     _legacy, _modern = _softmax_family(_axis_fn)

@@ -14,8 +14,13 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
-def same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
-              upper: bool) -> list[int]:
+def same_pads(
+    sizes: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    upper: bool,
+) -> list[int]:
     """ONNX SAME_UPPER / SAME_LOWER pads as [begin..., end...] for the given input sizes."""
     begins, ends = [], []
     for size, k, s, d in zip(sizes, kernel, strides, dilations, strict=True):
@@ -95,10 +100,19 @@ def conv_transpose(spec: NodeSpec) -> Kernel:
         out_pad = list(spec.attr("output_padding") or [0] * rank)
         sizes = x.shape[2:]
         if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            target = list(output_shape[-rank:]) if output_shape is not None else [s * st for s, st in zip(sizes, strides, strict=True)]
+            target = (
+                list(output_shape[-rank:])
+                if output_shape is not None
+                else [s * st for s, st in zip(sizes, strides, strict=True)]
+            )
             begins, ends = [], []
             for i in range(rank):
-                total = strides[i] * (sizes[i] - 1) + out_pad[i] + ((kernel_shape[i] - 1) * dilations[i] + 1) - target[i]
+                total = (
+                    strides[i] * (sizes[i] - 1)
+                    + out_pad[i]
+                    + ((kernel_shape[i] - 1) * dilations[i] + 1)
+                    - target[i]
+                )
                 if total < 0:  # a larger output than the natural one: grow at the end
                     out_pad[i] -= total
                     total = 0

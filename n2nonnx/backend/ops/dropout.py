@@ -11,11 +11,15 @@ import torch
 from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 
-def _dropout_kernel(spec: NodeSpec, ratio_attr: float, ratio_input: bool, bool_mask: bool = True) -> Kernel:
+def _dropout_kernel(
+    spec: NodeSpec, ratio_attr: float, ratio_input: bool, bool_mask: bool = True
+) -> Kernel:
     wants_mask = len(spec.outputs) > 1 and spec.outputs[1] != ""
     is_training = spec.is_training
 
-    def kernel(x: torch.Tensor, ratio_t: torch.Tensor | None = None, training_t: torch.Tensor | None = None):
+    def kernel(
+        x: torch.Tensor, ratio_t: torch.Tensor | None = None, training_t: torch.Tensor | None = None
+    ):
         training = is_training()
         ratio = float(ratio_t.reshape(-1)[0]) if ratio_input and ratio_t is not None else ratio_attr
         if not training or ratio == 0.0:
@@ -37,7 +41,9 @@ def dropout_attr(spec: NodeSpec) -> Kernel:
 
     ``is_test`` (before opset 7) is ignored: the module's train/eval flag decides.
     """
-    return _dropout_kernel(spec, spec.attr("ratio", 0.5), False, bool_mask=(spec.schema_version or 10) >= 10)
+    return _dropout_kernel(
+        spec, spec.attr("ratio", 0.5), False, bool_mask=(spec.schema_version or 10) >= 10
+    )
 
 
 @register_op("Dropout", versions=(12, 13, 22))

@@ -10,8 +10,11 @@ from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 from n2nonnx.errors import UnsupportedOpError
 
 _VALUE_ATTRS = {
-    "value": None, "value_float": np.float32, "value_floats": np.float32,
-    "value_int": np.int64, "value_ints": np.int64,
+    "value": None,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
 }
 
 
@@ -23,7 +26,9 @@ def constant(spec: NodeSpec) -> Kernel:
     """
     for name, np_type in _VALUE_ATTRS.items():
         if name in spec.attrs:
-            array = np.array(spec.attrs[name], dtype=np_type) if np_type else np.array(spec.attrs[name])
+            array = (
+                np.array(spec.attrs[name], dtype=np_type) if np_type else np.array(spec.attrs[name])
+            )
             break
     else:
         raise UnsupportedOpError(
@@ -32,7 +37,9 @@ def constant(spec: NodeSpec) -> Kernel:
     try:
         value = torch.from_numpy(array.copy())
     except TypeError as error:
-        raise UnsupportedOpError(f"node {spec.name!r}: Constant of type {array.dtype} is not supported") from error
+        raise UnsupportedOpError(
+            f"node {spec.name!r}: Constant of type {array.dtype} is not supported"
+        ) from error
     return lambda: value
 
 
@@ -40,7 +47,11 @@ def constant(spec: NodeSpec) -> Kernel:
 def constant_of_shape(spec: NodeSpec) -> Kernel:
     """A tensor of the given shape filled with ``value`` (default float32 zero)."""
     fill = spec.attr("value")
-    value = torch.from_numpy(np.array(fill).reshape(-1)[:1].copy()) if fill is not None else torch.zeros(1)
+    value = (
+        torch.from_numpy(np.array(fill).reshape(-1)[:1].copy())
+        if fill is not None
+        else torch.zeros(1)
+    )
 
     def kernel(shape: torch.Tensor) -> torch.Tensor:
         return value.to(shape.device).reshape(()).expand(int_list(shape)).clone()
@@ -59,7 +70,11 @@ def range_op(spec: NodeSpec) -> Kernel:
     def kernel(start: torch.Tensor, limit: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         first, last, step = start.item(), limit.item(), delta.item()
         count = max(int(np.ceil((last - first) / step)), 0)
-        steps = torch.arange(count, device=start.device, dtype=torch.float64 if start.is_floating_point() else torch.int64)
+        steps = torch.arange(
+            count,
+            device=start.device,
+            dtype=torch.float64 if start.is_floating_point() else torch.int64,
+        )
         return (first + steps * step).to(start.dtype)
 
     return kernel

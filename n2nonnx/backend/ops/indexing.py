@@ -24,7 +24,7 @@ def gather(spec: NodeSpec) -> Kernel:
         if dim == 0 and data.dim() == 2 and data.is_floating_point():
             return F.embedding(index, data)
         picked = data.index_select(dim, index.reshape(-1))
-        return picked.reshape(data.shape[:dim] + index.shape + data.shape[dim + 1:])
+        return picked.reshape(data.shape[:dim] + index.shape + data.shape[dim + 1 :])
 
     return kernel
 
@@ -36,17 +36,22 @@ def gather_elements(spec: NodeSpec) -> Kernel:
     return lambda data, indices: torch.gather(data, axis, _positive(indices, data.shape[axis]))
 
 
-def _nd_index(data: torch.Tensor, indices: torch.Tensor,
-              batch_dims: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def _nd_index(
+    data: torch.Tensor, indices: torch.Tensor, batch_dims: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Flattened batch index, per-axis index tuples and the batch-flattened data."""
     depth = indices.shape[-1]
     batch_shape = data.shape[:batch_dims]
     batch = int(torch.tensor(batch_shape).prod()) if batch_dims else 1
     flat_data = data.reshape((batch,) + data.shape[batch_dims:])
     flat_index = indices.long().reshape(batch, -1, depth)
-    sizes = torch.tensor(data.shape[batch_dims:batch_dims + depth], device=indices.device)
+    sizes = torch.tensor(data.shape[batch_dims : batch_dims + depth], device=indices.device)
     flat_index = torch.where(flat_index < 0, flat_index + sizes, flat_index)
-    batch_index = torch.arange(batch, device=indices.device).reshape(batch, 1).expand(batch, flat_index.shape[1])
+    batch_index = (
+        torch.arange(batch, device=indices.device)
+        .reshape(batch, 1)
+        .expand(batch, flat_index.shape[1])
+    )
     return flat_data, (batch_index,) + tuple(flat_index.unbind(-1))
 
 
@@ -58,7 +63,7 @@ def gather_nd(spec: NodeSpec) -> Kernel:
     def kernel(data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         flat_data, index = _nd_index(data, indices, batch_dims)
         picked = flat_data[index]
-        return picked.reshape(indices.shape[:-1] + data.shape[batch_dims + indices.shape[-1]:])
+        return picked.reshape(indices.shape[:-1] + data.shape[batch_dims + indices.shape[-1] :])
 
     return kernel
 
@@ -100,7 +105,9 @@ def scatter_elements(spec: NodeSpec) -> Kernel:
         index = _positive(indices, data.shape[axis])
         if reduction == "none":
             return torch.scatter(data, axis, index, updates)
-        return torch.scatter_reduce(data, axis, index, updates, _REDUCE[reduction], include_self=True)
+        return torch.scatter_reduce(
+            data, axis, index, updates, _REDUCE[reduction], include_self=True
+        )
 
     return kernel
 

@@ -42,7 +42,9 @@ def gemm(spec: NodeSpec) -> Kernel:
         return generic
     linear = F.linear
 
-    def linear_kernel(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def linear_kernel(
+        a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # what nn.Linear runs: one fused op, no separate transpose in the autograd graph
         if a.is_floating_point() and (c is None or (c.dim() == 1 and c.shape[0] == b.shape[0])):
             return linear(a, b, c)

@@ -38,7 +38,9 @@ def normalizer(spec: NodeSpec) -> Kernel:
     """Row-wise normalisation by the ``MAX``, ``L1`` or ``L2`` norm (output float)."""
     norm = spec.attr("norm", "MAX")
     if norm not in ("MAX", "L1", "L2"):
-        raise UnsupportedOpError(f"node {spec.name!r} (Normalizer): norm {norm!r} is not MAX, L1 or L2")
+        raise UnsupportedOpError(
+            f"node {spec.name!r} (Normalizer): norm {norm!r} is not MAX, L1 or L2"
+        )
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
         x = x.float() if not x.is_floating_point() else x
@@ -81,11 +83,17 @@ def _post_transform(name: str, spec: NodeSpec):
     if name == "SOFTMAX":
         return lambda z: torch.softmax(z, dim=-1)
     if name == "SOFTMAX_ZERO":
+
         def softmax_zero(z: torch.Tensor) -> torch.Tensor:
-            exp = torch.where(z == 0, torch.zeros_like(z), torch.exp(z - z.amax(dim=-1, keepdim=True)))
+            exp = torch.where(
+                z == 0, torch.zeros_like(z), torch.exp(z - z.amax(dim=-1, keepdim=True))
+            )
             return exp / exp.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)
+
         return softmax_zero
-    raise UnsupportedOpError(f"node {spec.name!r} ({spec.op_type}): post_transform {name!r} is not supported")
+    raise UnsupportedOpError(
+        f"node {spec.name!r} ({spec.op_type}): post_transform {name!r} is not supported"
+    )
 
 
 def _linear_scores(spec: NodeSpec, targets: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,13 +23,20 @@ def batch_norm(spec: NodeSpec) -> Kernel:
     eps = spec.attr("epsilon", 1e-5)
     momentum = spec.attr("momentum", 0.9)
     if spec.attr("spatial", 1) == 0:
-        raise UnsupportedOpError(f"node {spec.name!r}: BatchNormalization with spatial=0 is not supported")
+        raise UnsupportedOpError(
+            f"node {spec.name!r}: BatchNormalization with spatial=0 is not supported"
+        )
     node_training = bool(spec.attr("training_mode", 0))
     is_training = spec.is_training
     n_outputs = len([o for o in spec.outputs if o])
 
-    def onnx_training(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
-                      var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def onnx_training(
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         dims = [0] + list(range(2, x.dim()))
         batch_mean = x.mean(dims)
         batch_var = x.var(dims, unbiased=False)
@@ -40,7 +47,13 @@ def batch_norm(spec: NodeSpec) -> Kernel:
         new_var = var * momentum + batch_var * (1 - momentum)
         return y, new_mean.to(mean.dtype), new_var.to(var.dtype)
 
-    def kernel(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor):
+    def kernel(
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+    ):
         if node_training:
             return onnx_training(x, scale, bias, mean, var)
         if is_training():
@@ -77,7 +90,11 @@ def layer_norm(spec: NodeSpec) -> Kernel:
     def kernel(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
         start = axis % x.dim()
         shape = tuple(x.shape[start:])
-        if n_outputs == 1 and tuple(scale.shape) == shape and (bias is None or tuple(bias.shape) == shape):
+        if (
+            n_outputs == 1
+            and tuple(scale.shape) == shape
+            and (bias is None or tuple(bias.shape) == shape)
+        ):
             return F.layer_norm(x, shape, scale, bias, eps)
         work = _stash(x, stash_type)
         dims = tuple(range(start, x.dim()))
@@ -98,7 +115,9 @@ def group_norm_18(spec: NodeSpec) -> Kernel:
 
     def kernel(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         per_group = x.shape[1] // groups
-        return F.group_norm(x, groups, scale.repeat_interleave(per_group), bias.repeat_interleave(per_group), eps)
+        return F.group_norm(
+            x, groups, scale.repeat_interleave(per_group), bias.repeat_interleave(per_group), eps
+        )
 
     return kernel
 
@@ -111,7 +130,9 @@ def group_norm(spec: NodeSpec) -> Kernel:
 
     def kernel(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         work = _stash(x, stash_type)
-        return F.group_norm(work, groups, scale.to(work.dtype), bias.to(work.dtype), eps).to(x.dtype)
+        return F.group_norm(work, groups, scale.to(work.dtype), bias.to(work.dtype), eps).to(
+            x.dtype
+        )
 
     return kernel
 

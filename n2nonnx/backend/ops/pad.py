@@ -21,8 +21,13 @@ def _index(size: int, begin: int, end: int, mode: str, device: torch.device) -> 
     return torch.where(folded >= size, period - folded, folded)
 
 
-def pad_tensor(x: torch.Tensor, pads: list[int], mode: str, value: float | int | None,
-               axes: list[int] | None = None) -> torch.Tensor:
+def pad_tensor(
+    x: torch.Tensor,
+    pads: list[int],
+    mode: str,
+    value: float | int | None,
+    axes: list[int] | None = None,
+) -> torch.Tensor:
     """Pad ``x`` by ONNX ``pads`` ([begin..., end...] over ``axes``, default all axes)."""
     rank = x.dim()
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
@@ -61,10 +66,18 @@ def pad(spec: NodeSpec) -> Kernel:
     static_pads = spec.const(1)
     static_axes = spec.const(3)
 
-    def kernel(x: torch.Tensor, pads_t: torch.Tensor | None, value_t: torch.Tensor | None = None,
-               axes_t: torch.Tensor | None = None) -> torch.Tensor:
+    def kernel(
+        x: torch.Tensor,
+        pads_t: torch.Tensor | None,
+        value_t: torch.Tensor | None = None,
+        axes_t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         pads = int_list(static_pads) if static_pads is not None else int_list(pads_t)
-        axes = int_list(static_axes) if static_axes is not None else (None if axes_t is None else int_list(axes_t))
+        axes = (
+            int_list(static_axes)
+            if static_axes is not None
+            else (None if axes_t is None else int_list(axes_t))
+        )
         value = None if value_t is None or value_t.numel() == 0 else value_t.reshape(-1)[0].item()
         return pad_tensor(x, pads, mode, value, axes)
 

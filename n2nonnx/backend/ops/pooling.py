@@ -45,7 +45,9 @@ class _Window:
         rank = self.rank
         effective = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations, strict=True)]
         if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            pads = same_pads(sizes, self.kernel, self.strides, self.dilations, self.auto_pad == "SAME_UPPER")
+            pads = same_pads(
+                sizes, self.kernel, self.strides, self.dilations, self.auto_pad == "SAME_UPPER"
+            )
             outs = [math.ceil(s / st) for s, st in zip(sizes, self.strides, strict=True)]
             return pads, outs
         pads = [0] * (2 * rank) if self.auto_pad == "VALID" else self.pads
@@ -87,17 +89,26 @@ def max_pool(spec: NodeSpec) -> Kernel:
     def kernel(x: torch.Tensor):
         sizes = list(x.shape[2:])
         pads, outs, extra = window.plan(sizes)
-        symmetric = pads[:rank] == pads[rank:] and not any(extra) and all(
-            2 * p <= k for p, k in zip(pads[:rank], window.kernel, strict=True))
+        symmetric = (
+            pads[:rank] == pads[rank:]
+            and not any(extra)
+            and all(2 * p <= k for p, k in zip(pads[:rank], window.kernel, strict=True))
+        )
         if symmetric and not with_indices:
-            return _MAX[rank](x, window.kernel, window.strides, pads[:rank], window.dilations, False)
+            return _MAX[rank](
+                x, window.kernel, window.strides, pads[:rank], window.dilations, False
+            )
         if symmetric:
-            y, index = _MAX[rank](x, window.kernel, window.strides, pads[:rank], window.dilations, False, True)
+            y, index = _MAX[rank](
+                x, window.kernel, window.strides, pads[:rank], window.dilations, False, True
+            )
             return y, _onnx_indices(index, x.shape, storage_order)
         low = torch.finfo(x.dtype).min if x.is_floating_point() else torch.iinfo(x.dtype).min
         ends = [pads[rank + i] + extra[i] for i in range(rank)]
         padded = F.pad(x, torch_pad_order(pads[:rank] + ends), value=low)
-        y, index = _MAX[rank](padded, window.kernel, window.strides, 0, window.dilations, False, True)
+        y, index = _MAX[rank](
+            padded, window.kernel, window.strides, 0, window.dilations, False, True
+        )
         y = y[(slice(None), slice(None)) + tuple(slice(0, o) for o in outs)]
         if not with_indices:
             return y
@@ -124,7 +135,9 @@ def _onnx_indices(index: torch.Tensor, shape: Sequence[int], storage_order: int)
         height, width = shape[2], shape[3]
         row, col = index // width, index % width
         index = col * height + row
-    base = torch.arange(n * c, device=index.device).reshape([n, c] + [1] * (len(shape) - 2)) * spatial
+    base = (
+        torch.arange(n * c, device=index.device).reshape([n, c] + [1] * (len(shape) - 2)) * spatial
+    )
     return index + base
 
 
@@ -138,8 +151,12 @@ def average_pool(spec: NodeSpec) -> Kernel:
     def kernel(x: torch.Tensor) -> torch.Tensor:
         sizes = list(x.shape[2:])
         pads, outs, extra = window.plan(sizes)
-        simple = (pads[:rank] == pads[rank:] and not any(extra) and window.dilations == [1] * rank
-                  and all(2 * p <= k for p, k in zip(pads[:rank], window.kernel, strict=True)))
+        simple = (
+            pads[:rank] == pads[rank:]
+            and not any(extra)
+            and window.dilations == [1] * rank
+            and all(2 * p <= k for p, k in zip(pads[:rank], window.kernel, strict=True))
+        )
         if simple:
             return _AVG[rank](x, window.kernel, window.strides, pads[:rank], False, include_pad)
         # general case: window sums over a zero-padded input divided by the counted cells
@@ -147,7 +164,9 @@ def average_pool(spec: NodeSpec) -> Kernel:
         order = torch_pad_order(pads[:rank] + ends)
         channels = x.shape[1]
         ones = torch.ones([channels, 1] + window.kernel, dtype=x.dtype, device=x.device)
-        sums = _CONV[rank](F.pad(x, order), ones, None, window.strides, 0, window.dilations, channels)
+        sums = _CONV[rank](
+            F.pad(x, order), ones, None, window.strides, 0, window.dilations, channels
+        )
         valid = torch.ones([1, 1] + sizes, dtype=x.dtype, device=x.device)
         if include_pad:
             valid = F.pad(valid, torch_pad_order(pads), value=1.0)
@@ -178,7 +197,9 @@ def lp_pool(spec: NodeSpec) -> Kernel:
         order = torch_pad_order(pads[:rank] + [pads[rank + i] + extra[i] for i in range(rank)])
         channels = x.shape[1]
         ones = torch.ones([channels, 1] + window.kernel, dtype=x.dtype, device=x.device)
-        sums = _CONV[rank](F.pad(x.abs().pow(p), order), ones, None, window.strides, 0, window.dilations, channels)
+        sums = _CONV[rank](
+            F.pad(x.abs().pow(p), order), ones, None, window.strides, 0, window.dilations, channels
+        )
         return sums.pow(1.0 / p)[(slice(None), slice(None)) + tuple(slice(0, o) for o in outs)]
 
     return kernel

@@ -27,8 +27,11 @@ def _extreme(fn: Reducer, empty_value: float) -> Reducer:
                 shape = [s for d, s in enumerate(x.shape) if d not in dims]
             if x.dtype == torch.bool:
                 return torch.full(shape, empty_value > 0, dtype=x.dtype, device=x.device)
-            fill = empty_value if x.is_floating_point() else (
-                torch.iinfo(x.dtype).min if empty_value < 0 else torch.iinfo(x.dtype).max)
+            fill = (
+                empty_value
+                if x.is_floating_point()
+                else (torch.iinfo(x.dtype).min if empty_value < 0 else torch.iinfo(x.dtype).max)
+            )
             return torch.full(shape, fill, dtype=x.dtype, device=x.device)
         return fn(x, dims, keepdim)
 
@@ -45,14 +48,22 @@ _REDUCERS: dict[str, Reducer] = {
     "ReduceL2": lambda x, d, k: torch.sqrt(torch.sum(x * x, d, keepdim=k)),
     "ReduceSumSquare": lambda x, d, k: torch.sum(x * x, d, keepdim=k),
     "ReduceLogSum": lambda x, d, k: torch.log(torch.sum(x, d, keepdim=k)),
-    "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, d, keepdim=k) if x.numel() else torch.log(torch.sum(torch.exp(x), d, keepdim=k)),
+    "ReduceLogSumExp": lambda x, d, k: (
+        torch.logsumexp(x, d, keepdim=k)
+        if x.numel()
+        else torch.log(torch.sum(torch.exp(x), d, keepdim=k))
+    ),
 }
 # op -> (schema versions with an ``axes`` attribute, versions with an ``axes`` input); opset 11
 # allowed negative axes, the other changes only add element types
-_VERSIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {name: ((1, 11, 13), (18,)) for name in _REDUCERS} | {
+_VERSIONS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    name: ((1, 11, 13), (18,)) for name in _REDUCERS
+} | {
     "ReduceSum": ((1, 11), (13,)),
-    "ReduceMax": ((1, 11, 12, 13), (18, 20)), "ReduceMin": ((1, 11, 12, 13), (18, 20)),
-    "ReduceLogSum": ((1, 11, 13), (18, 28)), "ReduceLogSumExp": ((1, 11, 13), (18, 28)),
+    "ReduceMax": ((1, 11, 12, 13), (18, 20)),
+    "ReduceMin": ((1, 11, 12, 13), (18, 20)),
+    "ReduceLogSum": ((1, 11, 13), (18, 28)),
+    "ReduceLogSumExp": ((1, 11, 13), (18, 28)),
 }
 
 
@@ -73,9 +84,17 @@ def _reduce_builder(reducer: Reducer, axes_as_input: bool) -> Builder:
             else:
                 dims = tuple(sorted(a % x.dim() for a in chosen)) if x.dim() else ()
             if not dims:
-                return reducer(x.reshape(1), (0,), False).reshape(()) if x.dim() == 0 else reducer(x, dims, keepdim)
+                return (
+                    reducer(x.reshape(1), (0,), False).reshape(())
+                    if x.dim() == 0
+                    else reducer(x, dims, keepdim)
+                )
             result = reducer(x, dims, keepdim)
-            return result.to(x.dtype) if not x.is_floating_point() and result.dtype != x.dtype else result
+            return (
+                result.to(x.dtype)
+                if not x.is_floating_point() and result.dtype != x.dtype
+                else result
+            )
 
         if dynamic:
             return lambda x, axes_t=None: run(x, None if axes_t is None else int_list(axes_t))
@@ -120,7 +139,13 @@ def _cumulative(accumulate: Callable[[torch.Tensor, int], torch.Tensor], identit
             y = torch.flip(x, (axis,)) if reverse else x
             if exclusive:
                 # shift by one along the axis, filling with the identity element
-                y = torch.cat([torch.full_like(y.narrow(axis, 0, 1), identity), y.narrow(axis, 0, y.shape[axis] - 1)], axis)
+                y = torch.cat(
+                    [
+                        torch.full_like(y.narrow(axis, 0, 1), identity),
+                        y.narrow(axis, 0, y.shape[axis] - 1),
+                    ],
+                    axis,
+                )
             out = accumulate(y, axis).to(x.dtype)
             return torch.flip(out, (axis,)) if reverse else out
 
@@ -133,7 +158,9 @@ register_op("CumSum", versions=(11, 14))(_cumulative(torch.cumsum, 0))
 register_op("CumProd", versions=(26,))(_cumulative(torch.cumprod, 1))
 
 
-def _topk(largest: bool, sort: bool, axis: int) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
+def _topk(
+    largest: bool, sort: bool, axis: int
+) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
     def run(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
         return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)

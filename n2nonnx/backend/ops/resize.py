@@ -19,8 +19,9 @@ from n2nonnx.backend.ops._util import int_list
 from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
 
 
-def _source_coordinate(x: int, mode: str, scale: float, size_in: int, size_out: int,
-                       roi: Sequence[float] | None) -> float:
+def _source_coordinate(
+    x: int, mode: str, scale: float, size_in: int, size_out: int, roi: Sequence[float] | None
+) -> float:
     width = scale * size_in
     # like onnxruntime, align_corners and tf_crop_and_resize use the integer output size
     if mode == "align_corners":
@@ -44,8 +45,9 @@ def _source_coordinate(x: int, mode: str, scale: float, size_in: int, size_out: 
     return (x + 0.5) / scale - 0.5
 
 
-def _coefficients(kind: str, ratio: float, scale: float, nearest_mode: str, cubic_a: float,
-                  antialias: bool) -> np.ndarray:
+def _coefficients(
+    kind: str, ratio: float, scale: float, nearest_mode: str, cubic_a: float, antialias: bool
+) -> np.ndarray:
     if kind == "nearest":
         if float(ratio).is_integer():
             return np.array([0.0, 1.0])
@@ -66,20 +68,22 @@ def _coefficients(kind: str, ratio: float, scale: float, nearest_mode: str, cubi
     a = cubic_a
     if not antialias:
         r = ratio
-        return np.array([
-            ((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
-            ((a + 2) * r - (a + 3)) * r * r + 1,
-            ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1,
-            ((a * ((1 - r) + 1) - 5 * a) * ((1 - r) + 1) + 8 * a) * ((1 - r) + 1) - 4 * a,
-        ])
+        return np.array(
+            [
+                ((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
+                ((a + 2) * r - (a + 3)) * r * r + 1,
+                ((a + 2) * (1 - r) - (a + 3)) * (1 - r) * (1 - r) + 1,
+                ((a * ((1 - r) + 1) - 5 * a) * ((1 - r) + 1) + 8 * a) * ((1 - r) + 1) - 4 * a,
+            ]
+        )
     shrink = min(scale, 1.0)
 
     def cubic(value: float) -> float:
         value = abs(value)
         if value <= 1:
-            return (a + 2) * value ** 3 - (a + 3) * value ** 2 + 1
+            return (a + 2) * value**3 - (a + 3) * value**2 + 1
         if value < 2:
-            return a * value ** 3 - 5 * a * value ** 2 + 8 * a * value - 4 * a
+            return a * value**3 - 5 * a * value**2 + 8 * a * value - 4 * a
         return 0.0
 
     start = int(np.floor(-2 / shrink) + 1)
@@ -87,8 +91,9 @@ def _coefficients(kind: str, ratio: float, scale: float, nearest_mode: str, cubi
     return coeffs / coeffs.sum()
 
 
-def axis_matrix(size_in: int, size_out: int, scale: float, options: dict,
-                roi: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def axis_matrix(
+    size_in: int, size_out: int, scale: float, options: dict, roi: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The (out, in) interpolation matrix and the rows to fill with the extrapolation value."""
     matrix = np.zeros((size_out, size_in))
     outside = np.zeros(size_out, dtype=bool)
@@ -98,10 +103,20 @@ def axis_matrix(size_in: int, size_out: int, scale: float, options: dict,
             outside[x] = True
             continue
         ratio = 1.0 if float(origin).is_integer() else origin - math.floor(origin)
-        coeffs = _coefficients(options["mode"], ratio, scale, options["nearest_mode"],
-                               options["cubic_a"], options["antialias"])
+        coeffs = _coefficients(
+            options["mode"],
+            ratio,
+            scale,
+            options["nearest_mode"],
+            options["cubic_a"],
+            options["antialias"],
+        )
         count = len(coeffs)
-        base = math.ceil(origin) - 1 - (count // 2 - 1) if count % 2 == 0 else round(origin) - count // 2
+        base = (
+            math.ceil(origin) - 1 - (count // 2 - 1)
+            if count % 2 == 0
+            else round(origin) - count // 2
+        )
         positions = np.arange(base, base + count)
         if options["exclude_outside"]:
             coeffs = np.where((positions < 0) | (positions >= size_in), 0.0, coeffs)
@@ -121,8 +136,13 @@ def _full_roi(roi: list[float] | None, axes: list[int], rank: int) -> list[float
     return full_roi
 
 
-def _axis_targets(shape: list[int], axes: list[int], scales: list[float] | None,
-                  sizes: list[int] | None, policy: str) -> tuple[dict[int, float], dict[int, int]]:
+def _axis_targets(
+    shape: list[int],
+    axes: list[int],
+    scales: list[float] | None,
+    sizes: list[int] | None,
+    policy: str,
+) -> tuple[dict[int, float], dict[int, int]]:
     """The scale factor and output size of each resized axis.
 
     Args:
@@ -148,9 +168,15 @@ def _axis_targets(shape: list[int], axes: list[int], scales: list[float] | None,
     return factors, outs
 
 
-def _resize_plan(shape: list[int], scales: list[float] | None, sizes: list[int] | None,
-                 roi: list[float] | None, axes_attr: list[int] | None, policy: str,
-                 options: dict) -> list:
+def _resize_plan(
+    shape: list[int],
+    scales: list[float] | None,
+    sizes: list[int] | None,
+    roi: list[float] | None,
+    axes_attr: list[int] | None,
+    policy: str,
+    options: dict,
+) -> list:
     """The per-axis interpolation steps for one input shape and scales / sizes / roi.
 
     Returns:
@@ -165,7 +191,8 @@ def _resize_plan(shape: list[int], scales: list[float] | None, sizes: list[int] 
     for axis in axes:
         axis_roi = None if full_roi is None else (full_roi[axis], full_roi[rank + axis])
         full_range = axis_roi is None or (
-            math.isclose(axis_roi[0], 0.0) and math.isclose(axis_roi[1], 1.0))
+            math.isclose(axis_roi[0], 0.0) and math.isclose(axis_roi[1], 1.0)
+        )
         if math.isclose(factors[axis], 1.0) and outs[axis] == shape[axis] and full_range:
             continue
         matrix, outside = axis_matrix(shape[axis], outs[axis], factors[axis], options, axis_roi)
@@ -174,13 +201,21 @@ def _resize_plan(shape: list[int], scales: list[float] | None, sizes: list[int] 
     return steps
 
 
-def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, sizes_index: int | None,
-                   roi_index: int | None, static_scales: list[float] | None = None) -> Kernel:
+def _resize_kernel(
+    spec: NodeSpec,
+    options: dict,
+    scales_index: int | None,
+    sizes_index: int | None,
+    roi_index: int | None,
+    static_scales: list[float] | None = None,
+) -> Kernel:
     axes_attr = spec.attr("axes")
     policy = spec.attr("keep_aspect_ratio_policy", "stretch")
     cache: dict = {}
 
-    def read(tensor: torch.Tensor | None, index: int | None, cast: Callable[[Any], list]) -> list | None:
+    def read(
+        tensor: torch.Tensor | None, index: int | None, cast: Callable[[Any], list]
+    ) -> list | None:
         if index is None or not spec.has_input(index):
             return None
         value = spec.const(index) if tensor is None else tensor
@@ -197,9 +232,7 @@ def _resize_kernel(spec: NodeSpec, options: dict, scales_index: int | None, size
         key = (tuple(x.shape), tuple(scales or ()), tuple(sizes or ()), tuple(roi or ()))
         steps = cache.get(key)
         if steps is None:
-            steps = _resize_plan(
-                list(x.shape), scales, sizes, roi, axes_attr, policy, options
-            )
+            steps = _resize_plan(list(x.shape), scales, sizes, roi, axes_attr, policy, options)
             cache[key] = steps
         work_type = x.dtype if x.is_floating_point() else torch.float64
         y = x.to(work_type)
@@ -257,5 +290,11 @@ def resize(spec: NodeSpec) -> Kernel:
 def upsample(spec: NodeSpec) -> Kernel:
     """Upsample: ``scales`` attribute (opset 7) or input (opset 9)."""
     scales = spec.attr("scales")
-    return _resize_kernel(spec, _options(spec, "asymmetric", "floor"), 1, None, None,
-                          static_scales=list(scales) if scales is not None else None)
+    return _resize_kernel(
+        spec,
+        _options(spec, "asymmetric", "floor"),
+        1,
+        None,
+        None,
+        static_scales=list(scales) if scales is not None else None,
+    )

@@ -79,8 +79,9 @@ def concat(spec: NodeSpec) -> Kernel:
     return lambda *tensors: torch.cat(tensors, axis)
 
 
-def _split_kernel(spec: NodeSpec, sizes: list[int] | None, dynamic: bool, num_outputs: int,
-                  ceil_chunks: bool) -> Kernel:
+def _split_kernel(
+    spec: NodeSpec, sizes: list[int] | None, dynamic: bool, num_outputs: int, ceil_chunks: bool
+) -> Kernel:
     axis = spec.attr("axis", 0)
 
     def kernel(x: torch.Tensor, split: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -115,8 +116,13 @@ def split_18(spec: NodeSpec) -> Kernel:
     return _split_kernel(spec, sizes, dynamic, spec.attr("num_outputs", len(spec.outputs)), True)
 
 
-def slice_tensor(x: torch.Tensor, starts: list[int], ends: list[int], axes: list[int] | None,
-                 steps: list[int] | None) -> torch.Tensor:
+def slice_tensor(
+    x: torch.Tensor,
+    starts: list[int],
+    ends: list[int],
+    axes: list[int] | None,
+    steps: list[int] | None,
+) -> torch.Tensor:
     """ONNX Slice semantics (clamping, negative indices and steps) on a torch tensor."""
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
@@ -154,11 +160,20 @@ def slice_op(spec: NodeSpec) -> Kernel:
         starts, ends, axes, steps = (v for v, _ in values)
         return lambda x, *_: slice_tensor(x, starts, ends, axes, steps)
 
-    def kernel(x: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, axes: torch.Tensor | None = None,
-               steps: torch.Tensor | None = None) -> torch.Tensor:
-        return slice_tensor(x, int_list(starts), int_list(ends),
-                            None if axes is None else int_list(axes),
-                            None if steps is None else int_list(steps))
+    def kernel(
+        x: torch.Tensor,
+        starts: torch.Tensor,
+        ends: torch.Tensor,
+        axes: torch.Tensor | None = None,
+        steps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return slice_tensor(
+            x,
+            int_list(starts),
+            int_list(ends),
+            None if axes is None else int_list(axes),
+            None if steps is None else int_list(steps),
+        )
 
     return kernel
 
@@ -249,7 +264,11 @@ def cast(spec: NodeSpec) -> Kernel:
     ``saturate`` (opset 19) and ``round_mode`` (24) apply only to float8 targets, which torch lacks.
     """
     target = spec.attr("to")
-    dtype = torch_dtype(spec, target) if isinstance(target, int) else getattr(torch, str(target).lower())
+    dtype = (
+        torch_dtype(spec, target)
+        if isinstance(target, int)
+        else getattr(torch, str(target).lower())
+    )
 
     def kernel(x: torch.Tensor) -> torch.Tensor:
         if x.is_floating_point() and not dtype.is_floating_point and dtype != torch.bool:
@@ -325,4 +344,6 @@ def compress(spec: NodeSpec) -> Kernel:
 @register_op("NonZero", versions=(9, 13))
 def non_zero(spec: NodeSpec) -> Kernel:
     """Indices of non-zero elements, shape (rank, count)."""
-    return lambda x: torch.nonzero(x).t().contiguous() if x.dim() else torch.nonzero(x.reshape(1)).t()[:0]
+    return lambda x: (
+        torch.nonzero(x).t().contiguous() if x.dim() else torch.nonzero(x.reshape(1)).t()[:0]
+    )

@@ -46,18 +46,26 @@ def _batch(context: ScoringContext, size: int) -> tuple[torch.Tensor, torch.Tens
     return x[order], y[order]
 
 
-def _chunks(context: ScoringContext, x: torch.Tensor, y: torch.Tensor, what: str, chunk: int = CHUNK):
+def _chunks(
+    context: ScoringContext, x: torch.Tensor, y: torch.Tensor, what: str, chunk: int = CHUNK
+):
     """(x, y, share) per chunk of at most ``chunk`` samples; ``share`` = its part of the mean."""
     from tqdm.auto import tqdm
 
     starts = range(0, len(x), chunk)
-    for start in tqdm(starts, desc=what, unit="chunk", disable=None if context.progress and len(starts) > 1 else True):
+    for start in tqdm(
+        starts,
+        desc=what,
+        unit="chunk",
+        disable=None if context.progress and len(starts) > 1 else True,
+    ):
         stop = min(start + chunk, len(x))
         yield x[start:stop], y[start:stop], (stop - start) / len(x)
 
 
-def _mean_loss_grad(module, weights, context, x, y, scale: float, what: str,
-                    chunk: int = CHUNK) -> list[torch.Tensor]:
+def _mean_loss_grad(
+    module, weights, context, x, y, scale: float, what: str, chunk: int = CHUNK
+) -> list[torch.Tensor]:
     """Gradient of the mean cross-entropy of ``logits / scale`` over (x, y), chunk by chunk."""
     total = [torch.zeros_like(w) for w in weights]
     for xs, ys, share in _chunks(context, x, y, what, chunk):
@@ -67,7 +75,9 @@ def _mean_loss_grad(module, weights, context, x, y, scale: float, what: str,
     return total
 
 
-@criterion("snip", needs_data=True, summary="connection sensitivity |w * dL/dw| on one mini-batch (CSP)")
+@criterion(
+    "snip", needs_data=True, summary="connection sensitivity |w * dL/dw| on one mini-batch (CSP)"
+)
 def snip_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     """Score each weight by its connection sensitivity on one mini-batch (SNIP / CSP).
 
@@ -99,7 +109,9 @@ def grasp_samples(context: ScoringContext) -> tuple[torch.Tensor, torch.Tensor]:
     return context.data.x_train[index], context.data.y_train[index]
 
 
-@criterion("grasp", needs_data=True, summary="gradient signal preservation: keep the smallest -w * Hg")
+@criterion(
+    "grasp", needs_data=True, summary="gradient signal preservation: keep the smallest -w * Hg"
+)
 def grasp_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     """Score each weight by gradient signal preservation (GraSP): ``w * Hg``.
 
@@ -117,13 +129,17 @@ def grasp_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     temperature = float(context.options.get("temperature", 200.0))
     module, weights = _module(context)
     x, y = grasp_samples(context)
-    gradient = [g.detach() for g in _mean_loss_grad(module, weights, context, x, y, temperature, "grasp g")]
+    gradient = [
+        g.detach() for g in _mean_loss_grad(module, weights, context, x, y, temperature, "grasp g")
+    ]
     hessian_gradient = [torch.zeros_like(w) for w in weights]
     for xs, ys, share in _chunks(context, x, y, "grasp Hg"):
         loss = torch.nn.functional.cross_entropy(_logits(module, xs) / temperature, ys) * share
         first = torch.autograd.grad(loss, weights, create_graph=True)
         dot = sum((g1 * g0).sum() for g1, g0 in zip(first, gradient, strict=True))
-        for accumulated, grad in zip(hessian_gradient, torch.autograd.grad(dot, weights), strict=True):
+        for accumulated, grad in zip(
+            hessian_gradient, torch.autograd.grad(dot, weights), strict=True
+        ):
             accumulated += grad
     return {
         name: (w * hg).detach().double().numpy()

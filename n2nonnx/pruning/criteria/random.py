@@ -7,7 +7,9 @@ import numpy as np
 from n2nonnx.pruning.registry import ScoringContext, criterion
 
 
-@criterion("random", needs_data=False, summary="uniformly random mask at the allocated per-layer density")
+@criterion(
+    "random", needs_data=False, summary="uniformly random mask at the allocated per-layer density"
+)
 def random_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     """Score each weight with an independent uniform draw from ``context.rng``.
 
@@ -17,7 +19,9 @@ def random_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     Returns:
         Weight name -> uniform [0, 1) scores of the weight's shape.
     """
-    return {name: context.rng.random(context.model.initializer(name).shape) for name in context.weights}
+    return {
+        name: context.rng.random(context.model.initializer(name).shape) for name in context.weights
+    }
 
 
 @criterion(

@@ -28,15 +28,51 @@ import onnx
 
 logger = logging.getLogger(__name__)
 
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
 # ops whose listed inputs (None: all) and first output share one scale factor
 _SAME_SCALE: dict[str, tuple[int, ...] | None] = {
     **dict.fromkeys(["Add", "Sub", "Sum", "Max", "Min", "Mean", "Concat"], None),
-    **dict.fromkeys(["Relu", "LeakyRelu", "Abs", "Neg", "MaxPool", "AveragePool", "GlobalAveragePool",
-                     "GlobalMaxPool", "Flatten", "Identity", "Dropout", "Transpose", "Squeeze", "Unsqueeze",
-                     "Reshape", "Expand", "Tile", "Slice", "Gather", "GatherElements", "Split", "Resize",
-                     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "SpaceToDepth", "DepthToSpace"], (0,)),
-    "Pad": (0, 2), "Where": (1, 2), "PRelu": (0,),
+    **dict.fromkeys(
+        [
+            "Relu",
+            "LeakyRelu",
+            "Abs",
+            "Neg",
+            "MaxPool",
+            "AveragePool",
+            "GlobalAveragePool",
+            "GlobalMaxPool",
+            "Flatten",
+            "Identity",
+            "Dropout",
+            "Transpose",
+            "Squeeze",
+            "Unsqueeze",
+            "Reshape",
+            "Expand",
+            "Tile",
+            "Slice",
+            "Gather",
+            "GatherElements",
+            "Split",
+            "Resize",
+            "ReduceSum",
+            "ReduceMean",
+            "ReduceMax",
+            "ReduceMin",
+            "SpaceToDepth",
+            "DepthToSpace",
+        ],
+        (0,),
+    ),
+    "Pad": (0, 2),
+    "Where": (1, 2),
+    "PRelu": (0,),
 }
 _PRODUCTS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Mul", "Div", "Einsum"}
 # ops (by name prefix) whose outputs are indices or booleans, never scaled
@@ -69,8 +105,13 @@ class ScalePlan:
         InfeasibleScaling: no exact rescaling exists for this graph.
     """
 
-    def __init__(self, graph: onnx.GraphProto, leaves: dict[str, np.ndarray],
-                 renamed: dict[tuple[int, int], str], weights: Iterable[str]) -> None:
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        leaves: dict[str, np.ndarray],
+        renamed: dict[tuple[int, int], str],
+        weights: Iterable[str],
+    ) -> None:
         self.graph = graph
         self.renamed = renamed
         self.weights = set(weights)
@@ -214,7 +255,10 @@ class ScalePlan:
         # eliminate a bias / BatchNorm parameter first, else the most recent weight
         variable = max(coefficients, key=lambda v: (v not in self.weights, self.order[v]))
         coefficient = coefficients.pop(variable)
-        self.substitution[variable] = ({v: -c / coefficient for v, c in coefficients.items()}, -constant / coefficient)
+        self.substitution[variable] = (
+            {v: -c / coefficient for v, c in coefficients.items()},
+            -constant / coefficient,
+        )
         return a
 
     def _resolve(self, form) -> Form:
@@ -250,17 +294,25 @@ class ScalePlan:
             names = [self._input(index, node, slot) for slot in range(len(node.input))]
             if node.op_type in ("Mul", "Identity", "Cast") and names and names[0] in origin:
                 origin[node.output[0]] = origin[names[0]]
-            estimate = _estimate(node, names, magnitude, {n: leaves[origin[n]] for n in names if n in origin})
+            estimate = _estimate(
+                node, names, magnitude, {n: leaves[origin[n]] for n in names if n in origin}
+            )
             for out in node.output:
                 magnitude[out] = estimate
             form = self.forms.get(node.output[0])
-            if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or form is None or form is ANY:
+            if (
+                node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul")
+                or form is None
+                or form is ANY
+            ):
                 continue
             coefficients, constant = self._resolve(form)
             free = [v for v in coefficients if v not in values]
             if free and math.isfinite(estimate):
                 chosen = max(free, key=lambda v: (v in self.weights, -self.order[v]))
-                known = constant + sum(c * values[v] for v, c in coefficients.items() if v in values)
+                known = constant + sum(
+                    c * values[v] for v, c in coefficients.items() if v in values
+                )
                 values[chosen] = float(round(-(estimate + known) / coefficients[chosen]))
             for v in free:
                 values.setdefault(v, 0.0)
@@ -268,15 +320,21 @@ class ScalePlan:
         for name in self.leaves:
             if name in self.substitution:
                 coefficients, constant = self._resolve(({name: 1.0}, 0.0))
-                exponents[name] = constant + sum(c * values.get(v, 0.0) for v, c in coefficients.items())
+                exponents[name] = constant + sum(
+                    c * values.get(v, 0.0) for v, c in coefficients.items()
+                )
             else:
                 exponents[name] = values.get(name, 0.0)
         output = self.output[1] + sum(c * values.get(v, 0.0) for v, c in self.output[0].items())
         return exponents, output
 
 
-def _estimate(node: onnx.NodeProto, names: list[str], magnitude: dict[str, float],
-              leaves: dict[str, np.ndarray]) -> float:
+def _estimate(
+    node: onnx.NodeProto,
+    names: list[str],
+    magnitude: dict[str, float],
+    leaves: dict[str, np.ndarray],
+) -> float:
     """Rough log2 of a typical value of the node's output in the unscaled network."""
     m = [magnitude.get(n, 0.0) if n else -math.inf for n in names]
     op = node.op_type

@@ -41,7 +41,9 @@ def synflow_round(module, names: list[str], input_shape) -> dict[str, np.ndarray
     output = output[0] if isinstance(output, tuple) else output
     grads = torch.autograd.grad(output.sum(), weights)
     with torch.no_grad():
-        return {name: g.mul_(w).abs_().numpy() for name, w, g in zip(names, weights, grads, strict=True)}
+        return {
+            name: g.mul_(w).abs_().numpy() for name, w, g in zip(names, weights, grads, strict=True)
+        }
 
 
 def absolute_module(context: ScoringContext, dtype: torch.dtype = torch.float64):
@@ -105,7 +107,9 @@ def synflow_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     """
     precision = context.options.get("precision", "float64")
     if precision not in PRECISIONS:
-        raise InvalidArgumentError(f"SynFlow precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        raise InvalidArgumentError(
+            f"SynFlow precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
+        )
     try:
         return _synflow(context, PRECISIONS[precision])
     except _OutOfRange:
@@ -125,7 +129,12 @@ def _synflow(context: ScoringContext, dtype: torch.dtype) -> dict[str, np.ndarra
     input_shape = [1, *context.options["sample_shape"]]
     masks = {name: np.ones(module.tensor(name).shape, dtype=bool) for name in context.weights}
     scores: dict[str, np.ndarray] = {}
-    rounds = tqdm(range(1, iterations + 1), desc="synflow", unit="round", disable=None if context.progress else True)
+    rounds = tqdm(
+        range(1, iterations + 1),
+        desc="synflow",
+        unit="round",
+        disable=None if context.progress else True,
+    )
     for round_index in rounds:
         if rescaler is not None:
             rescaler.rescale()
@@ -142,7 +151,10 @@ def _synflow(context: ScoringContext, dtype: torch.dtype) -> dict[str, np.ndarra
                 module.tensor(name).mul_(torch.from_numpy(masks[name]))
     # Final scores: survivors rank above everything pruned in earlier rounds.
     unscale = 2.0 ** -(rescaler.output_exponent if rescaler is not None else 0.0)
-    return {n: np.where(masks[n], scores[n].astype(np.float64) * unscale, -np.inf) for n in context.weights}
+    return {
+        n: np.where(masks[n], scores[n].astype(np.float64) * unscale, -np.inf)
+        for n in context.weights
+    }
 
 
 def _scaled_module(context: ScoringContext, dtype: torch.dtype):
