@@ -499,6 +499,12 @@ def add_to_biases(model: Model, deltas: dict[str, np.ndarray]) -> Model:
     for anchor, extra in extra_nodes:
         position = list(graph.node).index(anchor)
         graph.node.insert(position + 1, extra)
+    if (
+        extra_nodes
+    ):  # the tensors before the new bias Adds need their shapes (remove_units reads them)
+        from n2nonnx.graph.normalize import infer_shapes
+
+        proto = infer_shapes(proto)
     return model.with_proto(proto)
 
 
