@@ -9,20 +9,31 @@ epoch in a :class:`History`.
 from n2nonnx.lazy import lazy_exports
 
 # Exports are imported on first use: the CLI reads training.config without importing torch.
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "TrainConfig": "n2nonnx.training.config",
-    "EpochRecord": "n2nonnx.training.history",
-    "History": "n2nonnx.training.history",
-    "TrainResult": "n2nonnx.training.loop",
-    "evaluate": "n2nonnx.training.loop",
-    "train": "n2nonnx.training.loop",
-    "LOSSES": "n2nonnx.training.losses",
-    "output_kind": "n2nonnx.training.losses",
-    "OPTIMIZERS": "n2nonnx.training.optim",
-    "SCHEDULES": "n2nonnx.training.optim",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TrainConfig": "n2nonnx.training.config",
+        "EpochRecord": "n2nonnx.training.history",
+        "History": "n2nonnx.training.history",
+        "TrainResult": "n2nonnx.training.loop",
+        "evaluate": "n2nonnx.training.loop",
+        "train": "n2nonnx.training.loop",
+        "LOSSES": "n2nonnx.training.losses",
+        "output_kind": "n2nonnx.training.losses",
+        "OPTIMIZERS": "n2nonnx.training.optim",
+        "SCHEDULES": "n2nonnx.training.optim",
+    },
+)
 
 __all__ = [
-    "LOSSES", "OPTIMIZERS", "SCHEDULES", "EpochRecord", "History", "TrainConfig", "TrainResult",
-    "evaluate", "output_kind", "train",
+    "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "EpochRecord",
+    "History",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "output_kind",
+    "train",
 ]

@@ -15,7 +15,18 @@ the order the forward pass reaches them, with the module in **eval mode**: when 
 ``k`` is measured, layers ``1..k-1`` already normalise with their recalibrated statistics,
 exactly as at inference. One pass per BatchNorm, each stopped at the layer it measures.
 Weights are not touched. Channels whose variance over the data is below ``epsilon`` are
-reported as near-constant: they carry (almost) no signal.
+reported as near-constant.
+
+Exact statistics make eval mode agree with batch statistics in PyTorch, but a sparse
+network can keep chains of near-constant channels that do not depend on the input at all
+(only on the position, through padding): each of their BatchNorms subtracts a mean from a
+value almost equal to it and multiplies the difference by about ``1 / sqrt(epsilon)``, so
+the rounding of another runtime (onnxruntime sums convolutions in another order) is
+amplified layer after layer, and the same file scores differently there. With
+``stabilise`` (the default) such channels, input-independent and with a variance below
+``epsilon / 100``, get a running variance of ``1 - epsilon``: they no longer amplify, their
+output is their shift plus a negligible pattern, and the later layers are measured with
+them in that state. They carried no information about the input.
 
 BatchNormalization nodes are found as the ``torch.nn.functional.batch_norm`` calls of the
 forward pass (a ``TorchFunctionMode``), so this works on any module built of kernels that
@@ -43,6 +54,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BATCH_NORM_SIGNATURE = inspect.signature(F.batch_norm)
+# A channel is input-independent when its spread over samples, at each position, is below
+# 1e-5 of its magnitude (variance ratio 1e-10): float32 rounding, not signal.
+_INPUT_INDEPENDENT = 1e-10
+# Input-independent channels are stabilised when their variance is below epsilon / 100:
+# their BatchNorm then amplifies by nearly the full 1 / sqrt(epsilon). Above that (still
+# below epsilon) stabilising them cost accuracy in our measurements and bought no agreement.
+_STABILISE_BELOW = 1e-2
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,9 @@ class LayerCalibration:
         channels: its channel count.
         near_constant: channels whose variance over the data is below ``epsilon``.
         constant: channels whose variance is exactly zero (no input reaches them).
+        input_independent: near-constant channels whose value does not depend on the
+            sample (beyond float rounding), only on the position.
+        stabilised: of those, the channels whose running variance was raised to ``1 - eps``.
         largest_shift: the largest ``|new mean - old mean| / sqrt(old var + epsilon)``
             over the channels: how far off evaluation was, in units of its own scale.
     """
@@ -63,6 +84,8 @@ class LayerCalibration:
     channels: int
     near_constant: int
     constant: int
+    input_independent: int
+    stabilised: int
     largest_shift: float
 
 
@@ -89,9 +112,15 @@ class Calibration:
             "method": "exact eval-mode statistics, layer by layer",
             "samples": self.samples,
             "layers": len(self.layers),
-            "near_constant_channels": {layer.name: layer.near_constant for layer in self.layers
-                                       if layer.near_constant},
-            "largest_shift": round(max((layer.largest_shift for layer in self.layers), default=0.0), 4),
+            "near_constant_channels": {
+                layer.name: layer.near_constant for layer in self.layers if layer.near_constant
+            },
+            "stabilised_channels": {
+                layer.name: layer.stabilised for layer in self.layers if layer.stabilised
+            },
+            "largest_shift": round(
+                max((layer.largest_shift for layer in self.layers), default=0.0), 4
+            ),
         }
 
 
@@ -113,21 +142,29 @@ class _FindBatchNorms(TorchFunctionMode):
         self.buffers = buffers
         self.calls: list[tuple[torch.Tensor, torch.Tensor, float]] = []
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         if func is F.batch_norm:
             values = _bound(args, kwargs)
             mean, var = values["running_mean"], values["running_var"]
-            if mean is not None and var is not None and id(mean) in self.buffers and id(var) in self.buffers:
+            if (
+                mean is not None
+                and var is not None
+                and id(mean) in self.buffers
+                and id(var) in self.buffers
+            ):
                 self.calls.append((mean, var, float(values["eps"])))
         return func(*args, **(kwargs or {}))
 
 
 class _MeasureInput(TorchFunctionMode):
-    """Accumulates per-channel sums of the input of the BatchNorm owning ``target``.
+    """Accumulates sums of the input of the BatchNorm owning ``target``, per channel and position.
 
-    Sums are taken around a shift (the first batch's mean) in float64, so that a constant
-    channel gets a variance of exactly zero. With ``stop``, the forward pass is abandoned
-    once the input is measured.
+    Sums are taken over samples, per (channel, position), around a shift (the first
+    batch's values) in float64: a constant channel gets a variance of exactly zero, and
+    a channel whose value does not depend on the sample is told apart from one that
+    does. With ``stop``, the forward pass is abandoned once the input is measured.
     """
 
     def __init__(self, target: torch.Tensor, stop: bool, dtype: torch.dtype) -> None:
@@ -139,7 +176,9 @@ class _MeasureInput(TorchFunctionMode):
         self.sum = self.squares = torch.zeros(0)
         self.count = 0
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         if func is F.batch_norm:
             values = _bound(args, kwargs)
             if values["running_mean"] is self.target:
@@ -150,23 +189,33 @@ class _MeasureInput(TorchFunctionMode):
 
     def _add(self, x: torch.Tensor) -> None:
         x = x.to(self.dtype)
-        dims = [0, *range(2, x.dim())]
         if self.shift is None:
-            self.shift = x.mean(dims)
+            self.shift = x.mean(0)
             self.sum = torch.zeros_like(self.shift)
             self.squares = torch.zeros_like(self.shift)
-        centred = x - self.shift.reshape([1, -1] + [1] * (x.dim() - 2))
-        self.sum += centred.sum(dims)
-        self.squares += centred.square().sum(dims)
-        self.count += x.numel() // max(1, x.shape[1])
+        if x.shape[1:] != self.shift.shape:
+            raise InvalidArgumentError(
+                f"a BatchNorm input changed shape between batches ({tuple(self.shift.shape)} -> "
+                f"{tuple(x.shape[1:])}); recalibrate with inputs of one shape"
+            )
+        centred = x - self.shift
+        self.sum += centred.sum(0)
+        self.squares += centred.square().sum(0)
+        self.count += len(x)
 
-    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, population variance) of everything measured."""
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per channel: mean, population variance, and the part of it between samples."""
         if self.shift is None or self.count == 0:
             raise InvalidArgumentError("a BatchNorm was not reached by the recalibration pass")
         offset = self.sum / self.count
-        variance = (self.squares / self.count - offset.square()).clamp_min(0)
-        return self.shift + offset, variance
+        within = (self.squares / self.count - offset.square()).clamp_min(
+            0
+        )  # over samples, per position
+        position_mean = (self.shift + offset).reshape(len(offset), -1)
+        mean = position_mean.mean(1)
+        between_samples = within.reshape(len(offset), -1).mean(1)
+        variance = between_samples + position_mean.var(1, unbiased=False)
+        return mean, variance, between_samples
 
 
 def _names_by_buffer(module: torch.nn.Module) -> dict[int, str]:
@@ -195,6 +244,7 @@ def recalibrate_batchnorm(
     batch_size: int = 1024,
     max_samples: int | None = 16384,
     seed: int = 0,
+    stabilise: bool = True,
 ) -> Calibration:
     """Set every BatchNorm's running statistics to the exact eval-mode statistics of ``x``.
 
@@ -212,6 +262,8 @@ def recalibrate_batchnorm(
         max_samples: measure on at most this many samples (a seeded random subset);
             ``None``: all of them. Each BatchNorm costs one partial pass.
         seed: seed of the subset.
+        stabilise: give input-independent near-constant channels a running variance of
+            ``1 - epsilon`` (see the module's description); ``False``: exact statistics only.
 
     Returns:
         A :class:`Calibration` (no layers when the module has no BatchNorm).
@@ -220,18 +272,22 @@ def recalibrate_batchnorm(
         InvalidArgumentError: ``batch_size`` or ``max_samples`` below 1, or ``x`` empty.
     """
     if batch_size < 1 or (max_samples is not None and max_samples < 1):
-        raise InvalidArgumentError(f"batch_size={batch_size} and max_samples={max_samples} must be >= 1")
+        raise InvalidArgumentError(
+            f"batch_size={batch_size} and max_samples={max_samples} must be >= 1"
+        )
     if len(x) == 0:
         raise InvalidArgumentError("recalibrating BatchNorm needs at least one training sample")
     was_training = module.training
     module.eval()
     try:
-        return _recalibrate(module, _sample(x, max_samples, seed), batch_size)
+        return _recalibrate(module, _sample(x, max_samples, seed), batch_size, stabilise)
     finally:
         module.train(was_training)
 
 
-def _recalibrate(module: torch.nn.Module, x: torch.Tensor, batch_size: int) -> Calibration:
+def _recalibrate(
+    module: torch.nn.Module, x: torch.Tensor, batch_size: int, stabilise: bool
+) -> Calibration:
     finder = _FindBatchNorms({id(buffer) for buffer in module.buffers()})
     with finder:
         module(x[:1])
@@ -253,26 +309,45 @@ def _recalibrate(module: torch.nn.Module, x: torch.Tensor, batch_size: int) -> C
                     module(x[start : start + batch_size])
             except _Stop:
                 pass
-        mean, variance = measure.statistics()
+        mean, variance, between_samples = measure.statistics()
         old_scale = (running_var.to(dtype) + eps).sqrt()
         shift = float(((mean - running_mean.to(dtype)).abs() / old_scale).max())
+        near_constant = variance < eps
+        # no dependence on the sample beyond float rounding: the channel carries no signal
+        independent = near_constant & (
+            between_samples <= _INPUT_INDEPENDENT * (mean.square() + variance)
+        )
+        fixed = independent & (variance < _STABILISE_BELOW * eps)
         running_mean.copy_(mean.to(running_mean.dtype))
-        running_var.copy_(variance.to(running_var.dtype))
-        layers.append(LayerCalibration(
-            name=names.get(id(running_mean), f"batchnorm {index}"),
-            channels=len(mean),
-            near_constant=int((variance < eps).sum()),
-            constant=int((variance == 0).sum()),
-            largest_shift=shift,
-        ))
+        stored = (
+            torch.where(fixed, torch.clamp_min(variance, 1.0 - eps), variance)
+            if stabilise
+            else variance
+        )
+        running_var.copy_(stored.to(running_var.dtype))
+        layers.append(
+            LayerCalibration(
+                name=names.get(id(running_mean), f"batchnorm {index}"),
+                channels=len(mean),
+                near_constant=int(near_constant.sum()),
+                constant=int((variance == 0).sum()),
+                input_independent=int(independent.sum()),
+                stabilised=int(fixed.sum()) if stabilise else 0,
+                largest_shift=shift,
+            )
+        )
     calibration = Calibration(len(x), layers)
     if calibration.near_constant:
         log.info(
             "%d BatchNorm channel(s) are near-constant over the training data (variance below "
             "epsilon; %s): they carry almost no signal (n2nonnx deploy removes those that no "
-            "input reaches where it can fold their constant)", calibration.near_constant,
-            ", ".join(f"{layer.name}: {layer.near_constant}/{layer.channels}"
-                      for layer in layers if layer.near_constant),
+            "input reaches where it can fold their constant)",
+            calibration.near_constant,
+            ", ".join(
+                f"{layer.name}: {layer.near_constant}/{layer.channels}"
+                for layer in layers
+                if layer.near_constant
+            ),
         )
     return calibration
 
@@ -310,8 +385,13 @@ def recalibrate_after_training(
     before = history.final
     test_loss, test_accuracy = evaluate()
     history.records[-1] = replace(before, test_loss=test_loss, test_accuracy=test_accuracy)
-    log.info("BatchNorm statistics recalibrated (%d layers, %d samples): test accuracy %.2f%% -> %.2f%%",
-             len(calibration.layers), calibration.samples, 100 * before.test_accuracy, 100 * test_accuracy)
+    log.info(
+        "BatchNorm statistics recalibrated (%d layers, %d samples): test accuracy %.2f%% -> %.2f%%",
+        len(calibration.layers),
+        calibration.samples,
+        100 * before.test_accuracy,
+        100 * test_accuracy,
+    )
     record = calibration.record()
     record["test_accuracy_before"] = before.test_accuracy
     return {"batchnorm_recalibration": record}

@@ -52,8 +52,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(f"device={device!r} requested but CUDA is not available here")
     if resolved.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise InvalidArgumentError(f"device={device!r} cannot train (it holds no data or is not supported); "
-                                   "use cpu or cuda")
+        raise InvalidArgumentError(
+            f"device={device!r} cannot train (it holds no data or is not supported); "
+            "use cpu or cuda"
+        )
     return resolved
 
 

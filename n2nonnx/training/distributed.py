@@ -89,8 +89,11 @@ def context() -> DistContext:
         local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
         return DistContext(dist.get_rank(), dist.get_world_size(), local)
     if launched():
-        return DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                           int(os.environ.get("LOCAL_RANK", 0)))
+        return DistContext(
+            int(os.environ["RANK"]),
+            int(os.environ["WORLD_SIZE"]),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
     return DistContext()
 
 
@@ -122,7 +125,9 @@ def device_for(device: Any, ctx: DistContext) -> Any:
     return device
 
 
-def join(distributed: bool | None, device: Any, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
+def join(
+    distributed: bool | None, device: Any, *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> DistContext:
     """Join the process group a training run needs, initialising it once per process.
 
     Args:
@@ -157,9 +162,15 @@ def join(distributed: bool | None, device: Any, *, timeout_s: float = DEFAULT_TI
     if not ctx.active:
         return ctx
     if not dist.is_available():
-        raise InvalidArgumentError("this torch build has no torch.distributed; train with one process")
+        raise InvalidArgumentError(
+            "this torch build has no torch.distributed; train with one process"
+        )
     wanted = device_for(device, ctx)
-    on_cuda = isinstance(wanted, torch.device | str) and str(wanted).startswith("cuda") and torch.cuda.is_available()
+    on_cuda = (
+        isinstance(wanted, torch.device | str)
+        and str(wanted).startswith("cuda")
+        and torch.cuda.is_available()
+    )
     if on_cuda:
         torch.cuda.set_device(torch.device(wanted))
     backend = "cpu:gloo,cuda:nccl" if on_cuda else "gloo"
@@ -252,10 +263,19 @@ def check(ctx: DistContext, error: BaseException | None) -> None:
     if not int(failed.item()):
         return
     reports: list[Any] = [None] * ctx.world_size
-    mine = None if error is None else (type(error) if isinstance(error, N2NError) else None, str(error),
-                                       type(error).__name__)
+    mine = (
+        None
+        if error is None
+        else (
+            type(error) if isinstance(error, N2NError) else None,
+            str(error),
+            type(error).__name__,
+        )
+    )
     dist.all_gather_object(reports, mine)
-    rank, (kind, message, kind_name) = next((r, report) for r, report in enumerate(reports) if report)
+    rank, (kind, message, kind_name) = next(
+        (r, report) for r, report in enumerate(reports) if report
+    )
     if kind is not None:
         raise kind(f"rank {rank} of {ctx.world_size}: {message}") from error
     if error is not None and rank == ctx.rank:
@@ -358,7 +378,11 @@ class Shards:
         # torch's stub asks for a Dataset; the sampler only takes len() of what it is given
         self.sampler: DistributedSampler[int] = DistributedSampler(
             range(samples),  # type: ignore[arg-type]  # torch stub, see above
-            num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=False,
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
         )
 
     @property
@@ -373,7 +397,10 @@ class Shards:
 
         self.sampler.set_epoch(epoch)
         order = torch.tensor(list(self.sampler), dtype=torch.int64)
-        return [order[start : start + self.batch] for start in range(0, self.steps * self.batch, self.batch)]
+        return [
+            order[start : start + self.batch]
+            for start in range(0, self.steps * self.batch, self.batch)
+        ]
 
 
 def held_out_slice(samples: int, ctx: DistContext) -> slice:

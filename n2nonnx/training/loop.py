@@ -140,11 +140,14 @@ def train(
         check_classes(proto, dataset)
         input_dtype = torch_dtype(spec.elem_type)
         kind = output_kind(proto)
-        shards = parallel.Shards(len(dataset.x_train), parallel.per_rank_batch(config.batch_size, ctx),
-                                 config.seed, ctx)
+        shards = parallel.Shards(
+            len(dataset.x_train), parallel.per_rank_batch(config.batch_size, ctx), config.seed, ctx
+        )
         if shards.steps == 0:
-            raise DataError(f"the training split has {len(dataset.x_train)} sample(s); need at least "
-                            f"2 per process")
+            raise DataError(
+                f"the training split has {len(dataset.x_train)} sample(s); need at least "
+                f"2 per process"
+            )
         with seeded(config.seed, target_device):
             module = OnnxModule(proto, trainable=trainable).to(target_device)
         params = [param for param in module.parameters() if param.requires_grad]
@@ -168,16 +171,26 @@ def train(
         if ctx.active:
             unused = parallel.unused_parameters(module, x_train[:2], loss_fn, y_train[:2])
             if unused and ctx.is_main:
-                log.info("%d parameter(s) get no gradient (e.g. %s); DDP will look for unused "
-                         "parameters at every step", len(unused), unused[0])
-            stepper = parallel.wrap(module, ctx, find_unused=bool(unused) or parallel.has_control_flow(proto))
+                log.info(
+                    "%d parameter(s) get no gradient (e.g. %s); DDP will look for unused "
+                    "parameters at every step",
+                    len(unused),
+                    unused[0],
+                )
+            stepper = parallel.wrap(
+                module, ctx, find_unused=bool(unused) or parallel.has_control_flow(proto)
+            )
         optimizer_ = OPTIMIZERS[config.optimizer](params, config)
         total_steps = shards.steps * config.epochs
         scheduler = SCHEDULES[config.schedule](optimizer_, config, total_steps)
         history = History()
         step = _Step(stepper, module, optimizer_, scheduler, loss_fn, sync_bn and ctx.active)
-        bar = tqdm(total=total_steps, desc="train", unit="step",
-                   disable=None if progress and ctx.is_main else True)
+        bar = tqdm(
+            total=total_steps,
+            desc="train",
+            unit="step",
+            disable=None if progress and ctx.is_main else True,
+        )
         try:
             for epoch in range(1, config.epochs + 1):
                 started = time.perf_counter()
@@ -214,14 +227,23 @@ def train(
     bn_record: dict[str, Any] = {}
     if recalibrate_bn:  # exact eval-mode BatchNorm statistics for the final weights
         bn_record = recalibrate_after_training(
-            module, x_train, history, batch_size=eval_batch_size, seed=config.seed,
-            evaluate=lambda: _means(parallel.sum_across(
-                ctx, *_evaluate_sums(module, x_test, y_test, loss_fn, eval_batch_size))),
+            module,
+            x_train,
+            history,
+            batch_size=eval_batch_size,
+            seed=config.seed,
+            evaluate=lambda: _means(
+                parallel.sum_across(
+                    ctx, *_evaluate_sums(module, x_test, y_test, loss_fn, eval_batch_size)
+                )
+            ),
         )
         parallel.broadcast_buffers(module, ctx)  # the same statistics on every rank
     module.eval()
     trained = module.write_back(model.proto)
-    record_extra: dict[str, Any] = {"processes": ctx.world_size, "sync_bn": sync_bn} if ctx.active else {}
+    record_extra: dict[str, Any] = (
+        {"processes": ctx.world_size, "sync_bn": sync_bn} if ctx.active else {}
+    )
     metadata.append_stage(
         trained,
         "train",

@@ -68,4 +68,3 @@ def _onecycle(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=total_steps, cycle_momentum=cycle_momentum
     )
-

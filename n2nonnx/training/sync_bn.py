@@ -76,7 +76,9 @@ def sync_batch_norm(
     total = sums[-1]
     mean = (sums[:-1] / total).to(x.dtype)
     centred = x - mean.reshape(shape)
-    variance = (_AllReduceSum.apply(centred.pow(2).sum(dims, dtype=torch.float64), group) / total).to(x.dtype)
+    variance = (
+        _AllReduceSum.apply(centred.pow(2).sum(dims, dtype=torch.float64), group) / total
+    ).to(x.dtype)
     out = centred * torch.rsqrt(variance + eps).reshape(shape)
     if weight is not None:
         out = out * weight.reshape(shape)
@@ -84,7 +86,9 @@ def sync_batch_norm(
         out = out + bias.reshape(shape)
     with torch.no_grad():
         if running_mean is not None:
-            running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype), alpha=momentum)
+            running_mean.mul_(1 - momentum).add_(
+                mean.detach().to(running_mean.dtype), alpha=momentum
+            )
         if running_var is not None:
             unbiased = variance.detach() * (total / (total - 1)).clamp_min(0).to(variance.dtype)
             running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
@@ -98,16 +102,25 @@ class _SyncBatchNormMode(TorchFunctionMode):
         super().__init__()
         self.group = group
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         if func is F.batch_norm:
             bound = _BATCH_NORM_SIGNATURE.bind(*args, **kwargs)
             bound.apply_defaults()
             values = bound.arguments
             if values["training"] and values["momentum"] is not None:
-                return sync_batch_norm(values["input"], values["running_mean"], values["running_var"],
-                                       values["weight"], values["bias"], values["momentum"], values["eps"],
-                                       self.group)
+                return sync_batch_norm(
+                    values["input"],
+                    values["running_mean"],
+                    values["running_var"],
+                    values["weight"],
+                    values["bias"],
+                    values["momentum"],
+                    values["eps"],
+                    self.group,
+                )
         return func(*args, **kwargs)
 
 
