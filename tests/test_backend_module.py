@@ -692,3 +692,23 @@ def test_training_step_speed_is_close_to_hand_written_torch():
     finally:
         torch.set_num_threads(threads)
     assert best["onnx"] <= 1.5 * best["torch"], best
+
+
+def test_a_deep_copy_runs_in_its_own_mode():
+    """Copies share kernels; each forward must still follow the copy's own train/eval mode."""
+    import copy
+
+    proto = export(
+        nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)),
+        torch.randn(4, 6),
+    )
+    original = OnnxModule(proto).eval()
+    twin = copy.deepcopy(original).train()
+    x = torch.randn(16, 6) * 3 + 1
+    with torch.no_grad():
+        eval_out, train_out = original(x), twin(x)
+    assert not torch.allclose(
+        eval_out, train_out, atol=1e-3
+    )  # batch statistics differ from running ones
+    with torch.no_grad():
+        assert torch.allclose(original(x), eval_out)  # the original still runs in eval mode

@@ -50,12 +50,19 @@ _MAX_CONSTANT_ELEMENTS = 1 << 16
 
 
 class _ModeFlag:
-    """A mutable train/eval flag; kernels call it to read the mode."""
+    """A mutable train/eval flag; kernels call it to read the mode.
+
+    Copies of a module share their kernels (functions are not deep-copied), so they must
+    share the flag too: every forward sets it before running the kernels.
+    """
 
     training = False
 
     def __call__(self) -> bool:
         return self.training
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ModeFlag:
+        return self
 
 
 def _as_numpy(value: torch.Tensor) -> np.ndarray:
