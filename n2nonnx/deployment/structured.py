@@ -30,53 +30,13 @@ from onnx import helper, numpy_helper
 
 from n2nonnx.errors import InvalidArgumentError, UnsupportedOpError
 from n2nonnx.graph.layers import Layer
+from n2nonnx.graph.ops import SAME_UNITS, UNIT_NORMS
 from n2nonnx.model import Model
 
 log = logging.getLogger(__name__)
 
-# Ops that keep the unit axis and have no per-unit parameters.
-SAME_UNITS = frozenset(
-    {
-        "Relu",
-        "LeakyRelu",
-        "Clip",
-        "Sigmoid",
-        "Tanh",
-        "HardSigmoid",
-        "HardSwish",
-        "Elu",
-        "Selu",
-        "Celu",
-        "Softplus",
-        "Softsign",
-        "Gelu",
-        "Mish",
-        "ThresholdedRelu",
-        "Dropout",
-        "Identity",
-        "Cast",
-        "Neg",
-        "Abs",
-        "Exp",
-        "Log",
-        "Sqrt",
-        "Erf",
-        "Reciprocal",
-        "Floor",
-        "Ceil",
-        "Round",
-        "MaxPool",
-        "AveragePool",
-        "LpPool",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "GlobalLpPool",
-        "Pad",
-        "Resize",
-        "Upsample",
-    }
-)
-PER_CHANNEL = frozenset({"BatchNormalization", "InstanceNormalization"})
+
+PER_CHANNEL = UNIT_NORMS
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu"})
 RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 

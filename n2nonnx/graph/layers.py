@@ -17,34 +17,12 @@ import onnx
 from n2nonnx import tags
 from n2nonnx.errors import NoPrunableLayerError, ShapeError, UnsupportedOpError
 from n2nonnx.graph.index import GraphIndex
+from n2nonnx.graph.ops import ACTIVATIONS, UNIT_NORMS
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 # Ops that may follow a layer's pre-activation and still belong to "the layer".
-CHAIN_OPS = frozenset(
-    {
-        "BatchNormalization",
-        "InstanceNormalization",
-        "Relu",
-        "LeakyRelu",
-        "PRelu",
-        "Clip",
-        "Sigmoid",
-        "Tanh",
-        "HardSigmoid",
-        "HardSwish",
-        "Elu",
-        "Selu",
-        "Celu",
-        "Softplus",
-        "Softsign",
-        "Gelu",
-        "Mish",
-        "ThresholdedRelu",
-        "Dropout",
-        "Identity",
-    }
-)
+CHAIN_OPS = UNIT_NORMS | ACTIVATIONS | {"PRelu"}
 _GATE_OPS = frozenset({"Sigmoid", "HardSigmoid", "Tanh"})  # x * gate(x): SiLU, hard-swish
 
 

@@ -18,6 +18,7 @@ import onnx
 
 from n2nonnx.graph.index import GraphIndex
 from n2nonnx.graph.layers import Edge, Layer
+from n2nonnx.graph.ops import SAME_UNITS, UNIT_NORMS
 
 
 @dataclass(frozen=True)
@@ -298,50 +299,12 @@ def _unknown(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> Outgoing:
 
 
 @rule(
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "Tanh",
-    "HardSigmoid",
-    "HardSwish",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Softplus",
-    "Softsign",
-    "Gelu",
-    "Mish",
-    "ThresholdedRelu",
-    "Dropout",
-    "Identity",
-    "Cast",
-    "Neg",
-    "Abs",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Erf",
-    "Reciprocal",
-    "Floor",
-    "Ceil",
-    "Round",
-    "BatchNormalization",
-    "InstanceNormalization",
+    *sorted(SAME_UNITS | UNIT_NORMS),
     "LayerNormalization",
     "GroupNormalization",
     "Softmax",
     "LogSoftmax",
     "LpNormalization",
-    "MaxPool",
-    "AveragePool",
-    "LpPool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "GlobalLpPool",
-    "Pad",
-    "Resize",
-    "Upsample",
     "Expand",
     "Tile",
     "CumSum",

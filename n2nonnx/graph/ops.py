@@ -1,0 +1,31 @@
+"""Op families the graph view reasons about, named once for every module that needs them."""
+
+from __future__ import annotations
+
+#: Unary activations (and pass-throughs) that act on each unit separately.
+ACTIVATIONS = frozenset(
+    {
+        "Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
+        "Selu", "Celu", "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Dropout",
+        "Identity",
+    }
+)  # fmt: skip
+
+#: Elementwise math that keeps every unit where it is.
+ELEMENTWISE_MATH = frozenset(
+    {"Cast", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Reciprocal", "Floor", "Ceil", "Round"}
+)
+
+#: Pooling and resampling: spatial sizes change, units do not.
+SPATIAL = frozenset(
+    {
+        "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+        "Pad", "Resize", "Upsample",
+    }
+)  # fmt: skip
+
+#: Per-unit normalisations with learned per-unit parameters.
+UNIT_NORMS = frozenset({"BatchNormalization", "InstanceNormalization"})
+
+#: Everything that keeps the unit axis and has no per-unit parameters.
+SAME_UNITS = ACTIVATIONS | ELEMENTWISE_MATH | SPATIAL
