@@ -34,7 +34,7 @@ def test_bad_input_paths(zoo_models, tmp_path, capsys):
     before = digest(source)
     out = tmp_path / "out.onnx"
     assert main(["deploy", str(source), "-o", str(out), "--quantize", "int4"]) == 2
-    assert "unknown quantization mode" in capsys.readouterr().err and not out.exists()
+    assert "invalid choice: 'int4'" in capsys.readouterr().err and not out.exists()
     wrong = tmp_path / "wrong.npz"
     rng = np.random.default_rng(0)
     np.savez(

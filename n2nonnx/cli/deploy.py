@@ -34,14 +34,17 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--storage",
         default="compact",
-        metavar="MODE",
-        help="compact (values + uint8 gaps, folded by onnxruntime at load) or dense (default: compact)",
+        choices=("compact", "dense"),
+        help="compact: values + uint8 index gaps, expanded by onnxruntime once at load",
     )
     parser.add_argument(
         "--weights-fp16", action="store_true", help="store the compacted values in half precision"
     )
     parser.add_argument(
-        "--quantize", metavar="MODE", help="int8: static QDQ quantization calibrated on --data"
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8: static QDQ quantization calibrated on --data",
     )
     options.add_data(parser)
     parser.add_argument(
@@ -55,7 +58,7 @@ def register(subparsers) -> None:
         type=options.positive_int,
         default=256,
         metavar="N",
-        help="inputs compared in verification (default 256)",
+        help="inputs compared in verification",
     )
     parser.add_argument(
         "--rtol", type=float, help="relative tolerance of the verification (default by mode)"
@@ -71,7 +74,7 @@ def register(subparsers) -> None:
         type=options.positive_int,
         default=1,
         metavar="N",
-        help="onnxruntime threads for int8 timing (default 1)",
+        help="onnxruntime threads for int8 timing",
     )
     options.add_seed(parser, help="seed of random verification inputs")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
