@@ -1,4 +1,4 @@
-"""Heat diffusion math (papers.md section 1, eqs. 3-7) against scipy.linalg.expm and by hand."""
+"""Heat diffusion math (the N2NSkip paper's section 3.2, eqs. 3-7) against scipy.linalg.expm and by hand."""
 
 from __future__ import annotations
 

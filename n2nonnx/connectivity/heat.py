@@ -1,7 +1,7 @@
 """Heat diffusion on a unit graph: S(t) = exp(-tL) a, its saturation, delta and the scree.
 
 Everything here works on a symmetric ``scipy.sparse`` adjacency matrix ``W`` (binary or
-weighted) and follows papers.md section 1, eqs. 3-7:
+weighted) and follows the N2NSkip paper's section 3.2, eqs. 3-7:
 
 * ``L = D - W`` (unnormalised Laplacian, :func:`scipy.sparse.csgraph.laplacian`);
 * ``S(t) = exp(-tL) a`` with ``a = 1`` on the input nodes (:func:`heat_state`);
@@ -198,7 +198,7 @@ def connected_components(adjacency) -> tuple[int, np.ndarray]:
 def saturation_state(adjacency, sources: np.ndarray) -> np.ndarray:
     """``S(t -> inf)`` exactly: per component C, ``sum(a over C) / |C|`` on every node of C.
 
-    With ``a`` binary this is ``|inputs in C| / |C|`` (papers.md section 1).
+    With ``a`` binary this is ``|inputs in C| / |C|`` (the N2NSkip paper, Subramaniam & Sharma 2020, section 3.2).
 
     Args:
         adjacency: symmetric (n, n) adjacency matrix.

@@ -2,7 +2,7 @@
 
 For every model: delta(t) = ||S_ref(t) - S_model(t)||_2 at the requested times, delta at
 saturation (exact, from connected components), the number of components, dead units per
-layer, the spectral gap lambda_2 and the scree alpha(beta, t) (papers.md section 1).
+layer, the spectral gap lambda_2 and the scree alpha(beta, t) (the N2NSkip paper, Subramaniam & Sharma 2020, section 3.2).
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def _unit_connections(layer, weight: np.ndarray, weighted: bool):
 
 
 def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) -> UnitGraph:
-    """The unit graph of a model (papers.md section 1, heat diffusion).
+    """The unit graph of a model (heat diffusion, the N2NSkip paper's section 3.2).
 
     Args:
         model: path, ``onnx.ModelProto`` or loaded ``n2nonnx`` model.

@@ -1,8 +1,8 @@
 """N2NSkip: sparse, learnable neuron-to-neuron skip connections between non-consecutive layers.
 
 :func:`add_n2nskip` turns a (pruned) model into an N2NSkip model of the same density
-(papers.md section 1): part of the non-zero budget moves from the sequential layers to
-skip branches ``Gather -> sparse Conv / MatMul -> activation -> Add`` into later layers'
+(Subramaniam & Sharma, BMVC 2020): part of the non-zero budget moves from the sequential
+layers to skip branches ``Gather -> sparse Conv / MatMul -> activation -> Add`` into later layers'
 pre-activations. :mod:`~n2nonnx.skip.candidates` finds and aligns the pairs,
 :mod:`~n2nonnx.skip.budget` splits and samples the budget, :mod:`~n2nonnx.skip.build`
 writes the subgraphs.
