@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import Protocol
 
 import onnx
 
@@ -32,11 +31,6 @@ PROTECTED_NODE_ROLES = frozenset({MASK_CAST, MASK_APPLY})
 
 _LEGACY_MASK_SUFFIX = "/mask"
 _LEGACY_SKIP_PREFIX = "n2nskip/"
-
-
-class _Tagged(Protocol):
-    @property
-    def metadata_props(self) -> onnx.StringStringEntryProto: ...  # pragma: no cover
 
 
 def tag(item: onnx.NodeProto | onnx.TensorProto, role: str) -> None:
