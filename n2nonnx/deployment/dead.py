@@ -26,6 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from n2nonnx.graph.layers import Edge, Layer
+from n2nonnx.graph.ops import REDUCTIONS
 from n2nonnx.model import Model
 
 log = logging.getLogger(__name__)
@@ -43,18 +44,10 @@ MIXING_OPS = frozenset(
         "MatMul",
         "Gemm",
         "TopK",
-        "ReduceMean",
-        "ReduceSum",
-        "ReduceMax",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSumExp",
-        "ReduceSumSquare",
         "Einsum",
         "Attention",
     }
+    | REDUCTIONS
 )
 
 

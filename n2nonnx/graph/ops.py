@@ -29,3 +29,11 @@ UNIT_NORMS = frozenset({"BatchNormalization", "InstanceNormalization"})
 
 #: Everything that keeps the unit axis and has no per-unit parameters.
 SAME_UNITS = ACTIVATIONS | ELEMENTWISE_MATH | SPATIAL
+
+#: Reductions (the unit axis survives only when it is not reduced).
+REDUCTIONS = frozenset(
+    {
+        "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+        "ReduceLogSumExp", "ReduceSumSquare",
+    }
+)  # fmt: skip

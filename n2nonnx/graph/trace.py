@@ -18,7 +18,7 @@ import onnx
 
 from n2nonnx.graph.index import GraphIndex
 from n2nonnx.graph.layers import Edge, Layer
-from n2nonnx.graph.ops import SAME_UNITS, UNIT_NORMS
+from n2nonnx.graph.ops import REDUCTIONS, SAME_UNITS, UNIT_NORMS
 
 
 @dataclass(frozen=True)
@@ -59,15 +59,7 @@ DATA_INPUTS: dict[str, tuple[int, ...]] = {
             "Unsqueeze",
             "TopK",
             "CumSum",
-            "ReduceMean",
-            "ReduceSum",
-            "ReduceMax",
-            "ReduceMin",
-            "ReduceProd",
-            "ReduceL1",
-            "ReduceL2",
-            "ReduceLogSumExp",
-            "ReduceSumSquare",
+            *sorted(REDUCTIONS),
         ],
         (0,),
     ),
