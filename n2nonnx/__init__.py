@@ -23,10 +23,12 @@ checks this in CI, see ``pyproject.toml``):
    the model object, files,
    onnxruntime sessions, data sets and built-in architectures.
 4. ``backend``: the ONNX-to-PyTorch executor.
-5. The stages, none importing another: ``pruning``, ``skip``, ``training``,
-   ``connectivity``, ``deployment``; ``scl`` and ``structured`` build on them.
-6. ``pipeline``, ``study``: the main job and the study, built from the stages.
-7. ``cli``: the ``n2nonnx`` command.
+5. ``connectivity``: the unit graph and heat diffusion, which the stages above use to
+   steer sparsity (repair, skip placement).
+6. The stages, none importing another: ``pruning``, ``skip``, ``training``,
+   ``deployment``; ``scl`` and ``structured`` build on them.
+7. ``pipeline``, ``study``: the main job and the study, built from the stages.
+8. ``cli``: the ``n2nonnx`` command.
 """
 
 from __future__ import annotations
