@@ -6,6 +6,42 @@ import argparse
 from typing import TypedDict
 
 from n2nonnx.cli import options
+from n2nonnx.study import ARCHS, DEFAULT_VARIANTS, FACTORS, VARIANTS
+
+FACTOR_HELP = {
+    "allocation": "layer-wise allocation of the sequential budget",
+    "repair": "move the budget of dead weights to live paths (see prune --repair)",
+    "skip_share": "part of the budget spent on skip weights (N2NSkip variants)",
+    "sampling": "N2NSkip sampling (see skip --sampling)",
+    "join": "where a skip is added (see skip --join)",
+    "placement": "where the skip budget goes (see skip --placement)",
+    "skip_norm": "a BatchNorm on the skip path (see skip --skip-norm)",
+    "pairs": "which layer pairs get skips (see skip --pairs)",
+}
+
+
+def _shown(value: object) -> str:
+    return {True: "on", False: "off"}.get(value, str(value))  # type: ignore[call-overload]
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"a share must be a number in [0, 1), got {text!r}")
+    return value
+
+
+def _positive_width(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"width must be a number > 0, got {text!r}")
+    return value
 
 
 class StudySize(TypedDict):
@@ -19,9 +55,6 @@ class StudySize(TypedDict):
 # The default size finishes in about 15 minutes on 2 cores; --full is the README's study.
 QUICK: StudySize = {"archs": ["mlp"], "seeds": [0, 1], "epochs": 10}
 FULL: StudySize = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 15}
-VARIANTS = ("dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP", "SCL", "N2NSkip-SCL")
-DEFAULT_VARIANTS = VARIANTS[:5]
-
 DESCRIPTION = """\
 Train every variant at every density and seed with the same recipe, keep each finished run
 under OUT/cells (an interrupted study resumes; a cell run under other settings is redone),
@@ -32,7 +65,14 @@ finishes in about 15 minutes on 2 cores with --threads 1; --full runs the README
 EXAMPLE = """\
 examples:
   n2nonnx study --out runs/study --threads 1
-  n2nonnx study --full --out runs/study --threads 1"""
+  n2nonnx study --full --out runs/study --threads 1
+  n2nonnx study --arch vgg1d --width 1 2 --allocation erk uniform --variants RP N2NSkip-RP \\
+      N2NSkip-RP:placement=connectivity N2NSkip-RP:repair=on --out runs/crossover --threads 1
+
+Every option in the "varied" group takes one value or several: each variant it applies to
+runs at every value (the product over options), and each cell is keyed by the values it ran
+with. A variant may also carry its own: VARIANT:OPTION=VALUE[,OPTION=VALUE] (option names
+as below, with - or _)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,13 +83,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_out_dir(parser, "runs/study")
     parser.add_argument("--full", action="store_true", help="the full study (the README's numbers)")
     parser.add_argument(
-        "--arch", nargs="+", choices=("mlp", "vgg1d"), help="architectures (default by size)"
+        "--arch", nargs="+", choices=tuple(ARCHS), help="architectures (default by size)"
+    )
+    parser.add_argument(
+        "--width",
+        nargs="+",
+        type=_positive_width,
+        default=[1.0],
+        metavar="X",
+        help="width multipliers of every layer (an architecture per value: vgg1d-x2 ...)",
     )
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=VARIANTS,
-        help="variants (default: the paper's five; SCL and N2NSkip-SCL on request)",
+        metavar="VARIANT[:OPTION=VALUE,...]",
+        help=f"variants, from {', '.join(VARIANTS)} (default: the paper's five)",
     )
     parser.add_argument(
         "--densities",
@@ -64,11 +112,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     options.add_data(parser, default="mnist1d")
     parser.add_argument(
-        "--sampling", default="block", choices=("block", "uniform"), help="N2NSkip sampling"
-    )
-    parser.add_argument(
         "--no-rescale", action="store_true", help="keep the kept weights' dense-init scale"
     )
+    varied = parser.add_argument_group("varied (one value or several)")
+    for name, factor in FACTORS.items():
+        flag = "--" + name.replace("_", "-")
+        default = "the variant's own" if factor.default is None else _shown(factor.default)
+        if factor.choices == (False, True):
+            varied.add_argument(
+                flag,
+                nargs="*",
+                choices=("on", "off"),
+                default=argparse.SUPPRESS,
+                help=f"{FACTOR_HELP[name]}; alone means on (default: off)",
+            )
+            continue
+        varied.add_argument(
+            flag,
+            nargs="+",
+            choices=factor.choices,
+            type=_share if factor.choices is None else str,
+            default=argparse.SUPPRESS,
+            metavar=None if factor.choices else "SHARE",
+            help=f"{FACTOR_HELP[name]} (default: {default})",
+        )
     options.add_threads(parser)
     options.add_progress(parser)
     options.add_training(parser)
@@ -88,6 +155,14 @@ def run(args: argparse.Namespace) -> int:
         args.epochs = size["epochs"]
     recipe = options.training_options(args)
     TrainConfig.from_options(**recipe)  # validated before any work
+    factors = {}
+    for name in FACTORS:
+        values = getattr(args, name, None)
+        if values is None:
+            continue
+        if FACTORS[name].choices == (False, True):
+            values = [text == "on" for text in values] or [True]
+        factors[name] = list(dict.fromkeys(values))
     plan = StudyPlan(
         archs=args.arch or size["archs"],
         variants=args.variants or list(DEFAULT_VARIANTS),
@@ -95,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds if args.seeds is not None else size["seeds"],
         data=args.data,
         recipe=recipe,
-        sampling=args.sampling,
+        widths=list(dict.fromkeys(args.width)),
+        factors=factors,
         rescale=not args.no_rescale,
     )
     plan.cells()  # unknown architectures or variants fail here, before any work

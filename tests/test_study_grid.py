@@ -1,0 +1,125 @@
+"""The study's grid: variant options, varied factors, widths, cell keys, and a run over them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from n2nonnx.cli import main
+from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.study.grid import Cell, StudyPlan, arch_spec, cell_path, parse_variant
+
+
+def test_variant_options_are_parsed_and_checked():
+    assert parse_variant("N2NSkip-RP:placement=connectivity,repair=on,skip-share=0.2") == (
+        "N2NSkip-RP",
+        {"placement": "connectivity", "repair": True, "skip_share": 0.2},
+    )
+    for spec, words in [
+        ("RP:placement=connectivity", "does not apply to RP"),
+        ("N2NSkip-RP:placement=everywhere", "not one of random, connectivity"),
+        ("N2NSkip-RP:colour=red", "unknown study option 'colour'"),
+        ("N2NSkip-RP:repair", "is not OPTION=VALUE"),
+        ("N2NSkip-RP:skip_share=1.5", "[0, 1)"),
+        ("Bogus", "unknown variant 'Bogus'"),
+    ]:
+        with pytest.raises(
+            InvalidArgumentError, match=words.replace("[", r"\[").replace(")", r"\)")
+        ):
+            parse_variant(spec)
+
+
+def test_factors_multiply_only_the_variants_they_apply_to():
+    plan = StudyPlan(
+        archs=["vgg1d"],
+        variants=["dense", "RP", "N2NSkip-RP", "N2NSkip-RP:placement=connectivity"],
+        densities=[0.05],
+        seeds=[0],
+        widths=[1, 2],
+        factors={"allocation": ["erk", "uniform"], "sampling": ["block", "uniform"]},
+    )
+    labels = {(c.arch, c.label) for c in plan.cells()}
+    assert labels == {
+        (arch, label)
+        for arch in ("vgg1d", "vgg1d-x2")
+        for label in [
+            "dense",
+            "RP",  # erk is RP's own allocation: no key
+            "RP [allocation=uniform]",
+            "N2NSkip-RP",
+            "N2NSkip-RP [sampling=uniform]",
+            "N2NSkip-RP [allocation=uniform]",
+            "N2NSkip-RP [allocation=uniform, sampling=uniform]",
+            "N2NSkip-RP [placement=connectivity]",
+            "N2NSkip-RP [allocation=uniform, placement=connectivity]",
+            "N2NSkip-RP [sampling=uniform, placement=connectivity]",
+            "N2NSkip-RP [allocation=uniform, sampling=uniform, placement=connectivity]",
+        ]
+    }
+    assert len(plan.cells()) == 2 * 11  # no duplicates
+    cell = Cell("vgg1d-x2", "N2NSkip-RP", 0.05, 1, (("allocation", "uniform"), ("join", "preact")))
+    config = plan.job(cell)
+    assert (config.allocation, config.skip_share, config.skip_options) == (
+        "uniform",
+        0.5,
+        {"join": "preact"},
+    )
+    assert cell_path(Path("o"), cell) == Path(
+        "o/cells/vgg1d-x2/N2NSkip-RP-d0.05-s1-allocation=uniform-join=preact.json"
+    )
+
+
+def test_widths_scale_every_layer():
+    assert arch_spec("vgg1d-x2")[1]["widths"] == [64, 64, 128, 128, 256, 256]
+    assert arch_spec("mlp-x0.5")[1]["hidden"] == [128] * 8
+    with pytest.raises(InvalidArgumentError, match="unknown study architecture"):
+        arch_spec("resnet-x2")
+
+
+def test_study_runs_a_grid_of_options(tmp_path):
+    out = tmp_path / "study"
+    args = [
+        "study",
+        "--out",
+        str(out),
+        "--arch",
+        "mlp",
+        "--width",
+        "0.25",
+        "--allocation",
+        "erk",
+        "uniform",
+        "--variants",
+        "RP",
+        "N2NSkip-RP:join=preact",
+        "--densities",
+        "0.1",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    folder = out / "cells" / "mlp-x0.25"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "N2NSkip-RP-d0.1-s0-allocation=uniform-join=preact.json",
+        "N2NSkip-RP-d0.1-s0-join=preact.json",
+        "RP-d0.1-s0-allocation=uniform.json",
+        "RP-d0.1-s0.json",
+    ]
+    cell = json.loads((folder / "RP-d0.1-s0-allocation=uniform.json").read_text())
+    assert cell["config"]["allocation"] == "uniform" and cell["options"] == {
+        "allocation": "uniform"
+    }
+    assert cell["settings"]["arch"][1]["hidden"] == [64] * 8
+    skipped = json.loads((folder / "N2NSkip-RP-d0.1-s0-join=preact.json").read_text())
+    assert skipped["config"]["skip_options"] == {"join": "preact"}
+    table = (out / "results.md").read_text()
+    assert "## mlp-x0.25" in table and "| N2NSkip-RP [allocation=uniform, join=preact] |" in table
+    assert main([*args, "--variants", "RP"]) == 0  # a subset: nothing redone, table of that subset
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["RP", "RP [allocation=uniform]"]
+    assert main([*args[:-1], "--allocation", "bogus"]) == 2
