@@ -119,7 +119,10 @@ def test_study_runs_a_grid_of_options(tmp_path):
     assert skipped["config"]["skip_options"] == {"join": "preact"}
     table = (out / "results.md").read_text()
     assert "## mlp-x0.25" in table and "| N2NSkip-RP [allocation=uniform, join=preact] |" in table
-    assert main([*args, "--variants", "RP"]) == 0  # a subset: nothing redone, table of that subset
-    rows = json.loads((out / "results.json").read_text())["rows"]
+    # a subset under its own name: nothing redone, a table of that subset beside the first
+    assert main([*args, "--variants", "RP", "--name", "rp-only"]) == 0
+    rows = json.loads((out / "rp-only.json").read_text())["rows"]
     assert [r["label"] for r in rows] == ["RP", "RP [allocation=uniform]"]
+    assert (out / "rp-only-accuracy_vs_density.png").exists()
+    assert "N2NSkip" in (out / "results.md").read_text()
     assert main([*args[:-1], "--allocation", "bogus"]) == 2

@@ -34,6 +34,12 @@ def _share(text: str) -> float:
     return value
 
 
+def _table_name(text: str) -> str:
+    if not text or not all(c.isalnum() or c in "-_" for c in text):
+        raise argparse.ArgumentTypeError(f"a table name is letters, digits, - and _, got {text!r}")
+    return text
+
+
 def _positive_width(text: str) -> float:
     try:
         value = float(text)
@@ -58,7 +64,7 @@ FULL: StudySize = {"archs": ["mlp", "vgg1d"], "seeds": [0, 1, 2], "epochs": 15}
 DESCRIPTION = """\
 Train every variant at every density and seed with the same recipe, keep each finished run
 under OUT/cells (an interrupted study resumes; a cell run under other settings is redone),
-and write OUT/results.md (mean +- std), OUT/results.json and plots. The default size
+and write OUT/results.md (mean +- std), OUT/results.json and plots (--name). The default size
 finishes in about 15 minutes on 2 cores with --threads 1; --full runs the README's study
 (both architectures, 3 seeds, 15 epochs)."""
 
@@ -111,6 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seeds", nargs="+", type=options.seed_value, metavar="N", help="seeds (default by size)"
     )
     options.add_data(parser, default="mnist1d")
+    parser.add_argument(
+        "--name",
+        default="results",
+        type=_table_name,
+        help="the summary's file names: OUT/NAME.md, OUT/NAME.json and figures (several "
+        "tables can share one folder of cells)",
+    )
     parser.add_argument(
         "--no-rescale", action="store_true", help="keep the kept weights' dense-init scale"
     )
@@ -173,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         widths=list(dict.fromkeys(args.width)),
         factors=factors,
         rescale=not args.no_rescale,
+        name=args.name,
     )
     plan.cells()  # unknown architectures or variants fail here, before any work
     options.set_threads(args.threads)
@@ -187,5 +201,5 @@ def run(args: argparse.Namespace) -> int:
     if summary is None:
         return 0
     print()
-    print(Path(args.out, "results.md").read_text())
+    print(Path(args.out, f"{plan.name}.md").read_text())
     return 0 if summary["rows"] else 1

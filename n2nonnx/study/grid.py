@@ -228,6 +228,7 @@ class StudyPlan:
     widths: Sequence[float] = (1,)
     factors: dict[str, Sequence[Any]] = field(default_factory=dict)
     rescale: bool = True
+    name: str = "results"  # the summary's files: OUT/<name>.md, .json and figures
 
     def arch_names(self) -> list[str]:
         """Every architecture at every width (``vgg1d``, ``vgg1d-x2`` ...)."""

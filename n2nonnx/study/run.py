@@ -51,7 +51,7 @@ def run_study(
             (so all agree on which cells are left); None for a single process.
 
     Returns:
-        The summary (also written to ``out/results.json``); None on the other processes.
+        The summary (also written to ``out/<plan.name>.json``); None on the other processes.
     """
     from tqdm import tqdm
 

@@ -108,11 +108,11 @@ def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
             }
         )
     summary = {"plan": _plan_dict(plan), "rows": rows}
-    write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
-    write_text_atomic(out / "results.md", format_table(rows, plan))
+    write_text_atomic(out / f"{plan.name}.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / f"{plan.name}.md", format_table(rows, plan))
     if rows:
-        plot_accuracy(rows, out / "accuracy_vs_density.png")
-        plot_delta(rows, out / "delta_vs_density.png")
+        plot_accuracy(rows, out / _figure_name(plan, "accuracy"))
+        plot_delta(rows, out / _figure_name(plan, "delta"))
     return summary
 
 
@@ -180,12 +180,18 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
             lines.append(f"| {label} | " + " | ".join(entries) + " |")
     lines += [
         "",
-        "![accuracy vs density](accuracy_vs_density.png)",
+        f"![accuracy vs density]({_figure_name(plan, 'accuracy')})",
         "",
-        "![delta vs density](delta_vs_density.png)",
+        f"![delta vs density]({_figure_name(plan, 'delta')})",
         "",
     ]
     return "\n".join(lines)
+
+
+def _figure_name(plan: StudyPlan, what: str) -> str:
+    """``accuracy_vs_density.png``, or ``NAME-accuracy_vs_density.png`` for a named table."""
+    prefix = "" if plan.name == "results" else f"{plan.name}-"
+    return f"{prefix}{what}_vs_density.png"
 
 
 def _variant_defaults() -> dict[str, Any]:
