@@ -12,9 +12,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from n2nonnx.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from n2nonnx.model import Model
 
 # Registry names listed here (not read from the registries) so that --help does not import
 # torch; a test keeps them equal to the registries.
@@ -226,3 +229,24 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+REPAIR_HELP = (
+    "move the kept weights that lie on no input-to-output path onto live paths, keeping the "
+    "number of non-zeros: by the pruning criterion's next-best scores where known, else at "
+    "random (--seed); recorded in the model's metadata"
+)
+
+
+def add_repair(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--repair``, the same on every verb that builds a sparse model."""
+    parser.add_argument("--repair", action="store_true", help=REPAIR_HELP)
+
+
+def print_repairs(model: Model, count: int) -> None:
+    """Print the summaries of the last ``count`` repair records of ``model``."""
+    from n2nonnx.connectivity.repair import RepairRecord
+    from n2nonnx.metadata import stages
+
+    for record in stages(model.proto, "repair")[-count:] if count else []:
+        print(RepairRecord.from_dict(record).summary())

@@ -30,6 +30,7 @@ EXAMPLE = """\
 examples:
   n2nonnx prune dense.onnx -o pruned.onnx --method snip --density 0.05 --data mnist1d
   n2nonnx prune dense.onnx -o skip.onnx --method random --density 0.05 --n2nskip
+  n2nonnx prune dense.onnx -o live.onnx --method snip --density 0.02 --data mnist1d --repair
   n2nonnx prune dense.onnx -o scl.onnx --method scl --density 0.05 --data mnist1d --epochs 10
   n2nonnx prune trained.onnx -o slim.onnx --method snacs --data mnist1d --prune-percent 50"""
 
@@ -95,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="scale each unit's kept weights by sqrt(fan-in / kept fan-in)",
     )
+    options.add_repair(at_init)
     learned = parser.add_argument_group(
         "learned (scl; the training recipe options below apply too)"
     )
@@ -223,6 +225,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(
         args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
     )
+    if args.repair and args.method not in AT_INIT:
+        raise InvalidArgumentError(
+            f"--repair moves the weights of a model pruned at initialization; --method "
+            f"{args.method} does not keep a mask to repair: drop --repair or use an "
+            f"at-initialization method ({', '.join(AT_INIT)})"
+        )
     if args.method in STRUCTURED:
         return _structured(args)
     if (
@@ -263,13 +271,19 @@ def _at_init(args: argparse.Namespace, skip: dict | None) -> int:
         options={"temperature": args.temperature, "iterations": args.iterations},
         rescale=args.rescale,
         progress=not args.no_progress,
+        repair=args.repair,
     )
     if skip:
         from n2nonnx.skip import add_n2nskip
 
         pruned = add_n2nskip(pruned, density=density, **skip)
+        if args.repair:  # again: the skips' sources and the trimmed sequential weights
+            from n2nonnx.connectivity.repair import repair_dead_weights
+
+            pruned = repair_dead_weights(pruned, seed=args.seed)
     path = save(pruned, args.output)
     print(format_prune_table(prune_table(pruned)))
+    options.print_repairs(pruned, (1 + bool(skip)) if args.repair else 0)
     print(f"\nwrote {path}")
     return 0
 

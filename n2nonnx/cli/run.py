@@ -23,7 +23,8 @@ EXAMPLE = """\
 examples:
   n2nonnx run                                    # built-in MLP on MNIST-1D, 5% density
   n2nonnx run model.onnx --data data.npz --density 0.02 --out runs/mine
-  n2nonnx run --arch vgg1d --method random --epochs 10 --no-baselines"""
+  n2nonnx run --arch vgg1d --method random --epochs 10 --no-baselines
+  n2nonnx run --repair --out runs/repaired        # no kept weight on a dead path"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep the kept weights' dense-init scale (default: fan-in-corrected)",
     )
+    options.add_repair(parser)
     options.add_seed(parser)
     options.add_out_dir(parser, "runs/default")
     options.add_force(parser)
@@ -95,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job and print its headline numbers."""
+    from n2nonnx.connectivity.repair import RepairRecord
     from n2nonnx.pipeline import JobConfig, run_job
     from n2nonnx.training.distributed import session
 
@@ -111,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         rescale=not args.no_rescale,
         connectivity=not args.no_connectivity,
         skip_options=skip,
+        repair=args.repair,
     )
     options.set_threads(args.threads)
     with session() as ctx:  # under torchrun: every training of the job is distributed
@@ -138,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    for record in numbers.get("repair", []):
+        print("  " + RepairRecord.from_dict(record).summary())
     for label, row in job.gains.items():
         print(
             f"  {label:14s} accuracy {row['test_accuracy']:.2%}  non-zeros {row['nonzeros']:>8,}  "

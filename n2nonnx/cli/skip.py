@@ -18,7 +18,8 @@ metadata (see `n2nonnx inspect --json`)."""
 EXAMPLE = """\
 examples:
   n2nonnx skip pruned.onnx -o skip.onnx --skip-share 0.5 --seed 0
-  n2nonnx skip dense.onnx -o skip.onnx --density 0.1 --max-k 3 --sampling uniform"""
+  n2nonnx skip dense.onnx -o skip.onnx --density 0.1 --max-k 3 --sampling uniform
+  n2nonnx skip pruned.onnx -o skip.onnx --skip-share 0.5 --repair"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     options.add_seed(parser)
     options.add_input_shape(parser)
+    options.add_repair(parser)
     add_skip_options(parser)
     parser.set_defaults(func=run)
 
@@ -54,8 +56,13 @@ def run(args: argparse.Namespace) -> int:
     )
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     result = add_n2nskip(model, density=args.density, **kwargs)
+    if args.repair:  # skip weights have no criterion scores: moved at random
+        from n2nonnx.connectivity.repair import repair_dead_weights
+
+        result = repair_dead_weights(result, seed=args.seed)
     path = save(result, args.output)
     record = stages(result.proto, "n2nskip")[-1]
+    options.print_repairs(result, int(args.repair))
     for pair in record["pairs"]:
         print(
             f"  {pair['source']} -> {pair['target']}  k={pair['k']}  {pair['nonzeros']}/{pair['dense_size']} "

@@ -1,4 +1,8 @@
-"""The N2NSkip options, shared by ``skip``, ``prune --n2nskip`` and ``run``."""
+"""The N2NSkip options, shared by ``skip``, ``prune --n2nskip`` and ``run``.
+
+The authors' code variant is ``--pairs blocks --sampling channel --skip-norm batchnorm
+--pool-at output`` (with the defaults ``--join activation --kernel target --pool max``).
+"""
 
 from __future__ import annotations
 
@@ -54,11 +58,42 @@ def add_skip_options(
         help="split the skip budget by the pairs' dense sizes, or equally",
     )
     group.add_argument(
+        "--pairs",
+        choices=("all", "blocks"),
+        default="all",
+        help="all: every non-consecutive pair whose shapes align; blocks: each conv block's "
+        "input to the next block's first conv (the authors' VGG code; needs two conv blocks)",
+    )
+    group.add_argument(
         "--sampling",
-        choices=("block", "uniform"),
+        choices=("block", "uniform", "channel"),
         default="block",
         help="block: connections on a random subset of source units (fast); "
-        "uniform: uniformly random as in the paper",
+        "uniform: uniformly random as in the paper; channel: whole kernels of "
+        "int(C_in x density) random source channels per target channel (the authors' code)",
+    )
+    group.add_argument(
+        "--placement",
+        choices=("random", "connectivity"),
+        default="random",
+        help="random (the paper); connectivity: first give units of the pruned graph their "
+        "missing input / output paths and join cut-off components, then the rest at random "
+        "(none out of the graph inputs); the same number of non-zeros",
+    )
+    group.add_argument(
+        "--skip-norm",
+        choices=("none", "batchnorm"),
+        default="none",
+        help="batchnorm: the skip path gets its own BatchNorm between its conv and its "
+        "activation (the authors' code)",
+    )
+    group.add_argument(
+        "--pool-at",
+        choices=("source", "output"),
+        default="source",
+        help="source: pool the source to the target's size before the skip conv (cheapest); "
+        "output: skip conv at the block input's size, max-pool after the activation "
+        "(the authors' code)",
     )
     group.add_argument(
         "--merge",
@@ -103,6 +138,10 @@ def skip_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """
     if args.pair and args.max_k is not None:
         raise InvalidArgumentError("give either --pair or --max-k, not both")
+    if args.pairs != "all" and (args.pair or args.max_k is not None):
+        raise InvalidArgumentError(
+            f"--pairs {args.pairs} chooses the pairs itself: drop --pair / --max-k"
+        )
     if not 0 <= args.skip_share < 1:
         raise InvalidArgumentError(f"--skip-share must be in [0, 1), got {args.skip_share}")
     pairs: Any = "all"
@@ -117,16 +156,21 @@ def skip_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             pairs.append((source, target))
     elif args.max_k is not None:
         pairs = args.max_k
+    elif args.pairs != "all":
+        pairs = args.pairs
     return {
         "skip_share": args.skip_share,
         "pairs": pairs,
         "per_target": args.per_target,
         "spread": args.spread,
         "sampling": args.sampling,
+        "placement": args.placement,
         "merge": args.merge,
         "join": args.join,
         "kernel": args.kernel,
         "pool": args.pool,
+        "pool_at": args.pool_at,
+        "skip_norm": args.skip_norm,
         "init_scale": args.init_scale,
         "seed": args.seed,
     }

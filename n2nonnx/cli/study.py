@@ -17,6 +17,7 @@ FACTOR_HELP = {
     "placement": "where the skip budget goes (see skip --placement)",
     "skip_norm": "a BatchNorm on the skip path (see skip --skip-norm)",
     "pairs": "which layer pairs get skips (see skip --pairs)",
+    "pool_at": "where a skip is pooled to the target's size (see skip --pool-at)",
 }
 
 
@@ -78,7 +79,8 @@ examples:
 Every option in the "varied" group takes one value or several: each variant it applies to
 runs at every value (the product over options), and each cell is keyed by the values it ran
 with. A variant may also carry its own: VARIANT:OPTION=VALUE[,OPTION=VALUE] (option names
-as below, with - or _)."""
+as below, with - or _); the authors' code skips are
+N2NSkip-RP:pairs=blocks,sampling=channel,skip_norm=batchnorm,pool_at=output."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from n2nonnx import metadata
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
 from n2nonnx.training.config import TrainConfig
@@ -43,6 +44,9 @@ class JobConfig:
         skip_options: further options of :func:`n2nonnx.skip.add_n2nskip` (``pairs``,
             ``per_target``, ``spread``, ``init_scale`` ...).
         connectivity: also compute the heat-diffusion delta against the dense graph.
+        repair: move the kept weights on no input-to-output path onto live paths after
+            pruning (by the criterion's scores) and again after the skips are added (at
+            random), keeping the count (see :func:`n2nonnx.connectivity.repair_dead_weights`).
     """
 
     method: str = "snip"
@@ -55,6 +59,7 @@ class JobConfig:
     rescale: bool = True
     skip_options: dict[str, Any] = field(default_factory=dict)
     connectivity: bool = True
+    repair: bool = False
 
     @property
     def label(self) -> str:
@@ -99,7 +104,6 @@ def sparsify(
         onnxruntime), connectivity figures and timings.
     """
     from n2nonnx.data import check_classes, check_float32_input, resolve_data
-    from n2nonnx.pruning import prune
     from n2nonnx.training import train
 
     validate(config)
@@ -110,51 +114,78 @@ def sparsify(
     check_classes(dense, dataset)
     if config.method == "scl":
         return _learned(dense, dataset, config, started, progress)
-    model = dense
-    if config.method != "dense":
-        from n2nonnx.skip import sequential_density
-
-        pair_options = {
-            k: v
-            for k, v in config.skip_options.items()
-            if k in ("pairs", "per_target", "kernel", "pool")
-        }
-        sequential = sequential_density(dense, config.density, config.skip_share, **pair_options)
-        log.info(
-            "prune: %s, %s allocation, sequential density %.4g",
-            config.method,
-            config.allocation,
-            sequential,
-        )
-        model = prune(
-            dense,
-            config.method,
-            sequential,
-            allocation=config.allocation,
-            data=dataset,
-            seed=config.seed,
-            rescale=config.rescale,
-        )
-        if config.skip_share > 0:
-            from n2nonnx.skip import add_n2nskip
-
-            log.info(
-                "n2nskip: %.0f%% of the budget on skip connections (%s sampling)",
-                100 * config.skip_share,
-                config.sampling,
-            )
-            model = add_n2nskip(
-                model,
-                density=config.density,
-                skip_share=config.skip_share,
-                sampling=config.sampling,
-                seed=config.seed,
-                **config.skip_options,
-            )
+    model = build_sparse(dense, dataset, config)
     recipe = TrainConfig.from_options(**{**config.recipe, "seed": config.seed})
     log.info("train: %d epochs, %s lr %g", recipe.epochs, recipe.optimizer, recipe.lr)
     result = train(model, dataset, recipe, progress=progress)
     return _measure(config, dataset, model, result.model, result.history, started)
+
+
+def build_sparse(dense: Model, dataset: Any, config: JobConfig) -> Model:
+    """The sparse model a job trains: pruned, with N2NSkip connections, repaired, untrained.
+
+    Deterministic for ``config.seed``: the study's predictor analysis rebuilds its cells'
+    models with it (masks do not change in training).
+
+    Args:
+        dense: the dense model.
+        dataset: the resolved data set (data-driven criteria score on it).
+        config: what to do (not ``scl``: those masks are learned in training).
+
+    Returns:
+        The model before training (``dense`` itself for ``method="dense"``).
+    """
+    from n2nonnx.pruning import prune
+
+    if config.method == "dense":
+        return dense
+
+    from n2nonnx.skip import sequential_density
+
+    pair_options = {
+        k: v
+        for k, v in config.skip_options.items()
+        if k in ("pairs", "per_target", "kernel", "pool")
+    }
+    sequential = sequential_density(dense, config.density, config.skip_share, **pair_options)
+    log.info(
+        "prune: %s, %s allocation, sequential density %.4g",
+        config.method,
+        config.allocation,
+        sequential,
+    )
+    model = prune(
+        dense,
+        config.method,
+        sequential,
+        allocation=config.allocation,
+        data=dataset,
+        seed=config.seed,
+        rescale=config.rescale,
+        repair=config.repair,
+    )
+    if config.skip_share > 0:
+        from n2nonnx.skip import add_n2nskip
+
+        log.info(
+            "n2nskip: %.0f%% of the budget on skip connections (%s sampling)",
+            100 * config.skip_share,
+            config.sampling,
+        )
+        model = add_n2nskip(
+            model,
+            density=config.density,
+            skip_share=config.skip_share,
+            sampling=config.sampling,
+            seed=config.seed,
+            **config.skip_options,
+        )
+        if config.repair:
+            from n2nonnx.connectivity.repair import repair_dead_weights
+
+            log.info("repair: the weights on dead paths after N2NSkip, moved at random")
+            model = repair_dead_weights(model, seed=config.seed)
+    return model
 
 
 def _learned(
@@ -203,6 +234,9 @@ def _measure(
         "best_test_accuracy": history.best("test_accuracy").test_accuracy,
         "history": history.to_dict(),
     }
+    repairs = metadata.stages(initial.proto, "repair") if config.method != "dense" else []
+    if repairs:
+        numbers["repair"] = repairs
     report = None
     if config.connectivity and config.method != "dense":
         from n2nonnx.connectivity import analyze
@@ -226,22 +260,25 @@ def validate(config: JobConfig) -> None:
     """Refuse a bad option before any work is done (not after minutes of pruning)."""
     from n2nonnx.pruning.allocation import ALLOCATIONS
     from n2nonnx.pruning.registry import get_criterion
-    from n2nonnx.skip import SAMPLING_MODES
+    from n2nonnx.skip.options import check_options
 
     if config.method not in ("dense", "scl"):
         get_criterion(config.method)
+    if config.repair and config.method == "scl":
+        raise InvalidArgumentError(
+            "repair moves the weights of a model pruned at initialization; SCL learns its masks "
+            "while training: drop repair or choose an at-initialization method"
+        )
     if not 0 < config.density <= 1:
         raise InvalidArgumentError(f"density must be in (0, 1], got {config.density}")
     if not 0 <= config.skip_share < 1:
         raise InvalidArgumentError(f"skip share must be in [0, 1), got {config.skip_share}")
-    for what, value, allowed in (
-        ("allocation", config.allocation, ALLOCATIONS),
-        ("sampling", config.sampling, SAMPLING_MODES),
-    ):
-        if value not in allowed:
-            raise InvalidArgumentError(
-                f"unknown {what} {value!r}; choose from {', '.join(allowed)}"
-            )
+    if config.allocation not in ALLOCATIONS:
+        raise InvalidArgumentError(
+            f"unknown allocation {config.allocation!r}; choose from {', '.join(ALLOCATIONS)}"
+        )
+    if config.skip_share > 0:
+        check_options(**config.skip_options, sampling=config.sampling)
     TrainConfig.from_options(**{**config.recipe, "seed": config.seed})
 
 

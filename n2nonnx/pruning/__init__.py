@@ -59,6 +59,7 @@ def prune(
     options: Mapping[str, Any] | None = None,
     rescale: bool = False,
     progress: bool = False,
+    repair: bool = False,
 ) -> Model:
     """Prune ``model`` at initialization; returns a new model with masks in the graph.
 
@@ -84,9 +85,13 @@ def prune(
         rescale: multiply each unit's kept weights by ``sqrt(fan_in / kept fan_in)`` so its
             pre-activation keeps the variance it had dense (fan-in-corrected init).
         progress: show progress bars (SynFlow rounds, SNIP / GraSP chunks) on a terminal.
+        repair: move the kept weights that lie on no input-to-output path onto live paths,
+            by the criterion's next-best scores (random order for user masks), keeping the
+            count (see :func:`n2nonnx.connectivity.repair_dead_weights`); before ``rescale``.
 
     Returns:
-        The pruned model; its metadata holds a ``prune`` record with per-layer counts.
+        The pruned model; its metadata holds a ``prune`` record with per-layer counts
+        (and a ``repair`` record after it with ``repair``).
     """
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
         raise InvalidArgumentError(
@@ -106,6 +111,7 @@ def prune(
             f"density {density:g} keeps no weight of the {prunable:,} prunable weights; the smallest "
             f"density that keeps one is {1 / max(prunable, 1):.3g}"
         )
+    scores: dict[str, np.ndarray] | None = None
     if masks is not None:
         new_masks = _user_masks(model, masks, weights)
         method_name = "masks"
@@ -149,7 +155,20 @@ def prune(
             for w, s in scores.items()
         }
         new_masks = allocate(scores, float(density))
-    pruned = apply_masks(model, new_masks)
+    # With repair the dense values stay under the masks, so regrown weights get them back.
+    pruned = apply_masks(model, new_masks, zero_weights=not repair)
+    repaired = None
+    if repair:
+        from n2nonnx.connectivity.repair import repair_model
+
+        existing = mask_arrays(model)  # pruned before: those positions stay pruned
+        pruned, repaired = repair_model(
+            pruned,
+            scores=scores,
+            seed=seed,
+            weights=list(new_masks),
+            allowed={w: existing[w] > 0 for w in new_masks if w in existing},
+        )
     if rescale:
         pruned = pruned.with_initializers({w: rescaled_weight(pruned, w) for w in new_masks})
     counts = prune_table(pruned, weights)
@@ -164,12 +183,15 @@ def prune(
         "exclude": list(exclude),
         "first_last_density": first_last_density,
         "rescale": rescale,
+        "repair": repair,
         "options": {k: v for k, v in dict(options or {}).items()},
         "layers": [
             {"layer": c.layer, "weight": c.weight, "kept": c.kept, "total": c.total} for c in counts
         ],
     }
     metadata.append_stage(pruned.proto, "prune", **record)  # our own fresh proto
+    if repaired is not None:
+        metadata.append_stage(pruned.proto, "repair", **repaired.to_dict())
     return pruned
 
 
