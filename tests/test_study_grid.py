@@ -126,3 +126,15 @@ def test_study_runs_a_grid_of_options(tmp_path):
     assert (out / "rp-only-accuracy_vs_density.png").exists()
     assert "N2NSkip" in (out / "results.md").read_text()
     assert main([*args[:-1], "--allocation", "bogus"]) == 2
+
+
+def test_study_choices_are_the_skip_options_choices():
+    from n2nonnx.pruning.allocation import ALLOCATIONS
+    from n2nonnx.skip.options import _CHOICES, AUTHORS_VARIANT
+    from n2nonnx.study.grid import AUTHORS_OPTIONS, FACTORS
+
+    for name in ("sampling", "join", "placement", "skip_norm", "pool_at"):
+        assert set(FACTORS[name].choices) == set(_CHOICES[name]), name
+    assert set(FACTORS["allocation"].choices) <= set(ALLOCATIONS)
+    _, options = parse_variant(f"N2NSkip-RP:{AUTHORS_OPTIONS}")
+    assert options.items() <= AUTHORS_VARIANT.items()

@@ -4,8 +4,15 @@
 (Subramaniam & Sharma, BMVC 2020): part of the non-zero budget moves from the sequential
 layers to skip branches ``Gather -> sparse Conv / MatMul -> activation -> Add`` into later layers'
 pre-activations. :mod:`~n2nonnx.skip.candidates` finds and aligns the pairs,
-:mod:`~n2nonnx.skip.budget` splits and samples the budget, :mod:`~n2nonnx.skip.build`
-writes the subgraphs.
+:mod:`~n2nonnx.skip.budget` splits the budget, :mod:`~n2nonnx.skip.sampling` samples
+each pair's connections at random, :mod:`~n2nonnx.skip.placement` places them where the
+unit graph is broken (``placement="connectivity"``), :mod:`~n2nonnx.skip.build` writes
+the subgraphs.
+
+The authors' code variant, as options of :func:`add_n2nskip`: ``pairs="blocks"`` (a
+block's input to the next block's first conv), ``sampling="channel"`` (whole kernels,
+expander-style), ``skip_norm="batchnorm"`` and ``pool_at="output"`` (sparse conv,
+BatchNorm, ReLU, max-pool), see :data:`AUTHORS_VARIANT`.
 """
 
 from __future__ import annotations
@@ -19,20 +26,28 @@ from n2nonnx import masks, metadata
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.normalize import infer_shapes
 from n2nonnx.model import Model
-from n2nonnx.skip.budget import (
-    SAMPLING_MODES,
-    apportion,
-    block_widths,
-    regrow_masks,
-    sample_connections,
-    trim_masks,
-)
-from n2nonnx.skip.build import Branch, Built, add_branches
+from n2nonnx.skip.budget import apportion, regrow_masks, trim_masks
+from n2nonnx.skip.build import Branch, Built, Style, add_branches
 from n2nonnx.skip.candidates import LeftOut, Pair, PairSpec, find_pairs, sequential_layers
+from n2nonnx.skip.options import (
+    AUTHORS_VARIANT,
+    DEFAULT_SAMPLING,
+    PLACEMENTS,
+    check_choices,
+    check_numbers,
+    check_options,
+)
+from n2nonnx.skip.sampling import SAMPLING_MODES, Connections, block_widths, sample_connections
 
-__all__ = ["SAMPLING_MODES", "add_n2nskip", "find_pairs", "sequential_density"]
-
-DEFAULT_SAMPLING = "block"
+__all__ = [
+    "AUTHORS_VARIANT",
+    "PLACEMENTS",
+    "SAMPLING_MODES",
+    "add_n2nskip",
+    "check_options",
+    "find_pairs",
+    "sequential_density",
+]
 
 
 def add_n2nskip(
@@ -44,8 +59,11 @@ def add_n2nskip(
     per_target: int | None = None,
     spread: str = "proportional",
     sampling: str = DEFAULT_SAMPLING,
+    placement: str = "random",
     kernel: str = "target",
     pool: str = "max",
+    pool_at: str = "source",
+    skip_norm: str = "none",
     join: str = "activation",
     merge: str = "target",
     init_scale: float = 1.0,
@@ -77,15 +95,30 @@ def add_n2nskip(
         density: non-zero fraction of the result, sequential and skip together, relative
             to the dense sequential weights; None: the model's current density.
         skip_share: the part of the budget for skip weights, in [0, 1).
-        pairs: ``"all"`` candidate pairs, an int (the largest ``k``), or a list of
+        pairs: ``"all"`` candidate pairs, ``"blocks"`` (each convolution block's input to
+            the next block's first conv, the authors' VGG code; refused for a network
+            without two conv blocks), an int (the largest ``k``), or a list of
             ``(source, target)`` names (see :func:`find_pairs`).
         per_target: at most this many (nearest) sources per target.
         spread: ``"proportional"`` (skip budget split by the pairs' dense sizes) or ``"equal"``.
         sampling: ``"block"`` (default; connections fill a random subset of source
-            units, so a branch costs about its non-zeros in a dense runtime) or
-            ``"uniform"`` (the paper: uniformly random over the dense skip tensor).
+            units, so a branch costs about its non-zeros in a dense runtime),
+            ``"uniform"`` (the paper: uniformly random over the dense skip tensor) or
+            ``"channel"`` (the authors' code: each target unit keeps whole kernels of
+            ``int(source units x density)`` random source units).
+        placement: ``"random"`` (the paper) or ``"connectivity"``: first the connections
+            that give units of the pruned graph their missing input / output paths and
+            join cut-off components, then the rest as ``sampling`` says
+            (:mod:`~n2nonnx.skip.placement`); the same total number of non-zeros.
         kernel: ``"target"`` (the target's kernel size) or ``"1x1"`` for conv pairs.
         pool: ``"max"`` (the authors' code) or ``"avg"`` spatial alignment.
+        pool_at: ``"source"`` (default: pool the source to the target's size, then the
+            skip conv) or ``"output"`` (the authors' code: the skip conv at the block
+            input's size, the rest of the pooling after the activation).
+        skip_norm: ``"none"`` or ``"batchnorm"``: the skip layer's own BatchNorm between
+            its conv and its activation (the authors' code; trainable scale and bias,
+            running statistics updated in training; it rescales the branch, so
+            ``init_scale`` then only sets the initial direction).
         join: ``"activation"`` (default: add into the input of the target's nonlinearity,
             after its BatchNorm) or ``"preact"`` (into the raw layer output, before it).
         merge: ``"target"`` (default: the pairs into one target form one skip layer over
@@ -103,11 +136,8 @@ def add_n2nskip(
         InvalidArgumentError: a parameter out of range, a dense model without
             ``density``, or a budget the sequential layers cannot meet.
     """
-    _check(density, skip_share, spread, sampling, init_scale)
-    if merge not in ("target", "pair"):
-        raise InvalidArgumentError(f"merge={merge!r}: choose 'target' or 'pair'")
-    if join not in ("activation", "preact"):
-        raise InvalidArgumentError(f"join={join!r}: choose 'activation' or 'preact'")
+    check_numbers(density, skip_share, spread, sampling, init_scale)
+    check_choices(merge=merge, join=join, placement=placement, skip_norm=skip_norm, pool_at=pool_at)
     layers = sequential_layers(model)
     if len(layers) != len(model.layers):
         raise InvalidArgumentError(
@@ -130,23 +160,7 @@ def add_n2nskip(
             )
         density = kept_total / dense_total
     budget = int(round(density * dense_total))
-    candidates, left_out = find_pairs(model, pairs, per_target=per_target, kernel=kernel, pool=pool)
-    if not isinstance(pairs, (str, int, np.integer)):  # explicit pairs: each must be joinable
-        refused = [
-            entry for entry in left_out if not entry.reason.startswith("over the per-target limit")
-        ]
-        if refused:
-            raise InvalidArgumentError(
-                f"the skip pair {refused[0].source},{refused[0].target} cannot be joined: {refused[0].reason}; "
-                "choose a source at least two layers before its target (n2nonnx inspect lists the layers)"
-            )
-    if not candidates:
-        warnings.warn(
-            "N2NSkip: the model has no non-consecutive layer pair that can be joined; no skip "
-            "connection added"
-            + (f" ({len(left_out)} pairs left out, see the metadata)" if left_out else ""),
-            stacklevel=2,
-        )
+    candidates, left_out = _joinable_pairs(model, pairs, per_target, kernel, pool)
     skip_wanted = int(round(skip_share * budget)) if candidates else 0
     deficit = budget - skip_wanted - kept_total
     if deficit > 0:
@@ -189,26 +203,20 @@ def add_n2nskip(
             "kept again at random)",
             stacklevel=2,
         )
-    widths = _widths(candidates, per_pair, sampling, merge)
-    branches: list[Branch] = []
-    for pair, count, width in zip(candidates, per_pair, widths, strict=True):
-        if count == 0:
-            left_out.append(
-                LeftOut(
-                    pair.source.name, pair.target.name, "no weights left for it in the skip budget"
-                )
-            )
-            continue
-        connections = sample_connections(pair, count, sampling, rng, width)
-        fan_in = pair.source.units * int(np.prod(pair.kernel, dtype=np.int64))
-        std = init_scale * np.sqrt(2.0 / fan_in)
-        weight = (rng.standard_normal(connections.mask.shape) * std).astype(
-            np.float32
-        ) * connections.mask
-        branches.append(Branch(pair, connections, weight))
+    repairs, placed = None, None
+    if placement == "connectivity" and candidates:
+        from n2nonnx.skip.placement import place_connections
+
+        sequential_model = masks.apply_masks(model, new_masks) if new_masks else model
+        placed, repairs = place_connections(
+            sequential_model, candidates, shares, skip_budget, sampling, rng
+        )
+    options = {"sampling": sampling, "merge": merge, "init_scale": init_scale}
+    branches = _branches(candidates, per_pair, placed, options, rng, left_out)
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
-    built, skip_masks = add_branches(proto, model.index, branches, join, merge)
+    style = Style(join=join, merge=merge, norm=skip_norm, pool_at=pool_at)
+    built, skip_masks = add_branches(proto, model.index, branches, style)
     new_masks.update(skip_masks)
     result = masks.apply_masks(model.with_proto(proto), new_masks)
     proto = infer_shapes(result.proto)
@@ -220,9 +228,12 @@ def add_n2nskip(
         skip_share=float(skip_share),
         seed=int(seed),
         sampling=sampling,
+        placement=placement,
         spread=spread,
         kernel=kernel,
         pool=pool,
+        pool_at=pool_at,
+        skip_norm=skip_norm,
         join=join,
         merge=merge,
         init="kaiming-normal(dense fan-in)",
@@ -236,6 +247,7 @@ def add_n2nskip(
             "regrown": regrown,
         },
         skip_nonzeros=skip_budget,
+        repairs=None if repairs is None else repairs.to_dict(),
         pairs=[_record(b, built[b.pair.base_name]) for b in branches],
         left_out=[entry.to_dict() for entry in left_out],
     )
@@ -269,6 +281,71 @@ def sequential_density(model: Model, density: float, skip_share: float, **pair_o
     return density
 
 
+def _joinable_pairs(
+    model: Model, pairs: PairSpec, per_target: int | None, kernel: str, pool: str
+) -> tuple[list[Pair], list[LeftOut]]:
+    """The candidate pairs; an explicitly named pair that cannot be joined is an error."""
+    candidates, left_out = find_pairs(model, pairs, per_target=per_target, kernel=kernel, pool=pool)
+    if not isinstance(pairs, (str, int, np.integer)):  # explicit pairs: each must be joinable
+        refused = [
+            entry for entry in left_out if not entry.reason.startswith("over the per-target limit")
+        ]
+        if refused:
+            raise InvalidArgumentError(
+                f"the skip pair {refused[0].source},{refused[0].target} cannot be joined: {refused[0].reason}; "
+                "choose a source at least two layers before its target (n2nonnx inspect lists the layers)"
+            )
+    if not candidates:
+        warnings.warn(
+            "N2NSkip: the model has no non-consecutive layer pair that can be joined; no skip "
+            "connection added"
+            + (f" ({len(left_out)} pairs left out, see the metadata)" if left_out else ""),
+            stacklevel=3,
+        )
+    return candidates, left_out
+
+
+def _branches(
+    candidates: list[Pair],
+    per_pair: list[int],
+    placed: list[Connections | None] | None,
+    options: dict,
+    rng: np.random.Generator,
+    left_out: list[LeftOut],
+) -> list[Branch]:
+    """The pairs' branches: connections (sampled here unless ``placed``) and initial weights.
+
+    Args:
+        candidates: the pairs.
+        per_pair: their non-zeros under random placement.
+        placed: connections from connectivity placement, or None to sample at random.
+        options: ``sampling``, ``merge`` and ``init_scale``.
+        rng: the random generator (sampling and weights drawn pair by pair).
+        left_out: pairs without connections are appended here.
+
+    Returns:
+        One branch per pair that has connections.
+    """
+    widths = _widths(candidates, per_pair, options["sampling"], options["merge"])
+    branches: list[Branch] = []
+    for position, pair in enumerate(candidates):
+        if placed is not None:
+            connections = placed[position]
+        elif per_pair[position] > 0:
+            connections = sample_connections(
+                pair, per_pair[position], options["sampling"], rng, widths[position]
+            )
+        else:
+            connections = None
+        if connections is None:
+            reason = "no weights left for it in the skip budget"
+            left_out.append(LeftOut(pair.source.name, pair.target.name, reason))
+            continue
+        weight = _initial_weight(pair, connections, options["init_scale"], rng)
+        branches.append(Branch(pair, connections, weight))
+    return branches
+
+
 def _widths(pairs: list[Pair], counts: list[int], sampling: str, merge: str) -> list[int | None]:
     """Block widths per pair (None for uniform sampling), aligned per skip layer."""
     if sampling != "block":
@@ -286,6 +363,15 @@ def _widths(pairs: list[Pair], counts: list[int], sampling: str, merge: str) -> 
     return widths
 
 
+def _initial_weight(
+    pair: Pair, connections: Connections, init_scale: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Kaiming-normal over the pair's dense fan-in, times ``init_scale``, masked."""
+    fan_in = pair.source.units * int(np.prod(pair.kernel, dtype=np.int64))
+    std = init_scale * np.sqrt(2.0 / fan_in)
+    return (rng.standard_normal(connections.mask.shape) * std).astype(np.float32) * connections.mask
+
+
 def _record(branch: Branch, built: Built) -> dict:
     pair: Pair = branch.pair
     return {
@@ -301,24 +387,3 @@ def _record(branch: Branch, built: Built) -> dict:
         "weight_inputs": list(built.inputs),
         "activation": built.activation,
     }
-
-
-def _check(density, skip_share, spread, sampling, init_scale) -> None:
-    if not isinstance(skip_share, (int, float)) or not 0.0 <= float(skip_share) < 1.0:
-        raise InvalidArgumentError(
-            f"skip_share={skip_share!r} must be in [0, 1) (0.5: half the budget to skips)"
-        )
-    if density is not None and (
-        not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0
-    ):
-        raise InvalidArgumentError(f"density={density!r} must be in (0, 1]")
-    if spread not in ("proportional", "equal"):
-        raise InvalidArgumentError(f"spread={spread!r}: choose 'proportional' or 'equal'")
-    if sampling not in SAMPLING_MODES:
-        raise InvalidArgumentError(f"sampling={sampling!r}: choose one of {list(SAMPLING_MODES)}")
-    if (
-        isinstance(init_scale, bool)
-        or not isinstance(init_scale, (int, float))
-        or not 0 <= init_scale < float("inf")
-    ):
-        raise InvalidArgumentError(f"init_scale={init_scale!r} must be a finite number >= 0")

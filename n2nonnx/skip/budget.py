@@ -1,20 +1,17 @@
-"""N2NSkip budget: split the non-zero weights between sequential layers and skip pairs, and sample.
+"""N2NSkip budget: split the non-zero weights between sequential layers and skip pairs.
 
 The total budget is ``round(density x dense sequential weights)``; the skip pairs get
 ``round(skip_share x total)`` of it and the sequential layers the rest. Integer splits use
 the largest-remainder method, so every count is exact and the parts add up to the whole.
+Where the skip connections go is :mod:`~n2nonnx.skip.sampling` (random) and
+:mod:`~n2nonnx.skip.placement` (connectivity-guided).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-
-from n2nonnx.skip.candidates import Pair
-
-SAMPLING_MODES = ("block", "uniform")
 
 
 def apportion(total: int, weights: Sequence[float], caps: Sequence[int] | None = None) -> list[int]:
@@ -116,105 +113,3 @@ def _flip_at_random(
         masks[name] = mask
         flipped[name] = count
     return masks, flipped
-
-
-@dataclass(frozen=True)
-class Connections:
-    """The sampled connections of one pair, in canonical layout (target, source, *kernel).
-
-    Attributes:
-        used_sources: source units the branch gathers (each has at least one connection).
-        mask: 0/1 mask of shape ``(target units, len(used_sources), *kernel)``.
-        nonzeros: connections (``mask.sum()``).
-    """
-
-    used_sources: np.ndarray
-    mask: np.ndarray
-    nonzeros: int
-
-
-def block_widths(pairs: Sequence[Pair], counts: Sequence[int], align: int = 8) -> list[int]:
-    """Source units per pair for ``block`` sampling, for the pairs into one target.
-
-    Each pair needs ``ceil(nonzeros / (target units x kernel))`` source units; the widths
-    of a target's pairs are then widened (where sources and non-zeros allow) until their
-    sum is a multiple of ``align``, the channel block of onnxruntime's fast conv layout
-    (it pads the input channels of a conv to that block anyway, so the wider, sparser
-    block costs nothing more and the conv keeps the fast layout).
-
-    Args:
-        pairs: the pairs of one target.
-        counts: their non-zeros.
-        align: the channel block (1: no widening).
-
-    Returns:
-        The widths, one per pair.
-    """
-    widths = []
-    for pair, count in zip(pairs, counts, strict=True):
-        per_source = pair.target.units * int(np.prod(pair.kernel, dtype=np.int64))
-        widths.append(min(pair.source.units, max(1, -(-count // per_source))))
-    if not pairs or pairs[0].kind not in ("conv",) or align <= 1:
-        return widths
-    short = (-sum(widths)) % align
-    while short:
-        room = [
-            i
-            for i, (pair, count) in enumerate(zip(pairs, counts, strict=True))
-            if widths[i] < min(pair.source.units, count)
-        ]
-        if not room:
-            break
-        best = max(room, key=lambda i: (min(pairs[i].source.units, counts[i]) - widths[i], -i))
-        widths[best] += 1
-        short -= 1
-    return widths
-
-
-def sample_connections(
-    pair: Pair, nonzeros: int, sampling: str, rng: np.random.Generator, width: int | None = None
-) -> Connections:
-    """Sample ``nonzeros`` connections for ``pair``.
-
-    ``uniform`` (the paper): positions uniformly at random over the whole dense skip tensor,
-    so nearly every source unit is touched. ``block`` (the default, fast): the connections
-    fill a random subset of ``width`` source units (each gets at least one connection),
-    every target unit receiving from that subset, so the branch's dense compute is about
-    its number of non-zeros.
-
-    Args:
-        pair: the pair.
-        nonzeros: how many connections (1 .. ``pair.dense_size``).
-        sampling: ``"block"`` or ``"uniform"``.
-        rng: the random generator.
-        width: source units of a block (default ``ceil(nonzeros / (targets x kernel))``).
-
-    Returns:
-        The :class:`Connections`.
-    """
-    targets, sources = pair.target.units, pair.source.units
-    kernel = tuple(pair.kernel)
-    per_source = targets * int(np.prod(kernel, dtype=np.int64))
-    if sampling == "uniform":
-        candidates = np.arange(sources)
-        block = (targets, sources, *kernel)
-        flat = np.zeros(int(np.prod(block, dtype=np.int64)), dtype=np.float32)
-        flat[rng.choice(flat.size, size=nonzeros, replace=False)] = 1.0
-    else:
-        width = width or min(sources, -(-nonzeros // per_source))
-        candidates = np.sort(rng.choice(sources, size=width, replace=False))
-        block = (targets, width, *kernel)
-        # One connection per chosen source unit first, the rest uniformly in the block.
-        cells = np.arange(width * per_source).reshape(width, per_source)
-        first = cells[np.arange(width), rng.integers(0, per_source, size=width)]
-        rest = np.setdiff1d(np.arange(width * per_source), first, assume_unique=True)
-        chosen = np.concatenate([first, rng.choice(rest, size=nonzeros - width, replace=False)])
-        by_source = np.zeros(width * per_source, dtype=np.float32)
-        by_source[chosen] = 1.0
-        # cells are (source, target x kernel): move the source axis to position 1.
-        flat = np.moveaxis(by_source.reshape(width, targets, *kernel), 0, 1).reshape(-1)
-    mask = flat.reshape(block)
-    used = np.flatnonzero(mask.reshape(targets, len(candidates), -1).any(axis=(0, 2)))
-    return Connections(
-        candidates[used].astype(np.int64), np.ascontiguousarray(mask[:, used]), int(nonzeros)
-    )

@@ -4,7 +4,11 @@ Per pair (paper eq. 2, ``a_{l+k} = g(z_{l+k} + g(S * a_l))``)::
 
     a_l -> [MaxPool / AveragePool to the target's size | GlobalAveragePool for conv -> FC]
         -> Gather(axis 1, used source units) -> [Flatten] -> Conv / MatMul (weight S, masked)
-        -> g (the target's activation) -> Sum over the target's pairs -> Add into z_{l+k}
+        -> [BatchNormalization] -> g (the target's activation) -> [MaxPool / AveragePool]
+        -> Sum over the target's pairs -> Add into z_{l+k}
+
+The BatchNorm (``norm="batchnorm"``) and the pooling after ``g`` (``pool_at="output"``)
+are the authors' variant (:class:`Style`); by default a branch pools before its conv.
 
 ``z_{l+k}`` is what the target's nonlinearity reads (:func:`join_tensor`): after its
 BatchNorm where it has one, as in the authors' code, whose skip path ends in its own
@@ -27,8 +31,9 @@ from onnx import helper, numpy_helper
 from n2nonnx import tags
 from n2nonnx.graph.index import GraphIndex
 from n2nonnx.graph.layers import Layer
-from n2nonnx.skip.budget import Connections
 from n2nonnx.skip.candidates import Pair
+from n2nonnx.skip.pools import Pools
+from n2nonnx.skip.sampling import Connections
 
 # Activations with g(0) = 0: a zero skip weight then adds exactly nothing.
 ZERO_AT_ZERO = frozenset(
@@ -118,12 +123,35 @@ class Built:
     activation: str
 
 
+@dataclass(frozen=True)
+class Style:
+    """How the branches are built.
+
+    Attributes:
+        join: where a branch is added (see :func:`join_tensor`).
+        merge: ``"target"``: the pairs into one target share one skip layer over their
+            concatenated (gathered, aligned) sources, ``a = g(z + g(S [a_l1; a_l2; ...]))``;
+            ``"pair"``: one skip layer per pair, summed (eq. 2 applied per pair).
+        norm: ``"none"`` or ``"batchnorm"``: a BatchNormalization of the skip layer's own
+            between its Conv / MatMul and its activation (the authors' code).
+        pool_at: ``"source"``: a conv -> conv branch pools its source down to the target's
+            size before the skip conv (cheapest); ``"output"``: the skip conv runs at the
+            block input's size (the network's own pooling of the source where it has one,
+            else the source's size) and the rest of the pooling follows the activation
+            (the authors' code: sparse conv, BatchNorm, ReLU, max-pool).
+    """
+
+    join: str = "activation"
+    merge: str = "target"
+    norm: str = "none"
+    pool_at: str = "source"
+
+
 def add_branches(
     proto: onnx.ModelProto,
     index: GraphIndex,
     branches: list[Branch],
-    join: str = "activation",
-    merge: str = "target",
+    style: Style | None = None,
 ) -> tuple[dict[str, Built], dict[str, np.ndarray]]:
     """Add the skip subgraphs of ``branches`` to ``proto`` in place.
 
@@ -131,15 +159,13 @@ def add_branches(
         proto: the model to edit (a copy of the one ``index`` describes).
         index: the index of the unedited model.
         branches: the pairs to build, ordered by target.
-        join: where the branch is added (see :func:`join_tensor`).
-        merge: ``"target"``: the pairs into one target share one skip layer over their
-            concatenated (gathered, aligned) sources, ``a = g(z + g(S [a_l1; a_l2; ...]))``;
-            ``"pair"``: one skip layer per pair, summed (eq. 2 applied per pair).
+        style: how the branches are built (default :class:`Style`).
 
     Returns:
         ``(built, masks)``: per pair (keyed by ``Pair.base_name``) where its weights
         live, and the mask of every skip weight in its stored layout.
     """
+    style = style or Style()
     graph = proto.graph
     new_nodes: list[onnx.NodeProto] = []
     groups: dict[str, list[Branch]] = {}
@@ -148,15 +174,18 @@ def add_branches(
     built: dict[str, Built] = {}
     skip_masks: dict[str, np.ndarray] = {}
     renamed: dict[str, str] = {}
-    joins = {join_tensor(index, group[0].pair.target, join) for group in groups.values()}
+    joins = {join_tensor(index, group[0].pair.target, style.join) for group in groups.values()}
     pools = Pools(index, protected=joins)  # a pooling of a joined tensor would see the skips
     for name, group in groups.items():
         target = group[0].pair.target
-        parts = [group] if merge == "target" or len(group) == 1 else [[b] for b in group]
+        parts = _parts(group, style, pools)
         outputs = []
-        for part in parts:
+        for position, (part, after) in enumerate(parts):
             base = part[0].pair.base_name if len(part) == 1 else f"n2nskip/{name}"
-            output, weight, mask, op = _layer(graph, index, part, base, new_nodes, pools)
+            if len(part) > 1 and len(parts) > 1:
+                base = f"n2nskip/{name}/part{position}"
+            layer = _Layer(graph, index, base, new_nodes, pools, style)
+            output, weight, mask, op = layer.build(part, after)
             outputs.append(output)
             skip_masks[weight] = mask
             offset = 0
@@ -168,7 +197,7 @@ def add_branches(
         if len(outputs) > 1:
             total = f"n2nskip/{name}/total"
             new_nodes.append(helper.make_node("Sum", outputs, [total], name=f"n2nskip/{name}/sum"))
-        preact = join_tensor(index, target, join)
+        preact = join_tensor(index, target, style.join)
         joined = f"{preact}+n2nskip"
         if preact in index.graph_outputs:
             joined, preact = preact, f"{preact}/before_n2nskip"
@@ -194,163 +223,183 @@ def add_branches(
     return built, skip_masks
 
 
-class Pools:
-    """Pooled versions of source tensors, shared between branches and with the network.
+def _parts(
+    group: list[Branch], style: Style, pools: Pools
+) -> list[tuple[list[Branch], tuple[int, ...]]]:
+    """The skip layers of one target: ``(branches, pooling after the activation)`` each.
 
-    Non-overlapping max / average pooling composes (a 4x4 window is a 2x2 window of a 2x2
-    window), so a branch pools from the largest pooled copy of its source that already
-    exists: the network's own pooling of that tensor where it has one, or another
-    branch's. The runtime then reads each full-size activation at most once for pooling.
+    One layer for the whole group (``merge="target"``) or one per pair; with
+    ``pool_at="output"`` the branches of one layer must also share the pooling after the
+    activation (their skip conv then runs at one size).
     """
+    afters = [_windows(branch.pair, style, pools)[1] for branch in group]
+    if style.merge == "pair" or len(group) == 1:
+        return [([branch], after) for branch, after in zip(group, afters, strict=True)]
+    parts: dict[tuple[int, ...], list[Branch]] = {}
+    for branch, after in zip(group, afters, strict=True):
+        parts.setdefault(after, []).append(branch)
+    return [(members, after) for after, members in parts.items()]
 
-    def __init__(self, index: GraphIndex, protected: set[str]) -> None:
-        self.known: dict[tuple[str, str], dict[tuple[int, ...], str]] = {}
-        for node in index.nodes:
-            if (
-                node.op_type not in ("MaxPool", "AveragePool", "GlobalAveragePool")
-                or node.input[0] in protected
-            ):
-                continue
-            if node.op_type == "GlobalAveragePool":
-                self.known.setdefault((node.input[0], "GlobalAveragePool"), {})[()] = node.output[0]
-                continue
-            window = tuple(index.attribute(node, "kernel_shape", ()))
-            plain = (
-                tuple(index.attribute(node, "strides", ())) == window
-                and not any(index.attribute(node, "pads", ()) or ())
-                and index.attribute(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
-                and not index.attribute(node, "ceil_mode", 0)
-                and all(d == 1 for d in index.attribute(node, "dilations", ()) or ())
-                and (len(node.output) == 1 or not node.output[1])
-                and (node.op_type == "MaxPool" or not index.attribute(node, "count_include_pad", 0))
+
+def _windows(pair: Pair, style: Style, pools: Pools) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(before, after)``: a conv -> conv pair's pooling before the skip conv and after its activation.
+
+    ``()`` stands for no pooling.
+    """
+    if pair.kind != "conv" or not pair.pool:
+        return (), ()
+    if style.pool_at == "source":
+        return tuple(pair.pool), ()
+    before = pools.network_window(pair.source.tensor, _pool_op(pair), tuple(pair.pool))
+    after = tuple(w // b for w, b in zip(pair.pool, before, strict=True))
+    return (before if any(b > 1 for b in before) else ()), (
+        after if any(a > 1 for a in after) else ()
+    )
+
+
+def _pool_op(pair: Pair) -> str:
+    return "MaxPool" if pair.alignment.startswith("max") else "AveragePool"
+
+
+class _Layer:
+    """Writes one skip layer: aligned sources -> Conv / MatMul -> [BatchNorm] -> g -> [pool]."""
+
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        index: GraphIndex,
+        base: str,
+        nodes: list[onnx.NodeProto],
+        pools: Pools,
+        style: Style,
+    ) -> None:
+        self.graph, self.index, self.base = graph, index, base
+        self.nodes, self.pools, self.style = nodes, pools, style
+
+    def build(self, part: list[Branch], after: tuple[int, ...]) -> tuple[str, str, np.ndarray, str]:
+        """The layer over ``part``: (output, weight, mask, activation op)."""
+        inputs = [self._aligned_source(branch) for branch in part]
+        tensor = inputs[0]
+        base = self.base
+        if len(inputs) > 1:
+            tensor = f"{base}/inputs"
+            self.nodes.append(
+                helper.make_node("Concat", inputs, [tensor], name=f"{base}/concat", axis=1)
             )
-            if plain and window:
-                self.known.setdefault((node.input[0], node.op_type), {})[window] = node.output[0]
-
-    def pooled(
-        self, tensor: str, op: str, window: tuple[int, ...], base: str, nodes: list[onnx.NodeProto]
-    ) -> str:
-        """``tensor`` pooled by ``op`` over ``window`` (``()`` for GlobalAveragePool)."""
-        have = self.known.setdefault((tensor, op), {})
-        if window in have:
-            return have[window]
-        output = f"{base}/pooled" if op != "GlobalAveragePool" else f"{base}/averaged"
-        if op == "GlobalAveragePool":
-            nodes.append(helper.make_node(op, [tensor], [output], name=f"{base}/global_pool"))
-        else:
-            divisors = [
-                w
-                for w in have
-                if len(w) == len(window) and all(b % a == 0 for a, b in zip(w, window, strict=True))
-            ]
-            start, step = tensor, window
-            if divisors:
-                best = max(divisors, key=lambda w: int(np.prod(w)))
-                start, step = have[best], tuple(b // a for a, b in zip(best, window, strict=True))
-            nodes.append(
+        weight = np.concatenate([branch.weight for branch in part], axis=1).astype(np.float32)
+        mask = np.concatenate([b.connections.mask for b in part], axis=1).astype(np.float32)
+        pair = part[0].pair
+        weight_name = f"{base}/weight"
+        preact = f"{base}/preact"
+        if pair.kind == "conv":
+            self.graph.initializer.append(numpy_helper.from_array(weight, weight_name))
+            pads = [d // 2 for d in pair.kernel] * 2
+            self.nodes.append(
                 helper.make_node(
-                    op,
-                    [start],
-                    [output],
-                    name=f"{base}/pool",
-                    kernel_shape=list(step),
-                    strides=list(step),
+                    "Conv",
+                    [tensor, weight_name],
+                    [preact],
+                    name=f"{base}/conv",
+                    kernel_shape=list(pair.kernel),
+                    pads=pads,
                 )
             )
-        have[window] = output
+        else:
+            weight, mask = np.ascontiguousarray(weight.T), np.ascontiguousarray(mask.T)
+            self.graph.initializer.append(numpy_helper.from_array(weight, weight_name))
+            self.nodes.append(
+                helper.make_node("MatMul", [tensor, weight_name], [preact], name=f"{base}/matmul")
+            )
+        if self.style.norm == "batchnorm":
+            preact = self._batchnorm(preact, pair.target.units)
+        output, op = self._activation(preact, pair.target)
+        if after:
+            pooled = f"{base}/output_pooled"
+            self.nodes.append(
+                helper.make_node(
+                    _pool_op(pair),
+                    [output],
+                    [pooled],
+                    name=f"{base}/output_pool",
+                    kernel_shape=list(after),
+                    strides=list(after),
+                )
+            )
+            output = pooled
+        return output, weight_name, mask, op
+
+    def _aligned_source(self, branch: Branch) -> str:
+        """Align the source with the target (pooling, GAP), then gather the used units.
+
+        Pooling acts per channel, so it commutes with the Gather; pooling first keeps the
+        runtime's blocked conv layout up to a smaller tensor, and poolings are shared (see
+        :class:`~n2nonnx.skip.pools.Pools`).
+        """
+        pair, connections = branch.pair, branch.connections
+        base = pair.base_name
+        tensor = pair.source.tensor
+        before, _ = _windows(pair, self.style, self.pools)
+        if before:
+            tensor = self.pools.pooled(tensor, _pool_op(pair), before, base, self.nodes)
+        if pair.kind == "conv->fc":
+            tensor = self.pools.pooled(tensor, "GlobalAveragePool", (), base, self.nodes)
+        indices = f"{base}/source_units"
+        self.graph.initializer.append(
+            numpy_helper.from_array(connections.used_sources.astype(np.int64), indices)
+        )
+        gathered = f"{base}/gathered"
+        self.nodes.append(
+            helper.make_node("Gather", [tensor, indices], [gathered], name=f"{base}/gather", axis=1)
+        )
+        if pair.kind == "conv->fc":
+            self.nodes.append(
+                helper.make_node(
+                    "Flatten", [gathered], [f"{base}/flat"], name=f"{base}/flatten", axis=1
+                )
+            )
+            return f"{base}/flat"
+        return gathered
+
+    def _batchnorm(self, tensor: str, units: int) -> str:
+        """A BatchNormalization of ``tensor`` (scale 1, bias 0, mean 0, variance 1)."""
+        base = self.base
+        names = [f"{base}/bn/{part}" for part in ("scale", "bias", "mean", "var")]
+        for name, value in zip(names, (1.0, 0.0, 0.0, 1.0), strict=True):
+            array = np.full(units, value, dtype=np.float32)
+            self.graph.initializer.append(numpy_helper.from_array(array, name))
+        output = f"{base}/normalized"
+        self.nodes.append(
+            helper.make_node(
+                "BatchNormalization",
+                [tensor, *names],
+                [output],
+                name=f"{base}/bn",
+                epsilon=1e-5,
+                momentum=0.9,
+            )
+        )
         return output
 
-
-def _aligned_source(
-    graph: onnx.GraphProto, branch: Branch, nodes: list[onnx.NodeProto], pools: Pools
-) -> str:
-    """Align the source with the target (pooling, GAP), then gather the used units.
-
-    Pooling acts per channel, so it commutes with the Gather; pooling first keeps the
-    runtime's blocked conv layout up to a smaller tensor, and poolings are shared (see
-    :class:`Pools`).
-    """
-    pair, connections = branch.pair, branch.connections
-    base = pair.base_name
-    tensor = pair.source.tensor
-    if pair.kind == "conv" and pair.pool:
-        op = "MaxPool" if pair.alignment.startswith("max") else "AveragePool"
-        tensor = pools.pooled(tensor, op, tuple(pair.pool), base, nodes)
-    if pair.kind == "conv->fc":
-        tensor = pools.pooled(tensor, "GlobalAveragePool", (), base, nodes)
-    indices = f"{base}/source_units"
-    graph.initializer.append(
-        numpy_helper.from_array(connections.used_sources.astype(np.int64), indices)
-    )
-    gathered = f"{base}/gathered"
-    nodes.append(
-        helper.make_node("Gather", [tensor, indices], [gathered], name=f"{base}/gather", axis=1)
-    )
-    if pair.kind == "conv->fc":
-        nodes.append(
-            helper.make_node(
-                "Flatten", [gathered], [f"{base}/flat"], name=f"{base}/flatten", axis=1
-            )
-        )
-        return f"{base}/flat"
-    return gathered
-
-
-def _layer(
-    graph: onnx.GraphProto,
-    index: GraphIndex,
-    part: list[Branch],
-    base: str,
-    nodes: list[onnx.NodeProto],
-    pools: Pools,
-) -> tuple[str, str, np.ndarray, str]:
-    """One skip layer over the aligned sources of ``part``: (output, weight, mask, activation)."""
-    inputs = [_aligned_source(graph, branch, nodes, pools) for branch in part]
-    tensor = inputs[0]
-    if len(inputs) > 1:
-        tensor = f"{base}/inputs"
-        nodes.append(helper.make_node("Concat", inputs, [tensor], name=f"{base}/concat", axis=1))
-    weight = np.concatenate([branch.weight for branch in part], axis=1).astype(np.float32)
-    mask = np.concatenate([branch.connections.mask for branch in part], axis=1).astype(np.float32)
-    pair = part[0].pair
-    weight_name = f"{base}/weight"
-    preact = f"{base}/preact"
-    if pair.kind == "conv":
-        graph.initializer.append(numpy_helper.from_array(weight, weight_name))
-        pads = [d // 2 for d in pair.kernel] * 2
-        nodes.append(
-            helper.make_node(
-                "Conv",
-                [tensor, weight_name],
-                [preact],
-                name=f"{base}/conv",
-                kernel_shape=list(pair.kernel),
-                pads=pads,
-            )
-        )
-    else:
-        weight, mask = np.ascontiguousarray(weight.T), np.ascontiguousarray(mask.T)
-        graph.initializer.append(numpy_helper.from_array(weight, weight_name))
-        nodes.append(
-            helper.make_node("MatMul", [tensor, weight_name], [preact], name=f"{base}/matmul")
-        )
-    output = f"{base}/output"
-    template = activation_node(index, pair.target)
-    if template is None and not _has_activation(pair.target):
-        # A target without a nonlinearity (the logits layer): g is the identity in eq. 2.
-        nodes.append(helper.make_node("Identity", [preact], [output], name=f"{base}/act"))
-        return output, weight_name, mask, "Identity"
-    if template is None:
-        nodes.append(helper.make_node("Relu", [preact], [output], name=f"{base}/act"))
-        return output, weight_name, mask, "Relu"
-    act = onnx.NodeProto()
-    act.CopyFrom(template)
-    act.name = f"{base}/act"
-    act.input[0] = preact
-    del act.output[:]
-    act.output.append(output)
-    nodes.append(act)
-    return output, weight_name, mask, template.op_type
+    def _activation(self, preact: str, target: Layer) -> tuple[str, str]:
+        """``g`` of the target (the identity for a target without one): (output, op)."""
+        base = self.base
+        output = f"{base}/output"
+        template = activation_node(self.index, target)
+        if template is None and not _has_activation(target):
+            # A target without a nonlinearity (the logits layer): g is the identity in eq. 2.
+            self.nodes.append(helper.make_node("Identity", [preact], [output], name=f"{base}/act"))
+            return output, "Identity"
+        if template is None:
+            self.nodes.append(helper.make_node("Relu", [preact], [output], name=f"{base}/act"))
+            return output, "Relu"
+        act = onnx.NodeProto()
+        act.CopyFrom(template)
+        act.name = f"{base}/act"
+        act.input[0] = preact
+        del act.output[:]
+        act.output.append(output)
+        self.nodes.append(act)
+        return output, template.op_type
 
 
 def _has_activation(target: Layer) -> bool:

@@ -21,6 +21,7 @@ from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.layers import Layer
 from n2nonnx.graph.trace import input_view
 from n2nonnx.model import Model
+from n2nonnx.skip.blocks import block_pair_names
 
 PairSpec = str | int | Sequence[tuple[str, str]]
 
@@ -245,9 +246,10 @@ def find_pairs(
 
     Args:
         model: the model (its N2NSkip layers, if any, are ignored).
-        pairs: ``"all"``; an int, the largest ``k`` allowed; or an explicit list of
-            ``(source, target)`` names (layer names, weight names, graph input names or
-            ``input:<name>``).
+        pairs: ``"all"``; ``"blocks"`` (each convolution block's input to the next
+            block's first conv, see :mod:`~n2nonnx.skip.blocks`); an int, the largest ``k``
+            allowed; or an explicit list of ``(source, target)`` names (layer names, weight
+            names, graph input names or ``input:<name>``).
         per_target: keep at most this many sources per target, the nearest ones
             (smallest ``k``, then the earlier source).
         kernel: see :func:`align`.
@@ -282,7 +284,7 @@ def find_pairs(
     return _ordered_unique(chosen, layers, sources), left_out
 
 
-_PAIRS_HINT = "pairs must be 'all', a maximum k, or a list of (source, target) name pairs"
+_PAIRS_HINT = "pairs must be 'all', 'blocks', a maximum k, or a list of (source, target) name pairs"
 
 
 def _parse_pair_spec(
@@ -294,19 +296,27 @@ def _parse_pair_spec(
         model: the model.
         layers: its sequential layers.
         by_name: every source by name.
-        pairs: ``"all"``, a maximum ``k``, or ``(source, target)`` names.
+        pairs: ``"all"``, ``"blocks"``, a maximum ``k``, or ``(source, target)`` names.
 
     Returns:
-        ``(wanted, max_k)``: the explicitly asked pairs (None unless a list was given) and
+        ``(wanted, max_k)``: the explicitly asked pairs (None for ``"all"`` and a k) and
         the largest ``k`` allowed (None for no limit).
 
     Raises:
         InvalidArgumentError: a bad value or an unknown name.
     """
     if isinstance(pairs, str):
+        if pairs == "blocks":
+            wanted = [
+                (by_name[source], _find_target(layers, target))
+                for source, target in block_pair_names(layers)
+                if source in by_name
+            ]
+            return wanted, None
         if pairs != "all":
             raise InvalidArgumentError(
-                f"pairs={pairs!r}: use 'all', a maximum k (int >= 2) or a list of (source, target)"
+                f"pairs={pairs!r}: use 'all', 'blocks', a maximum k (int >= 2) or a list of "
+                "(source, target)"
             )
         return None, None
     if isinstance(pairs, bool):

@@ -59,7 +59,10 @@ FACTORS: dict[str, Factor] = {
     "placement": Factor("random", "skip", None, ("random", "connectivity")),
     "skip_norm": Factor("none", "skip", None, ("none", "batchnorm")),
     "pairs": Factor("all", "skip", None, ("all", "blocks")),
+    "pool_at": Factor("source", "skip", None, ("source", "output")),
 }
+# The authors' code skips (see n2nonnx.skip.AUTHORS_VARIANT) as a variant's options.
+AUTHORS_OPTIONS = "pairs=blocks,sampling=channel,skip_norm=batchnorm,pool_at=output"
 
 
 def parse_factor(name: str, text: str) -> Any:
