@@ -16,6 +16,8 @@ from n2nonnx.connectivity.heat import (
     scree,
     spectral_gap,
 )
+from n2nonnx.connectivity.implicit import ImplicitFlow
+from n2nonnx.connectivity.repair import RepairRecord, dead_weights, repair_dead_weights
 from n2nonnx.connectivity.report import (
     ConnectivityReport,
     ModelConnectivity,
@@ -25,8 +27,12 @@ from n2nonnx.connectivity.report import (
 from n2nonnx.connectivity.unit_graph import Block, UnitGraph, build_unit_graph
 
 __all__ = [
+    "RepairRecord",
+    "dead_weights",
+    "repair_dead_weights",
     "Block",
     "ConnectivityReport",
+    "ImplicitFlow",
     "ModelConnectivity",
     "UnitGraph",
     "analyze",

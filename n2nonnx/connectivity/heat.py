@@ -20,6 +20,15 @@ truncated Taylor series) needs about 7 matrix-vector products per unit of
 ``max(times) * max degree``: very large t on graphs of large degree is slow, which is
 why the saturation value comes from the components instead.
 
+Implicit graphs. Every function that takes ``adjacency`` also takes an
+:class:`~n2nonnx.connectivity.implicit.ImplicitFlow` (a dense network's unit graph kept as
+complete bipartite blocks; its undirected graph is meant) and never expands it: S(t) by
+Lanczos on the Laplacian as an operator (:mod:`~n2nonnx.connectivity.krylov`, each product
+O(units)), components from the blocks, and the *complete* spectrum from the units'
+equivalence classes (:func:`~n2nonnx.connectivity.implicit.class_spectrum`: units with
+identical neighbourhoods give eigenvalue = their degree, the rest is a small quotient
+matrix; eigsh on the operator when there are more than ``DENSE_LIMIT`` classes).
+
 How the spectrum is computed. Up to ``DENSE_LIMIT`` nodes all eigenvalues come from
 ``scipy.linalg.eigh``; above it only the smallest ``k`` (default ``SPARSE_EIGENVALUES``)
 come from :func:`scipy.sparse.linalg.eigsh` (Lanczos, ``which="SA"``), and the scree's
@@ -37,6 +46,8 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh, expm_multiply
 
+from n2nonnx.connectivity import krylov
+from n2nonnx.connectivity.implicit import ImplicitFlow, class_spectrum
 from n2nonnx.errors import InvalidArgumentError
 
 DENSE_LIMIT = 2000
@@ -88,15 +99,18 @@ def _as_times(times: Sequence[float] | np.ndarray) -> np.ndarray:
     return values
 
 
-def laplacian(adjacency) -> sp.csr_array:
+def laplacian(adjacency):
     """Unnormalised graph Laplacian ``L = D - W`` (eq. 3).
 
     Args:
-        adjacency: symmetric sparse or dense (n, n) matrix of non-negative edge weights.
+        adjacency: symmetric sparse or dense (n, n) matrix of non-negative edge weights,
+            or an :class:`ImplicitFlow`.
 
     Returns:
-        L as a float64 CSR array.
+        L as a float64 CSR array (a symmetric ``LinearOperator`` for an ImplicitFlow).
     """
+    if isinstance(adjacency, ImplicitFlow):
+        return adjacency.laplacian_operator()
     return sp.csr_array(csgraph.laplacian(_as_adjacency(adjacency)))
 
 
@@ -127,24 +141,30 @@ def heat_state(adjacency, sources: np.ndarray, times: Sequence[float] | np.ndarr
     """Heat on every node at every time, ``S(t) = exp(-tL) a`` (eqs. 4-5).
 
     Args:
-        adjacency: symmetric (n, n) adjacency matrix (sparse or dense).
+        adjacency: symmetric (n, n) adjacency matrix (sparse or dense), or an
+            :class:`ImplicitFlow` (then by Lanczos, see the module docstring).
         sources: initial heat ``a`` (length n), e.g. from :func:`heat_sources`.
         times: diffusion times (>= 0), in any order.
 
     Returns:
         (len(times), n) array; row i is S(times[i]).
     """
-    matrix = _as_adjacency(adjacency)
     times = _as_times(times)
     sources = np.asarray(sources, dtype=np.float64)
-    if sources.shape != (matrix.shape[0],):
-        raise InvalidArgumentError(
-            f"sources must have length {matrix.shape[0]}, got shape {sources.shape}"
-        )
+    if isinstance(adjacency, ImplicitFlow):
+        _check_sources(sources, adjacency.n_nodes)
+        return krylov.expm_action(adjacency.laplacian_operator().matvec, sources, times)
+    matrix = _as_adjacency(adjacency)
+    _check_sources(sources, matrix.shape[0])
     degree = np.asarray(matrix.sum(axis=1)).ravel()
     negative = compact(sp.csr_array(matrix - sp.diags_array(degree, format="csr")))
     del matrix, adjacency  # only -L is needed from here on (one large matrix less)
     return _heat_state_krylov(negative, sources, times)
+
+
+def _check_sources(sources: np.ndarray, n: int) -> None:
+    if sources.shape != (n,):
+        raise InvalidArgumentError(f"sources must have length {n}, got shape {sources.shape}")
 
 
 def _heat_state_krylov(
@@ -186,11 +206,13 @@ def connected_components(adjacency) -> tuple[int, np.ndarray]:
     """Connected components of the (undirected) graph.
 
     Args:
-        adjacency: (n, n) adjacency matrix.
+        adjacency: (n, n) adjacency matrix, or an :class:`ImplicitFlow`.
 
     Returns:
         (number of components, component label of every node).
     """
+    if isinstance(adjacency, ImplicitFlow):
+        return adjacency.connected_components()
     count, labels = csgraph.connected_components(_as_adjacency(adjacency), directed=False)
     return int(count), labels
 
@@ -201,7 +223,7 @@ def saturation_state(adjacency, sources: np.ndarray) -> np.ndarray:
     With ``a`` binary this is ``|inputs in C| / |C|`` (the N2NSkip paper, Subramaniam & Sharma 2020, section 3.2).
 
     Args:
-        adjacency: symmetric (n, n) adjacency matrix.
+        adjacency: symmetric (n, n) adjacency matrix, or an :class:`ImplicitFlow`.
         sources: initial heat ``a`` (length n).
 
     Returns:
@@ -244,18 +266,24 @@ def laplacian_spectrum(
     """Eigenvalues of L in ascending order: all of them, or the smallest k of a large graph.
 
     Args:
-        adjacency: symmetric (n, n) adjacency matrix.
+        adjacency: symmetric (n, n) adjacency matrix, or an :class:`ImplicitFlow`.
         k: number of smallest eigenvalues wanted on a graph above ``dense_limit`` nodes
             (default ``SPARSE_EIGENVALUES``); ignored for small graphs.
-        dense_limit: graphs up to this size use dense ``scipy.linalg.eigh``.
+        dense_limit: graphs up to this size use dense ``scipy.linalg.eigh``; an
+            ImplicitFlow with up to this many unit classes gets its complete spectrum
+            from :func:`~n2nonnx.connectivity.implicit.class_spectrum`.
 
     Returns:
         (eigenvalues ascending, complete) where complete is False when only the
         smallest k were computed (scipy.sparse.linalg.eigsh).
     """
+    if isinstance(adjacency, ImplicitFlow):
+        values = class_spectrum(adjacency, dense_limit)
+        if values is not None:
+            return _zero_floor(values), True
     lap = laplacian(adjacency)
     n = lap.shape[0]
-    if n <= dense_limit:
+    if n <= dense_limit and not isinstance(adjacency, ImplicitFlow):
         values = scipy.linalg.eigh(lap.toarray(), eigvals_only=True, driver="evd")
         return _zero_floor(values), True
     wanted = min(k or SPARSE_EIGENVALUES, n - 2)

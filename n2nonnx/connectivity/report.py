@@ -3,6 +3,11 @@
 For every model: delta(t) = ||S_ref(t) - S_model(t)||_2 at the requested times, delta at
 saturation (exact, from connected components), the number of components, dead units per
 layer, the spectral gap lambda_2 and the scree alpha(beta, t) (the N2NSkip paper, Subramaniam & Sharma 2020, section 3.2).
+
+A dense reference of some size (a dense model, or ``reference=None``) has its unit graph
+kept implicit (:class:`~n2nonnx.connectivity.implicit.ImplicitFlow`, chosen by
+:func:`~n2nonnx.connectivity.build_unit_graph`): a dense VGG19's 25 million edges are
+never listed, and all of the above costs O(units) per operator product.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def default_times(reference: UnitGraph, count: int = DEFAULT_TIME_COUNT) -> np.n
     Returns:
         Ascending times.
     """
-    degree = float(reference.adjacency.sum()) / max(reference.n_nodes, 1)
+    degree = float(reference.degrees().sum()) / max(reference.n_nodes, 1)
     scale = 1.0 / degree if degree > 0 else 1.0
     low, high = DEFAULT_TIME_RANGE
     return np.geomspace(low, high, count) * scale
@@ -181,7 +186,7 @@ def _graph_of(source, weighted: bool, reference: bool = False) -> UnitGraph:
 
 def _figures(name, graph, times, reference_states, reference_saturation, spectrum, eigen_k):
     sources = heat.heat_sources(graph.n_nodes, graph.input_nodes)
-    adjacency = graph.adjacency
+    adjacency = graph.connections  # an implicit graph stays implicit (never expanded)
     states = heat.heat_state(adjacency, sources, times)
     saturation = heat.saturation_state(adjacency, sources)
     if reference_states is None:
@@ -219,6 +224,7 @@ def analyze(
     Args:
         reference: path, ``onnx.ModelProto``, loaded model or :class:`UnitGraph`; None
             means the dense version of the first model (masks and N2NSkip layers removed).
+            A dense one is kept implicit (never expanded into its edges) automatically.
         *models: the models to compare (same kinds as ``reference``), at least one.
         times: diffusion times (default :func:`default_times` of the reference).
         weighted: edge weights sum |w| over the kernel instead of 1.

@@ -17,14 +17,24 @@ an edge; weighted: a masked-out position gets the mean |w| of its layer's kept w
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from n2nonnx.errors import InvalidModelError
+from n2nonnx.connectivity.implicit import ImplicitFlow
+from n2nonnx.connectivity.links import LayerConnections, LinkCollector, layer_strength
+from n2nonnx.errors import InvalidArgumentError, InvalidModelError
 from n2nonnx.graph.trace import input_units
+
+logger = logging.getLogger(__name__)
+
+IMPLICIT_MIN_EDGES = 50_000
+"""Edges in complete layer-to-layer blocks from which build_unit_graph keeps them implicit.
+
+Below it the explicit matrix is under a megabyte and the graph takes the explicit path."""
 
 
 @dataclass(frozen=True)
@@ -55,31 +65,91 @@ class Block:
         return self.name.startswith("input:")
 
 
-@dataclass(frozen=True)
 class UnitGraph:
     """A model's units and the connections between them.
 
+    The connections are held explicitly (a CSR matrix of edges) or, for a dense network,
+    implicitly as complete bipartite blocks (:class:`ImplicitFlow`: O(units) memory for
+    any number of edges). Heat diffusion, degrees, components, dead units and plots use
+    either form as it is (:attr:`connections`); :attr:`flow` and :attr:`adjacency` build
+    the explicit matrix on request (O(edges) memory: 25 million edges for a dense VGG19).
+
     Attributes:
-        flow: directed (n, n) CSR matrix; ``flow[s, t] > 0`` for an edge from unit s to a
-            unit t of a later layer (1.0, or sum |w| when weighted).
         blocks: the inputs and layers, in node order.
         output_nodes: units of the layers that reach a graph output.
         weighted: whether edge weights are sum |w| (else binary).
+        implicit: the bicliques form, or None for an explicit graph.
     """
 
-    flow: sp.csr_array
-    blocks: tuple[Block, ...]
-    output_nodes: np.ndarray
-    weighted: bool = False
+    __slots__ = ("_flow", "blocks", "implicit", "output_nodes", "weighted")
+
+    def __init__(
+        self,
+        flow: sp.csr_array | None = None,
+        blocks: tuple[Block, ...] = (),
+        output_nodes: np.ndarray | None = None,
+        weighted: bool = False,
+        *,
+        implicit: ImplicitFlow | None = None,
+    ) -> None:
+        """A graph from its flow matrix or its implicit form (exactly one of the two).
+
+        Args:
+            flow: directed (n, n) CSR matrix; ``flow[s, t] > 0`` for an edge from unit s to
+                a unit t of a later layer (1.0, or sum |w| when weighted).
+            blocks: the inputs and layers, in node order.
+            output_nodes: units of the layers that reach a graph output.
+            weighted: whether edge weights are sum |w| (else binary).
+            implicit: the flow as bicliques (binary only).
+
+        Raises:
+            InvalidArgumentError: neither or both of flow and implicit, or a weighted
+                implicit graph.
+        """
+        if (flow is None) == (implicit is None):
+            raise InvalidArgumentError("a UnitGraph needs exactly one of flow and implicit")
+        if implicit is not None and weighted:
+            raise InvalidArgumentError("an implicit UnitGraph is binary: weighted must be False")
+        self._flow = flow
+        self.implicit = implicit
+        self.blocks = tuple(blocks)
+        self.output_nodes = (
+            np.zeros(0, dtype=np.int64) if output_nodes is None else np.asarray(output_nodes)
+        )
+        self.weighted = weighted
+
+    def __repr__(self) -> str:
+        form = "implicit" if self.is_implicit else "explicit"
+        return f"UnitGraph({self.n_nodes} units, {self.n_edges} edges, {len(self.blocks)} blocks, {form})"
+
+    @property
+    def is_implicit(self) -> bool:
+        """True when the edges are held as bicliques (:attr:`implicit`)."""
+        return self.implicit is not None
+
+    @property
+    def flow(self) -> sp.csr_array:
+        """Directed (n, n) CSR matrix of the edges (built once on request if implicit)."""
+        if self._flow is None:
+            assert self.implicit is not None
+            logger.debug("materialising %d edges of an implicit unit graph", self.n_edges)
+            from n2nonnx.connectivity.heat import compact
+
+            self._flow = compact(self.implicit.to_csr())
+        return self._flow
 
     @property
     def n_nodes(self) -> int:
         """Number of nodes."""
+        if self.implicit is not None:
+            return self.implicit.n_nodes
         return int(self.flow.shape[0])
 
     @property
     def n_edges(self) -> int:
         """Number of (undirected) edges."""
+        if self.implicit is not None:
+            return self.implicit.n_edges
         return int(self.flow.nnz)
 
     @property
@@ -90,10 +160,26 @@ class UnitGraph:
 
     @property
     def adjacency(self) -> sp.csr_array:
-        """The symmetric adjacency ``W`` of the undirected unit graph."""
+        """The symmetric adjacency ``W`` of the undirected unit graph (explicit: O(edges))."""
         from n2nonnx.connectivity.heat import compact
 
         return compact(sp.csr_array(self.flow + self.flow.T))
+
+    @property
+    def connections(self) -> sp.csr_array | ImplicitFlow:
+        """The undirected graph in the form :mod:`~n2nonnx.connectivity.heat` takes as is.
+
+        The :class:`ImplicitFlow` of an implicit graph (never expanded), else the CSR
+        adjacency.
+        """
+        return self.implicit if self.implicit is not None else self.adjacency
+
+    def degrees(self) -> np.ndarray:
+        """Degree (weighted: strength) of every unit in the undirected graph."""
+        if self.implicit is not None:
+            return self.implicit.degrees
+        flow = self.flow
+        return np.asarray(flow.sum(axis=1)).ravel() + np.asarray(flow.sum(axis=0)).ravel()
 
     def dead_units(self) -> dict[str, int]:
         """Units per layer with no directed path from the inputs, or none to the outputs.
@@ -101,8 +187,11 @@ class UnitGraph:
         Returns:
             layer name -> number of dead units (every layer listed, inputs excluded).
         """
-        alive = _reachable(self.flow, self.input_nodes) & _reachable(
-            sp.csr_array(self.flow.T), self.output_nodes
+        directed = self.implicit.hub_graph() if self.implicit is not None else self.flow
+        n = self.n_nodes
+        alive = (
+            _reachable(directed, self.input_nodes)[:n]
+            & _reachable(sp.csr_array(directed.T), self.output_nodes)[:n]
         )
         return {
             b.name: int(b.size - alive[b.start : b.stop].sum())
@@ -143,11 +232,17 @@ class UnitGraph:
         permutation = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
         position = np.empty_like(permutation)
         position[permutation] = np.arange(len(permutation))
-        flow = sp.csr_array(self.flow[permutation][:, permutation])
+        outputs = np.sort(position[self.output_nodes])
+        if self.implicit is not None:
+            return UnitGraph(
+                blocks=tuple(blocks),
+                output_nodes=outputs,
+                implicit=self.implicit.permuted(permutation),
+            )
         return UnitGraph(
-            flow=flow,
+            flow=sp.csr_array(self.flow[permutation][:, permutation]),
             blocks=tuple(blocks),
-            output_nodes=np.sort(position[self.output_nodes]),
+            output_nodes=outputs,
             weighted=self.weighted,
         )
 
@@ -187,39 +282,9 @@ def load_layers(model):
     return load(model)
 
 
-def _layer_weight(view, layer, dense: bool, weighted: bool) -> np.ndarray:
-    """The weight as the graph sees it: masked (model) or every position kept (reference)."""
-    weight = np.asarray(view.initializer(layer.weight), dtype=np.float64)
-    if not dense:
-        return np.asarray(view.effective_weight(layer), dtype=np.float64)
-    if not weighted:
-        return np.ones_like(weight)
-    magnitude = np.abs(weight)
-    kept = magnitude[magnitude > 0]
-    fill = float(kept.mean()) if kept.size else 1.0
-    return np.where(magnitude > 0, magnitude, fill)
-
-
-def _unit_connections(layer, weight: np.ndarray, weighted: bool):
-    """(output unit, input unit, weight) triples of one layer's non-zero connections."""
-    moved = np.moveaxis(np.abs(weight), (layer.unit_axis, layer.in_axis), (0, 1))
-    if weighted:
-        strength = moved.reshape(moved.shape[0], moved.shape[1], -1).sum(axis=2)
-    else:
-        strength = (moved.reshape(moved.shape[0], moved.shape[1], -1) > 0).any(axis=2)
-    rows, cols = np.nonzero(strength)  # rows index weight unit_axis, cols in_axis
-    values = strength[rows, cols].astype(np.float64)
-    groups = max(int(layer.groups), 1)
-    if layer.op == "ConvTranspose":  # weight (in, out/groups, k...): rows are local outputs
-        in_per_group = layer.in_units // groups
-        out_units = (cols // in_per_group) * (layer.units // groups) + rows
-        return out_units, cols, values
-    in_per_group = layer.in_units // groups
-    in_units = (rows // (layer.units // groups)) * in_per_group + cols
-    return rows, in_units, values
-
-
-def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) -> UnitGraph:
+def build_unit_graph(
+    model, *, weighted: bool = False, reference: bool = False, implicit: bool | None = None
+) -> UnitGraph:
     """The unit graph of a model (heat diffusion, the N2NSkip paper's section 3.2).
 
     Args:
@@ -227,16 +292,65 @@ def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) 
         weighted: edge weight sum |w| over the kernel (else 1 per connected unit pair).
         reference: build the model's dense reference instead: N2NSkip layers left out,
             masks ignored.
+        implicit: keep complete layer-to-layer blocks as bicliques (:class:`ImplicitFlow`,
+            O(units) memory) rather than edges. None (default): when they hold at least
+            ``IMPLICIT_MIN_EDGES`` edges (a dense network of some size). Binary graphs only.
 
     Returns:
         The :class:`UnitGraph`.
 
     Raises:
         InvalidModelError: an N2NSkip layer whose target layer cannot be found.
+        InvalidArgumentError: ``implicit=True`` with ``weighted=True``.
     """
+    if implicit and weighted:
+        raise InvalidArgumentError(
+            "an implicit unit graph is binary: use weighted=False, or implicit=None/False"
+        )
     view = load_layers(model)
     layers = sorted(view.layers, key=lambda layer: layer.index)
     skips = {layer.name for layer in layers if layer.is_skip}
+    blocks, n_nodes = _blocks(view, layers, skips)
+    links = LinkCollector(n_nodes, weighted=weighted)
+    for layer in layers:
+        if layer.name in skips and reference:
+            continue
+        target = _target_block(layer, blocks)
+        strength = layer_strength(view, layer, reference=reference, weighted=weighted)
+        connections = LayerConnections(layer, strength)
+        for edge in layer.fed_by:
+            if edge.source in skips or edge.source not in blocks:
+                continue  # a skip's output is its target's: those edges already exist
+            links.add(connections, edge, blocks[edge.source], target)
+        del strength, connections
+    outputs = [
+        np.arange(blocks[layer.name].start, blocks[layer.name].stop)
+        for layer in layers
+        if layer.name in blocks and any(e.target.startswith("output:") for e in layer.feeds)
+    ]
+    output_nodes = _cat(outputs, int)
+    use_implicit = implicit if implicit is not None else links.biclique_edges >= IMPLICIT_MIN_EDGES
+    if use_implicit and not weighted:
+        logger.info(
+            "unit graph kept implicit: %d of its edges in complete blocks", links.biclique_edges
+        )
+        return UnitGraph(
+            blocks=tuple(blocks.values()),
+            output_nodes=output_nodes,
+            implicit=links.implicit_flow(),
+        )
+    from n2nonnx.connectivity.heat import compact
+
+    return UnitGraph(
+        flow=compact(links.explicit_flow()),
+        blocks=tuple(blocks.values()),
+        output_nodes=output_nodes,
+        weighted=weighted,
+    )
+
+
+def _blocks(view, layers, skips: set[str]) -> tuple[dict[str, Block], int]:
+    """The graph inputs' and non-skip layers' blocks in node order, and the node count."""
     for layer in layers:
         if 0 in tuple(layer.weight_shape):
             raise InvalidModelError(
@@ -254,71 +368,24 @@ def build_unit_graph(model, *, weighted: bool = False, reference: bool = False) 
                 layer.name, start, int(layer.units), int(layer.depth), layer.weight
             )
             start += int(layer.units)
-    rows, cols, values = [], [], []
-    for layer in layers:
-        if layer.name in skips:
-            if reference:
-                continue
-            target = getattr(layer, "merges_into", None)
-            if target not in blocks:
-                raise InvalidModelError(
-                    f"N2NSkip layer {layer.name!r}: cannot tell which layer it adds into "
-                    f"(merges_into={target!r}); re-create the skips with n2nonnx add_n2nskip"
-                )
-            target_block = blocks[target]
-        else:
-            target_block = blocks[layer.name]
-        out_units, in_units, strength = _unit_connections(
-            layer, _layer_weight(view, layer, reference, weighted), weighted
-        )
-        for edge in layer.fed_by:
-            if edge.source in skips or edge.source not in blocks:
-                continue  # a skip's output is its target's: those edges already exist
-            source = blocks[edge.source]
-            s, t, w = _edge_connections(edge.unit_map, source.size, out_units, in_units, strength)
-            rows.append(source.start + s)
-            cols.append(target_block.start + t)
-            values.append(w)
-    n = start
-    flow = sp.coo_array(
-        (_cat(values, float), (_cat(rows, int), _cat(cols, int))), shape=(n, n)
-    ).tocsr()
-    flow.sum_duplicates()
-    flow.eliminate_zeros()
-    if not weighted:
-        flow.data[:] = 1.0
-    outputs = [
-        np.arange(blocks[layer.name].start, blocks[layer.name].stop)
-        for layer in layers
-        if layer.name in blocks and any(e.target.startswith("output:") for e in layer.feeds)
-    ]
-    from n2nonnx.connectivity.heat import compact
+    return blocks, start
 
-    return UnitGraph(
-        flow=compact(sp.csr_array(flow)),
-        blocks=tuple(blocks.values()),
-        output_nodes=_cat(outputs, int),
-        weighted=weighted,
-    )
+
+def _target_block(layer, blocks: dict[str, Block]) -> Block:
+    """The block whose units a layer's outputs are (an N2NSkip layer's: its target's)."""
+    if not layer.is_skip:
+        return blocks[layer.name]
+    target = getattr(layer, "merges_into", None)
+    if target not in blocks:
+        raise InvalidModelError(
+            f"N2NSkip layer {layer.name!r}: cannot tell which layer it adds into "
+            f"(merges_into={target!r}); re-create the skips with n2nonnx add_n2nskip"
+        )
+    return blocks[target]
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
-
-
-def _edge_connections(unit_map, source_size, out_units, in_units, strength):
-    """(source unit, target unit, weight) for one layer-view edge into a layer."""
-    if unit_map is not None:
-        unit_map = np.asarray(unit_map, dtype=np.int64)
-        source = unit_map[in_units]
-        keep = source >= 0
-        return source[keep], out_units[keep], strength[keep]
-    # Unknown mapping: every source unit feeds every input unit of the target.
-    per_output = np.bincount(out_units, weights=strength)
-    targets = np.nonzero(per_output)[0]
-    s = np.repeat(np.arange(source_size), targets.size)
-    t = np.tile(targets, source_size)
-    return s, t, np.tile(per_output[targets], source_size)
 
 
 def _input_sizes(view, layers) -> dict[str, int]:
