@@ -127,6 +127,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tables can share one folder of cells)",
     )
     parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="write the tables from the cells already in OUT and run none (a grid left "
+        "unfinished: its missing cells are left blank)",
+    )
+    parser.add_argument(
         "--no-rescale", action="store_true", help="keep the kept weights' dense-init scale"
     )
     varied = parser.add_argument_group("varied (one value or several)")
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the missing cells and print the summary table."""
     from pathlib import Path
 
+    from n2nonnx.errors import InvalidArgumentError
     from n2nonnx.study import StudyPlan, run_study
     from n2nonnx.training import TrainConfig
     from n2nonnx.training.distributed import from_main, session
@@ -191,6 +198,14 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
     )
     plan.cells()  # unknown architectures or variants fail here, before any work
+    if args.summary_only:
+        from n2nonnx.study import summarize
+
+        if not Path(args.out, "cells").is_dir():
+            raise InvalidArgumentError(f"{args.out} has no cells/ folder: run the study first")
+        summary = summarize(plan, args.out)
+        print(Path(args.out, f"{plan.name}.md").read_text())
+        return 0 if summary["rows"] else 1
     options.set_threads(args.threads)
     with session() as ctx:  # under torchrun: every cell trains on all processes
         summary = run_study(
