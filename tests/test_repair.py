@@ -279,6 +279,8 @@ def test_run_repair_records_both_passes(tmp_path, zoo_models):
     assert numbers["config"]["repair"] is True
     assert len(numbers["repair"]) == 2
     assert numbers["repair"][-1]["dead_weights_after"] == 0
+    report = (out / "report.md").read_text()
+    assert report.count("| connectivity repair |") == 2 and "-> 0 |" in report
 
 
 @pytest.mark.parametrize("verb", ["prune", "skip", "run"])

@@ -77,6 +77,11 @@ def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
             + "".join(f", {key} {value}" for key, value in config["skip_options"].items())
             + ") |"
         )
+    for record in numbers.get("repair", []):
+        lines.append(
+            f"| connectivity repair | {record['moved']:,} weights moved; dead weights "
+            f"{record['dead_weights_before']:,} -> {record['dead_weights_after']:,} |"
+        )
     lines += [
         f"| achieved density | {numbers['density']:.4%} ({numbers['sequential_nonzeros']:,} sequential + "
         f"{numbers['skip_nonzeros']:,} skip non-zeros of {numbers['dense_weights']:,} dense weights) |",
