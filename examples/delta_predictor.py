@@ -101,6 +101,7 @@ def main() -> None:
                         input_name=info.name,
                     )
                 figures = _predictors(dense, datasets[key], record)
+                figures.update(label=record.get("label", record["variant"]), seed=record["seed"])
                 accuracy = 100 * record["onnxruntime_test_accuracy"]
                 groups[(arch, record["config"]["density"])].append((accuracy, figures))
                 print(

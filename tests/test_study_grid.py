@@ -146,3 +146,39 @@ def test_study_choices_are_the_skip_options_choices():
     assert set(FACTORS["allocation"].choices) <= set(ALLOCATIONS)
     _, options = parse_variant(f"N2NSkip-RP:{AUTHORS_OPTIONS}")
     assert options.items() <= AUTHORS_VARIANT.items()
+
+
+def test_delta_predictor_rebuilds_the_cells_models(tmp_path):
+    """The predictors are computed on rebuilt untrained models; the binary graph is the
+    trained one's (masks are fixed), so dead units and delta equal the cells' own figures."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    args = ["study", "--out", str(out), "--arch", "mlp", "--width", "0.25", "--epochs", "1"]
+    args += ["--variants", "RP", "N2NSkip-RP", "--allocation", "erk", "uniform"]
+    assert main([*args, "--densities", "0.03", "--seeds", "0", "--no-progress"]) == 0
+    script = Path(__file__).resolve().parents[1] / "examples" / "delta_predictor.py"
+    dump = tmp_path / "predictors.json"
+    result = subprocess.run(
+        [sys.executable, str(script), str(out), "--min-cells", "4", "--json", str(dump)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| mlp-x0.25 | 3% | 4 |" in result.stdout
+    (group,) = json.loads(dump.read_text())
+    cells = {
+        (c["label"], c["seed"]): c
+        for c in map(json.loads, map(Path.read_text, (out / "cells" / "mlp-x0.25").iterdir()))
+    }
+    assert len(group["figures"]) == len(cells) == 4
+    for accuracy, figures in zip(group["accuracy"], group["figures"], strict=True):
+        cell = cells[(figures["label"], figures["seed"])]
+        assert accuracy == pytest.approx(100 * cell["onnxruntime_test_accuracy"])
+        assert figures["dead_units"] == cell["connectivity"]["dead_units"]
+        assert figures["saturation_delta"] == pytest.approx(
+            cell["connectivity"]["saturation_delta"]
+        )
+        assert 0 < figures["live_weights"] <= 1
