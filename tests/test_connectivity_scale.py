@@ -234,23 +234,48 @@ def test_links_between_the_same_blocks_are_counted_once():
     _check_links(links, edges=5, bicliques=0)
 
 
-def _random_adjacency(n: int, seed: int) -> sp.csr_array:
+def _two_clusters(n: int, seed: int) -> sp.csr_array:
+    """Two random clusters of n/2 nodes joined by one edge: a small lambda_2, a large lambda_max."""
     rng = np.random.default_rng(seed)
-    upper = sp.triu(sp.random_array((n, n), density=6 / n, rng=rng, format="csr"), k=1)
-    return sp.csr_array(upper + upper.T)
+    half = n // 2
+    upper = sp.triu(sp.random_array((half, half), density=0.3, rng=rng, format="csr"), k=1)
+    cluster = sp.csr_array(upper + upper.T)
+    bridge = sp.csr_array(([1.0, 1.0], ([0, half], [half, 0])), shape=(n, n))
+    return sp.csr_array(sp.block_diag([cluster, cluster], format="csr") + bridge)
 
 
-def test_lanczos_matches_expm_also_when_increments_are_split():
-    adjacency = _random_adjacency(300, seed=1)
-    lap = heat.laplacian(adjacency)
-    vector = np.random.default_rng(2).random(300)
-    times = np.array([5.0, 0.0, 0.2, 40.0, 1.0])
-    expected = np.stack([scipy.linalg.expm(-t * lap.toarray()) @ vector for t in times])
-    for dimension in (krylov.MAX_DIMENSION, 16):  # 16 vectors: long increments are split
-        found = krylov.expm_action(lambda x: lap @ x, vector, times, max_dimension=dimension)
-        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-10 * np.linalg.norm(vector))
-    zero = krylov.expm_action(lambda x: lap @ x, np.zeros(300), times)
-    assert not zero.any()
+def test_lanczos_matches_expm_at_times_far_beyond_the_largest_eigenvalue():
+    lap = heat.laplacian(_two_clusters(200, seed=1))
+    everything, vectors = scipy.linalg.eigh(lap.toarray())
+    vector = np.zeros(200)
+    vector[:3] = 1.0  # heat in one cluster: its share in the other rises like 1 - exp(-t lambda_2)
+    times = np.array([0.0, 0.2, 5.0, 1.0 / everything[1], 10.0 / everything[1]])
+    assert times[-1] * everything[-1] > 1e4  # exp(-t T_m) underflows long before convergence
+    expected = np.stack([vectors @ (np.exp(-t * everything) * (vectors.T @ vector)) for t in times])
+    bound = 2 * float(np.max(lap.diagonal()))
+    for dimension in (krylov.MAX_DIMENSION, 24):  # 24 vectors: long increments are split
+        found = krylov.expm_action(lambda x: lap @ x, vector, times, bound, max_dimension=dimension)
+        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-10)
+    assert not krylov.expm_action(lambda x: lap @ x, np.zeros(200), times, bound).any()
+    assert krylov.plan(0.0, 1e-12, 120) == (1, 1)
+    pieces, dimension = krylov.plan(1e4, 1e-12, 120)
+    assert pieces > 1 and dimension <= 120
+
+
+def test_heat_of_a_dense_reference_is_exact_at_any_time(models):
+    graph = build_unit_graph(models["vgg"][0])
+    explicit = heat.laplacian(graph.adjacency).toarray()
+    everything, vectors = scipy.linalg.eigh(explicit)
+    sources = heat.heat_sources(graph.n_nodes, graph.input_nodes)
+    times = np.array([1e-4, 0.01, 1.0, 1e3, 1e9])
+    expected = np.stack(
+        [vectors @ (np.exp(-t * np.maximum(everything, 0)) * (vectors.T @ sources)) for t in times]
+    )
+    found = heat.heat_state(graph.connections, sources, times)
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(
+        found[-1], heat.saturation_state(graph.connections, sources), atol=1e-12
+    )
 
 
 def test_small_dense_models_stay_explicit_and_bad_requests_are_refused():

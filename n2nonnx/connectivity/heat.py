@@ -22,12 +22,13 @@ why the saturation value comes from the components instead.
 
 Implicit graphs. Every function that takes ``adjacency`` also takes an
 :class:`~n2nonnx.connectivity.implicit.ImplicitFlow` (a dense network's unit graph kept as
-complete bipartite blocks; its undirected graph is meant) and never expands it: S(t) by
-Lanczos on the Laplacian as an operator (:mod:`~n2nonnx.connectivity.krylov`, each product
-O(units)), components from the blocks, and the *complete* spectrum from the units'
-equivalence classes (:func:`~n2nonnx.connectivity.implicit.class_spectrum`: units with
-identical neighbourhoods give eigenvalue = their degree, the rest is a small quotient
-matrix; eigsh on the operator when there are more than ``DENSE_LIMIT`` classes).
+complete bipartite blocks; its undirected graph is meant) and never expands it. Units with
+identical neighbourhoods form classes (about one per layer in a dense network): the
+*complete* spectrum and S(t) at any t come exactly from a classes x classes quotient
+matrix (:class:`~n2nonnx.connectivity.implicit.ClassQuotient`); with more than
+``DENSE_LIMIT`` classes, S(t) comes from Lanczos on the Laplacian as an operator
+(:mod:`~n2nonnx.connectivity.krylov`, each product O(units + explicit edges)) and the
+smallest eigenvalues from eigsh on it. Components come from the blocks.
 
 How the spectrum is computed. Up to ``DENSE_LIMIT`` nodes all eigenvalues come from
 ``scipy.linalg.eigh``; above it only the smallest ``k`` (default ``SPARSE_EIGENVALUES``)
@@ -47,7 +48,7 @@ from scipy.sparse import csgraph
 from scipy.sparse.linalg import ArpackNoConvergence, eigsh, expm_multiply
 
 from n2nonnx.connectivity import krylov
-from n2nonnx.connectivity.implicit import ImplicitFlow, class_spectrum
+from n2nonnx.connectivity.implicit import ClassQuotient, ImplicitFlow
 from n2nonnx.errors import InvalidArgumentError
 
 DENSE_LIMIT = 2000
@@ -153,7 +154,11 @@ def heat_state(adjacency, sources: np.ndarray, times: Sequence[float] | np.ndarr
     sources = np.asarray(sources, dtype=np.float64)
     if isinstance(adjacency, ImplicitFlow):
         _check_sources(sources, adjacency.n_nodes)
-        return krylov.expm_action(adjacency.laplacian_operator().matvec, sources, times)
+        quotient = ClassQuotient.of(adjacency, DENSE_LIMIT, marks=sources)
+        if quotient is not None:
+            return quotient.heat(sources, times)
+        bound = 2.0 * float(adjacency.degrees.max(initial=0.0))
+        return krylov.expm_action(adjacency.laplacian_operator().matvec, sources, times, bound)
     matrix = _as_adjacency(adjacency)
     _check_sources(sources, matrix.shape[0])
     degree = np.asarray(matrix.sum(axis=1)).ravel()
@@ -271,16 +276,16 @@ def laplacian_spectrum(
             (default ``SPARSE_EIGENVALUES``); ignored for small graphs.
         dense_limit: graphs up to this size use dense ``scipy.linalg.eigh``; an
             ImplicitFlow with up to this many unit classes gets its complete spectrum
-            from :func:`~n2nonnx.connectivity.implicit.class_spectrum`.
+            from :class:`~n2nonnx.connectivity.implicit.ClassQuotient`.
 
     Returns:
         (eigenvalues ascending, complete) where complete is False when only the
         smallest k were computed (scipy.sparse.linalg.eigsh).
     """
     if isinstance(adjacency, ImplicitFlow):
-        values = class_spectrum(adjacency, dense_limit)
-        if values is not None:
-            return _zero_floor(values), True
+        quotient = ClassQuotient.of(adjacency, dense_limit)
+        if quotient is not None:
+            return _zero_floor(quotient.spectrum()), True
     lap = laplacian(adjacency)
     n = lap.shape[0]
     if n <= dense_limit and not isinstance(adjacency, ImplicitFlow):

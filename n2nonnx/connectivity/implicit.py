@@ -13,7 +13,8 @@ One product with ``W = F + F.T`` or ``L = D - W`` costs O(units + edges of ``res
 O(edges): a biclique acts on a vector as a sum over its senders handed to each receiver
 (:meth:`ImplicitFlow.adjacency_matvec`). Degrees, connected components and reachability
 come from the same blocks (a biclique's hub node joins its senders to its receivers), and
-the full Laplacian spectrum from the units' equivalence classes (:func:`class_spectrum`).
+the full Laplacian spectrum and the heat state exactly from the units' equivalence classes
+(:class:`ClassQuotient`).
 """
 
 from __future__ import annotations
@@ -206,12 +207,16 @@ class ImplicitFlow:
         counts = (sending @ receiving).toarray()
         return counts + (binning.T @ self.rest @ binning).toarray()
 
-    def equivalence_classes(self) -> np.ndarray:
+    def equivalence_classes(self, marks: np.ndarray | None = None) -> np.ndarray:
         """Class label of every unit: units with identical neighbourhoods share a label.
 
         Two such units have identical rows in W, so they are never adjacent and every
         vector that is zero outside their class and sums to 0 on it is an eigenvector of
-        L with eigenvalue their degree (:func:`class_spectrum`).
+        L with eigenvalue their degree (:class:`ClassQuotient`).
+
+        Args:
+            marks: optional value per unit; units with different marks are never in one
+                class (pass the heat sources to keep them constant on every class).
 
         Returns:
             int array of length n, labels 0 .. classes - 1 in order of first appearance.
@@ -222,46 +227,94 @@ class ImplicitFlow:
         )
         rows.sort_indices()
         indptr, indices = rows.indptr, rows.indices
+        marked = None if marks is None else np.asarray(marks, dtype=np.float64)
         labels = np.empty(self.n_nodes, dtype=np.int64)
-        seen: dict[bytes, int] = {}
+        seen: dict[tuple[bytes, float], int] = {}
         for unit in range(self.n_nodes):
-            key = indices[indptr[unit] : indptr[unit + 1]].tobytes()
+            key = (
+                indices[indptr[unit] : indptr[unit + 1]].tobytes(),
+                0.0 if marked is None else float(marked[unit]),
+            )
             labels[unit] = seen.setdefault(key, len(seen))
         return labels
 
 
-def class_spectrum(flow: ImplicitFlow, dense_limit: int) -> np.ndarray | None:
-    """Every Laplacian eigenvalue of the flow's undirected graph, from its unit classes.
+@dataclass(frozen=True, eq=False)
+class ClassQuotient:
+    """The Laplacian reduced to the units' equivalence classes: exact spectrum and heat.
 
-    With C the units' equivalence classes (identical neighbourhoods), the vectors constant
-    on each class form an invariant subspace of L; on it L acts as the symmetric
-    ``classes x classes`` matrix ``diag(d_c) - M_cc' / sqrt(|c| |c'|)``, M the edge counts
-    between classes. The complement is spanned by vectors summing to 0 within one class,
-    eigenvectors with eigenvalue ``d_c`` (``|c| - 1`` of them per class). A dense network's
-    graph has about one class per layer, so its whole spectrum costs a small ``eigh``.
+    With C the classes (identical neighbourhoods), the vectors constant on each class form
+    an invariant subspace of L; on it L acts as the symmetric ``classes x classes`` matrix
+    ``Q = diag(d_c) - M_cc' / sqrt(|c| |c'|)``, M the edge counts between classes. The
+    complement is spanned by vectors summing to 0 within one class, eigenvectors with
+    eigenvalue ``d_c`` (``|c| - 1`` of them per class). A dense network's graph has about
+    one class per layer, so its whole spectrum, and ``exp(-tL) a`` for any ``a`` constant on
+    the classes at any t, cost one small ``eigh``.
 
-    Args:
-        flow: the graph.
-        dense_limit: largest number of classes for the dense quotient eigh.
-
-    Returns:
-        All n eigenvalues in ascending order, or None when there are more classes than
-        ``dense_limit``.
+    Attributes:
+        labels: class of every unit.
+        sizes: units per class.
+        degrees: degree of the units of each class.
+        values: eigenvalues of Q (ascending; rounding noise around 0 set to 0).
+        vectors: its orthonormal eigenvectors (columns).
     """
-    labels = flow.equivalence_classes()
-    count = int(labels.max(initial=-1)) + 1
-    if count > dense_limit:
-        return None
-    n = flow.n_nodes
-    membership = sp.csr_array((np.ones(n), (np.arange(n), labels)), shape=(n, count))
-    members = np.bincount(labels, minlength=count).astype(np.float64)
-    class_degree = np.bincount(labels, weights=flow.degrees, minlength=count) / members
-    sending = (sp.csr_array(membership.T @ flow.senders)).toarray()
-    receiving = (sp.csr_array(flow.receivers.T @ membership)).toarray()
-    between = sending @ receiving + (membership.T @ flow.rest @ membership).toarray()
-    between = between + between.T
-    scale = 1.0 / np.sqrt(members)
-    quotient = np.diag(class_degree) - scale[:, None] * between * scale[None, :]
-    values = scipy.linalg.eigh(quotient, eigvals_only=True)
-    repeated = np.repeat(class_degree, members.astype(np.int64) - 1)
-    return np.sort(np.concatenate([values, repeated]))
+
+    labels: np.ndarray
+    sizes: np.ndarray
+    degrees: np.ndarray
+    values: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def of(
+        cls, flow: ImplicitFlow, dense_limit: int, marks: np.ndarray | None = None
+    ) -> ClassQuotient | None:
+        """The quotient of a flow's Laplacian, or None with more than ``dense_limit`` classes.
+
+        Args:
+            flow: the graph.
+            dense_limit: largest number of classes for the dense eigh.
+            marks: passed to :meth:`ImplicitFlow.equivalence_classes`.
+
+        Returns:
+            The quotient, or None.
+        """
+        labels = flow.equivalence_classes(marks)
+        count = int(labels.max(initial=-1)) + 1
+        if count > dense_limit:
+            return None
+        n = flow.n_nodes
+        membership = sp.csr_array((np.ones(n), (np.arange(n), labels)), shape=(n, count))
+        sizes = np.bincount(labels, minlength=count).astype(np.float64)
+        degrees = np.bincount(labels, weights=flow.degrees, minlength=count) / sizes
+        sending = sp.csr_array(membership.T @ flow.senders).toarray()
+        receiving = sp.csr_array(flow.receivers.T @ membership).toarray()
+        between = sending @ receiving + (membership.T @ flow.rest @ membership).toarray()
+        between = between + between.T
+        scale = 1.0 / np.sqrt(sizes)
+        quotient = np.diag(degrees) - scale[:, None] * between * scale[None, :]
+        values, vectors = scipy.linalg.eigh(quotient)
+        floor = 1e-12 * max(1.0, float(np.abs(values).max(initial=0.0)))
+        values = np.where(values < floor, 0.0, values)
+        return cls(labels, sizes, degrees, values, vectors)
+
+    def spectrum(self) -> np.ndarray:
+        """All n eigenvalues of L in ascending order."""
+        repeated = np.repeat(self.degrees, self.sizes.astype(np.int64) - 1)
+        return np.sort(np.concatenate([self.values, repeated]))
+
+    def heat(self, sources: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """``exp(-tL) a`` at every time, exactly, for ``a`` constant on every class.
+
+        Args:
+            sources: a (length n), constant on each class (classes built with it as marks).
+            times: times (>= 0).
+
+        Returns:
+            (len(times), n) array.
+        """
+        per_class = np.bincount(self.labels, weights=sources, minlength=self.sizes.size)
+        start = self.vectors.T @ (per_class / np.sqrt(self.sizes))
+        decayed = np.exp(-np.outer(times, self.values)) * start[None, :]
+        states = (decayed @ self.vectors.T) / np.sqrt(self.sizes)[None, :]
+        return states[:, self.labels]
