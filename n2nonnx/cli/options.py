@@ -190,37 +190,44 @@ def parse_input_shapes(values: Sequence[str] | None) -> dict[str, tuple[int, ...
     return shapes
 
 
+def _checked(text: str, convert: type, allowed, where: str) -> Any:
+    """``convert(text)`` if it parses and ``allowed(value)``, else an argparse type error.
+
+    ``where`` ends the error, e.g. "is not in (0, 1]".
+    """
+    kind = "an integer" if convert is int else "a number"
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+    if not allowed(value):
+        raise argparse.ArgumentTypeError(f"{text} {where}")
+    return value
+
+
 def seed_value(text: str) -> int:
     """A seed: an integer in [0, 2**63)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 2**63)")
-    return value
+    return _checked(text, int, lambda v: 0 <= v < 2**63, "is outside [0, 2**63)")
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not >= 1")
-    return value
+    return _checked(text, int, lambda v: v >= 1, "is not >= 1")
 
 
 def fraction(text: str) -> float:
     """A number in (0, 1] (a density)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
-    return value
+    return _checked(text, float, lambda v: 0 < v <= 1, "is not in (0, 1]")
+
+
+def share(text: str) -> float:
+    """A number in [0, 1) (a share of the budget)."""
+    return _checked(text, float, lambda v: 0 <= v < 1, "is not in [0, 1)")
+
+
+def positive_number(text: str) -> float:
+    """A number > 0 (a width multiplier)."""
+    return _checked(text, float, lambda v: v > 0, "is not > 0")
 
 
 def set_threads(threads: int | None) -> None:

@@ -25,30 +25,10 @@ def _shown(value: object) -> str:
     return {True: "on", False: "off"}.get(value, str(value))  # type: ignore[call-overload]
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"a share must be a number in [0, 1), got {text!r}")
-    return value
-
-
 def _table_name(text: str) -> str:
     if not text or not all(c.isalnum() or c in "-_" for c in text):
         raise argparse.ArgumentTypeError(f"a table name is letters, digits, - and _, got {text!r}")
     return text
-
-
-def _positive_width(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"width must be a number > 0, got {text!r}")
-    return value
 
 
 class StudySize(TypedDict):
@@ -96,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--width",
         nargs="+",
-        type=_positive_width,
+        type=options.positive_number,
         default=[1.0],
         metavar="X",
         help="width multipliers of every layer (an architecture per value: vgg1d-x2 ...)",
@@ -152,7 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             flag,
             nargs="+",
             choices=factor.choices,
-            type=_share if factor.choices is None else str,
+            type=options.share if factor.choices is None else str,
             default=argparse.SUPPRESS,
             metavar=None if factor.choices else "SHARE",
             help=f"{FACTOR_HELP[name]} (default: {default})",

@@ -13,38 +13,23 @@ from __future__ import annotations
 
 from n2nonnx.lazy import lazy_exports
 
-__all__ = [
-    "ARCHS",
-    "DEFAULT_VARIANTS",
-    "FACTORS",
-    "STUDY_RECIPE",
-    "VARIANTS",
-    "Cell",
-    "StudyPlan",
-    "cell_path",
-    "load_cells",
-    "run_study",
-    "summarize",
-]
-
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        **dict.fromkeys(
-            (
-                "ARCHS",
-                "DEFAULT_VARIANTS",
-                "FACTORS",
-                "STUDY_RECIPE",
-                "VARIANTS",
-                "Cell",
-                "StudyPlan",
-                "cell_path",
-            ),
-            "n2nonnx.study.grid",
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "ARCHS",
+            "DEFAULT_VARIANTS",
+            "FACTORS",
+            "STUDY_RECIPE",
+            "VARIANTS",
+            "Cell",
+            "StudyPlan",
+            "cell_path",
         ),
-        "run_study": "n2nonnx.study.run",
-        "load_cells": "n2nonnx.study.summary",
-        "summarize": "n2nonnx.study.summary",
-    },
-)
+        "n2nonnx.study.grid",
+    ),
+    "run_study": "n2nonnx.study.run",
+    "load_cells": "n2nonnx.study.summary",
+    "summarize": "n2nonnx.study.summary",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
