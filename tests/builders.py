@@ -191,3 +191,22 @@ def dangling_input() -> onnx.ModelProto:
     )
     opsets = [helper.make_opsetid("", 13)]
     return helper.make_model(graph, opset_imports=opsets, ir_version=8)
+
+
+def reordered_blocks(graph, order: list[int]):
+    """A unit graph's blocks laid out in ``order``: (blocks, permutation, inverse).
+
+    ``permutation[new] = old`` node index; ``inverse[old] = new``.
+    """
+    from n2nonnx.connectivity import Block
+
+    blocks, start, pieces = [], 0, []
+    for i in order:
+        b = graph.blocks[i]
+        blocks.append(Block(b.name, start, b.size, b.depth, b.weight))
+        pieces.append(np.arange(b.start, b.stop))
+        start += b.size
+    permutation = np.concatenate(pieces)
+    inverse = np.empty_like(permutation)
+    inverse[permutation] = np.arange(len(permutation))
+    return tuple(blocks), permutation, inverse

@@ -10,6 +10,7 @@ import pytest
 import scipy.linalg
 import scipy.sparse as sp
 import torch
+from builders import reordered_blocks
 from onnx import numpy_helper
 
 import n2nonnx
@@ -296,19 +297,9 @@ def test_aligned_to_reorders_an_implicit_graph(models):
     graph = build_unit_graph(dense)
     order = list(range(len(graph.blocks)))
     order[3], order[4] = order[4], order[3]
-    from n2nonnx.connectivity import Block
-
-    blocks, start, pieces = [], 0, []
-    for i in order:
-        b = graph.blocks[i]
-        blocks.append(Block(b.name, start, b.size, b.depth, b.weight))
-        pieces.append(np.arange(b.start, b.stop))
-        start += b.size
-    permutation = np.concatenate(pieces)
-    inverse = np.empty_like(permutation)
-    inverse[permutation] = np.arange(len(permutation))
+    blocks, permutation, inverse = reordered_blocks(graph, order)
     shuffled = UnitGraph(
-        blocks=tuple(blocks),
+        blocks=blocks,
         output_nodes=np.sort(inverse[graph.output_nodes]),
         implicit=graph.implicit.permuted(permutation),
     )

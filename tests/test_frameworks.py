@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from builders import reordered_blocks
 from onnx import TensorProto, helper, numpy_helper
 
 import n2nonnx
@@ -400,20 +401,12 @@ def test_connectivity_matches_layers_by_weight_not_position():  # bug 10
     model = n2nonnx.load(_nhwc_cnn())
     graph = build_unit_graph(model)
     order = [2, 1, 0, 3, 4]
-    from n2nonnx.connectivity import Block, UnitGraph
+    from n2nonnx.connectivity import UnitGraph
 
-    blocks, start, pieces = [], 0, []
-    for i in order:
-        b = graph.blocks[i]
-        blocks.append(Block(b.name, start, b.size, b.depth, b.weight))
-        pieces.append(np.arange(b.start, b.stop))
-        start += b.size
-    perm = np.concatenate(pieces)
-    inverse = np.empty_like(perm)
-    inverse[perm] = np.arange(len(perm))
+    blocks, perm, inverse = reordered_blocks(graph, order)
     shuffled = UnitGraph(
         flow=graph.flow[perm][:, perm],
-        blocks=tuple(blocks),
+        blocks=blocks,
         output_nodes=np.sort(inverse[graph.output_nodes]),
     )
     aligned = shuffled.aligned_to(graph)
