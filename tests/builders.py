@@ -210,3 +210,25 @@ def reordered_blocks(graph, order: list[int]):
     inverse = np.empty_like(permutation)
     inverse[permutation] = np.arange(len(permutation))
     return tuple(blocks), permutation, inverse
+
+
+def random_masks(model, density: float = 0.2, seed: int = 0):
+    """A test's own preliminary pruning: a random mask per layer (at least one kept)."""
+    from n2nonnx import masks
+
+    rng = np.random.default_rng(seed)
+    new = {}
+    for layer in model.layers:
+        mask = (rng.random(layer.weight_shape) < density).astype(np.float32)
+        mask.reshape(-1)[0] = 1.0
+        new[layer.weight] = mask
+    return masks.apply_masks(model, new)
+
+
+def nonzeros(model, skip: bool | None = None) -> int:
+    """Non-zero effective weights of a model's layers (only skip or sequential ones if asked)."""
+    return sum(
+        int(np.count_nonzero(model.effective_weight(layer)))
+        for layer in model.layers
+        if skip is None or layer.is_skip == skip
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from builders import random_masks
 
 import n2nonnx
 from n2nonnx import masks, metadata
@@ -19,17 +20,6 @@ INPUTS = {
     "densenet": (5, 3, 8, 8),
     "mobilenet": (5, 3, 16, 16),
 }
-
-
-def random_masks(model: n2nonnx.Model, density: float = 0.2, seed: int = 0) -> n2nonnx.Model:
-    """The test's own preliminary pruning: a random mask per layer (at least one kept)."""
-    rng = np.random.default_rng(seed)
-    new = {}
-    for layer in model.layers:
-        mask = (rng.random(layer.weight_shape) < density).astype(np.float32)
-        mask.reshape(-1)[0] = 1.0
-        new[layer.weight] = mask
-    return masks.apply_masks(model, new)
 
 
 def pair_names(pairs) -> list[tuple[str, str, int]]:

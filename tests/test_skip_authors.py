@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from builders import nonzeros
 
 import n2nonnx
 from n2nonnx import backend, masks, metadata
@@ -43,14 +44,6 @@ def vgg1d(tmp_path_factory) -> n2nonnx.Model:
 
 def record(model: n2nonnx.Model) -> dict:
     return metadata.stages(model.proto, "n2nskip")[-1]
-
-
-def nonzeros(model: n2nonnx.Model, skip: bool | None = None) -> int:
-    return sum(
-        int(np.count_nonzero(model.effective_weight(layer)))
-        for layer in model.layers
-        if skip is None or layer.is_skip == skip
-    )
 
 
 def convs(model: n2nonnx.Model) -> list[str]:

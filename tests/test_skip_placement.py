@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import nonzeros, random_masks
 
 import n2nonnx
 from n2nonnx import backend, masks, metadata
@@ -20,24 +21,6 @@ from n2nonnx.skip import add_n2nskip
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = {"mlp": (5, 40), "vgg": (5, 3, 16, 16), "resnet": (5, 3, 16, 16)}
-
-
-def random_masks(model: n2nonnx.Model, density: float, seed: int = 0) -> n2nonnx.Model:
-    rng = np.random.default_rng(seed)
-    new = {}
-    for layer in model.layers:
-        mask = (rng.random(layer.weight_shape) < density).astype(np.float32)
-        mask.reshape(-1)[0] = 1.0
-        new[layer.weight] = mask
-    return masks.apply_masks(model, new)
-
-
-def nonzeros(model: n2nonnx.Model, skip: bool | None = None) -> int:
-    return sum(
-        int(np.count_nonzero(model.effective_weight(layer)))
-        for layer in model.layers
-        if skip is None or layer.is_skip == skip
-    )
 
 
 def dead_units(model: n2nonnx.Model) -> dict[str, int]:
