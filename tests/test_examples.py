@@ -28,3 +28,12 @@ def test_benchmark_prune_quick():
     rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert set(rows) == {"random", "magnitude", "snip", "grasp", "synflow"}
     assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows.values())
+
+
+def test_tune_dense_quick():
+    out = run_example("tune_dense.py", "--quick")
+    rows = [line for line in out.splitlines() if line.startswith("| mlp |")]
+    assert rows and rows[0].startswith("| mlp | study |")
+    for row in rows:
+        validation, test = row.split("|")[3:5]
+        assert 0 < float(validation) <= 100 and 0 < float(test.split("+-")[0]) <= 100
