@@ -228,6 +228,16 @@ def test_run_refuses_bad_options_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # refused before the folder was made
 
 
+def test_job_refuses_skip_options_that_its_fields_set():
+    from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.pipeline.job import JobConfig, validate
+
+    validate(JobConfig(skip_options={"pairs": "all"}))
+    for key, value in [("sampling", "uniform"), ("seed", 3), ("density", 0.1)]:
+        with pytest.raises(InvalidArgumentError, match=f"skip_options sets {key}.*JobConfig"):
+            validate(JobConfig(skip_options={key: value}))
+
+
 def test_run_dense_report(tmp_path):
     out = tmp_path / "dense"
     assert (

@@ -216,6 +216,8 @@ def test_bad_input_is_refused(zoo_models):
         repair_dead_weights(pruned, scores={weight: nan})
     with pytest.raises(InvalidArgumentError, match="max_rounds"):
         repair_dead_weights(pruned, max_rounds=0)
+    with pytest.raises(InvalidArgumentError, match="'typo' are not masked weights.*choose from"):
+        repair_dead_weights(pruned, weights=[weight, "typo"])
 
 
 def test_repaired_model_runs_in_onnxruntime_and_trains(tmp_path):

@@ -71,6 +71,31 @@ def test_factors_multiply_only_the_variants_they_apply_to():
     )
 
 
+def test_a_zero_skip_share_is_written_as_a_number_not_off():
+    plan = StudyPlan(
+        archs=["mlp"],
+        variants=["N2NSkip-RP:repair=on"],
+        densities=[0.1],
+        seeds=[0],
+        factors={"skip_share": [0.0, 0.25]},
+    )
+    cells = plan.cells()
+    assert [c.label for c in cells] == [
+        "N2NSkip-RP [repair=on, skip_share=0]",
+        "N2NSkip-RP [repair=on, skip_share=0.25]",
+    ]
+    assert cell_path(Path("o"), cells[0]).name == "N2NSkip-RP-d0.1-s0-repair=on-skip_share=0.json"
+
+
+def test_a_bad_plan_fails_before_any_model_is_written(tmp_path):
+    from n2nonnx.study import run_study
+
+    plan = StudyPlan(archs=["mlp"], variants=["RP"], densities=[1.5], seeds=[0])
+    with pytest.raises(InvalidArgumentError, match="density must be in"):
+        run_study(plan, tmp_path / "study")
+    assert not (tmp_path / "study" / "models").exists()
+
+
 def test_widths_scale_every_layer():
     assert arch_spec("vgg1d-x2")[1]["widths"] == [64, 64, 128, 128, 256, 256]
     assert arch_spec("mlp-x0.5")[1]["hidden"] == [128] * 8
@@ -146,6 +171,8 @@ def test_study_choices_are_the_skip_options_choices():
     assert set(FACTORS["allocation"].choices) <= set(ALLOCATIONS)
     _, options = parse_variant(f"N2NSkip-RP:{AUTHORS_OPTIONS}")
     assert options.items() <= AUTHORS_VARIANT.items()
+    cell = Cell("vgg1d", "N2NSkip-RP", 0.05, 0, (("allocation", "uniform"), *options.items()))
+    assert cell.label == "N2NSkip-RP [authors' code, allocation=uniform]"
 
 
 def test_delta_predictor_rebuilds_the_cells_models(tmp_path):

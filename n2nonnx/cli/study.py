@@ -7,6 +7,7 @@ from typing import TypedDict
 
 from n2nonnx.cli import options
 from n2nonnx.study import ARCHS, DEFAULT_VARIANTS, FACTORS, VARIANTS
+from n2nonnx.study.grid import AUTHORS_OPTIONS, option_text
 
 FACTOR_HELP = {
     "allocation": "layer-wise allocation of the sequential budget",
@@ -19,10 +20,6 @@ FACTOR_HELP = {
     "pairs": "which layer pairs get skips (see skip --pairs)",
     "pool_at": "where a skip is pooled to the target's size (see skip --pool-at)",
 }
-
-
-def _shown(value: object) -> str:
-    return {True: "on", False: "off"}.get(value, str(value))  # type: ignore[call-overload]
 
 
 def _table_name(text: str) -> str:
@@ -49,7 +46,7 @@ and write OUT/results.md (mean +- std), OUT/results.json and plots (--name). The
 finishes in about 15 minutes on 2 cores with --threads 1; --full runs the README's study
 (both architectures, 3 seeds, 15 epochs)."""
 
-EXAMPLE = """\
+EXAMPLE = f"""\
 examples:
   n2nonnx study --out runs/study --threads 1
   n2nonnx study --full --out runs/study --threads 1
@@ -60,7 +57,7 @@ Every option in the "varied" group takes one value or several: each variant it a
 runs at every value (the product over options), and each cell is keyed by the values it ran
 with. A variant may also carry its own: VARIANT:OPTION=VALUE[,OPTION=VALUE] (option names
 as below, with - or _); the authors' code skips are
-N2NSkip-RP:pairs=blocks,sampling=channel,skip_norm=batchnorm,pool_at=output."""
+N2NSkip-RP:{AUTHORS_OPTIONS}."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -118,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     varied = parser.add_argument_group("varied (one value or several)")
     for name, factor in FACTORS.items():
         flag = "--" + name.replace("_", "-")
-        default = "the variant's own" if factor.default is None else _shown(factor.default)
+        default = "the variant's own" if factor.default is None else option_text(factor.default)
         if factor.choices == (False, True):
             varied.add_argument(
                 flag,

@@ -17,7 +17,12 @@ from n2nonnx.connectivity.heat import (
     spectral_gap,
 )
 from n2nonnx.connectivity.implicit import ImplicitFlow
-from n2nonnx.connectivity.repair import RepairRecord, dead_weights, repair_dead_weights
+from n2nonnx.connectivity.repair import (
+    RepairRecord,
+    dead_weights,
+    repair_dead_weights,
+    repair_model,
+)
 from n2nonnx.connectivity.report import (
     ConnectivityReport,
     ModelConnectivity,
@@ -27,22 +32,23 @@ from n2nonnx.connectivity.report import (
 from n2nonnx.connectivity.unit_graph import Block, UnitGraph, build_unit_graph
 
 __all__ = [
-    "RepairRecord",
-    "dead_weights",
-    "repair_dead_weights",
     "Block",
     "ConnectivityReport",
     "ImplicitFlow",
     "ModelConnectivity",
+    "RepairRecord",
     "UnitGraph",
     "analyze",
     "build_unit_graph",
+    "dead_weights",
     "default_times",
     "heat_delta",
     "heat_sources",
     "heat_state",
     "laplacian",
     "laplacian_spectrum",
+    "repair_dead_weights",
+    "repair_model",
     "saturation_state",
     "scree",
     "spectral_gap",

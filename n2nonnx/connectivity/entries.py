@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from n2nonnx.connectivity.unit_graph import UnitGraph, build_unit_graph
+from n2nonnx.connectivity.links import weight_units
+from n2nonnx.connectivity.unit_graph import UnitGraph, build_unit_graph, reachable
 from n2nonnx.model import Model
 
 
@@ -74,13 +75,7 @@ def wirings(model: Model, graph: UnitGraph) -> list[Wiring]:
         shape = tuple(int(d) for d in layer.weight_shape)
         rows = np.arange(shape[layer.unit_axis])[:, None]
         cols = np.arange(shape[layer.in_axis])[None, :]
-        groups = max(int(layer.groups), 1)
-        in_per_group = layer.in_units // groups
-        if layer.op == "ConvTranspose":  # weight (in, out/groups, k...)
-            out_units, in_units = (cols // in_per_group) * (layer.units // groups) + rows, cols
-        else:
-            out_units, in_units = rows, (rows // (layer.units // groups)) * in_per_group + cols
-        out_units, in_units = np.broadcast_arrays(out_units, in_units)
+        out_units, in_units = np.broadcast_arrays(*weight_units(layer, rows, cols))
         mapped, unmapped = [], []
         for edge in layer.fed_by:
             if edge.source in skips or edge.source not in blocks:
@@ -150,7 +145,10 @@ class EntryGraph:
         flow = sp.csr_array((np.ones(s.size), (s, t)), shape=(self.n, self.n))
         flow.sum_duplicates()
         self.flow = flow
-        return spread(sp.csr_array(flow.T), self.inputs), spread(flow, self.outputs)
+        return (
+            reachable(flow, np.flatnonzero(self.inputs)),
+            reachable(sp.csr_array(flow.T), np.flatnonzero(self.outputs)),
+        )
 
     def live(self, weight: str, forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
         """Entries of ``weight`` on (or that would be on) an input-output path, in any layer."""
@@ -163,17 +161,6 @@ class EntryGraph:
     def dead_units(self, alive: np.ndarray) -> dict[str, int]:
         """Units per layer on no input-output path."""
         return {b.name: int(b.size - alive[b.start : b.stop].sum()) for b in self.blocks}
-
-
-def spread(matrix: sp.csr_array, start: np.ndarray) -> np.ndarray:
-    """Nodes reachable from ``start`` (bool) where ``matrix[i, j]`` links j to i."""
-    seen = start.copy()
-    frontier = start
-    while frontier.any():
-        reached = (matrix @ frontier.astype(np.float64)) > 0
-        frontier = reached & ~seen
-        seen |= frontier
-    return seen
 
 
 def nodes_mask(n: int, indices: np.ndarray) -> np.ndarray:

@@ -56,13 +56,28 @@ def unit_pairs(layer, strength: np.ndarray | None):
         strength = np.ones(shape, dtype=bool)
     rows, cols = np.nonzero(strength)  # rows index weight unit_axis, cols in_axis
     values = strength[rows, cols].astype(np.float64)
+    out_units, in_units = weight_units(layer, rows, cols)
+    return out_units, in_units, values
+
+
+def weight_units(layer, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's (output unit, input unit) of weight index ``(rows, cols)``.
+
+    Args:
+        layer: the layer (its op, groups, units and in_units).
+        rows: indices along the weight's unit axis.
+        cols: indices along the weight's input axis (broadcast against ``rows``).
+
+    Returns:
+        ``(output units, input units)``: grouped convolutions offset the local index by
+        the group, and a ConvTranspose weight ``(in, out/groups, k...)`` has the local
+        outputs on its unit axis.
+    """
     groups = max(int(layer.groups), 1)
     in_per_group = layer.in_units // groups
-    if layer.op == "ConvTranspose":  # weight (in, out/groups, k...): rows are local outputs
-        out_units = (cols // in_per_group) * (layer.units // groups) + rows
-        return out_units, cols, values
-    in_units = (rows // (layer.units // groups)) * in_per_group + cols
-    return rows, in_units, values
+    if layer.op == "ConvTranspose":
+        return (cols // in_per_group) * (layer.units // groups) + rows, cols
+    return rows, (rows // (layer.units // groups)) * in_per_group + cols
 
 
 def edge_pairs(unit_map, source_size: int, out_units, in_units, strength):
@@ -244,7 +259,7 @@ class LinkCollector:
             values.append(np.ones(biclique.edges))
         n = self.n_nodes
         flow = sp.coo_array(
-            (_cat(values, float), (_cat(rows, int), _cat(cols, int))), shape=(n, n)
+            (concat(values, float), (concat(rows, int), concat(cols, int))), shape=(n, n)
         ).tocsr()
         flow.sum_duplicates()
         flow.eliminate_zeros()
@@ -281,10 +296,10 @@ class LinkCollector:
                 sending = np.unique(np.concatenate([b.senders for b in same]))
                 senders.append((sending, np.full(sending.size, hub)))
                 receivers.append((same[0].receivers, np.full(same[0].receivers.size, hub)))
-        send = (_cat([s for s, _ in senders], int), _cat([h for _, h in senders], int))
-        receive = (_cat([r for r, _ in receivers], int), _cat([h for _, h in receivers], int))
+        send = (concat([s for s, _ in senders], int), concat([h for _, h in senders], int))
+        receive = (concat([r for r, _ in receivers], int), concat([h for _, h in receivers], int))
         flow = ImplicitFlow.from_parts(self.n_nodes, send, receive)
-        source, target = _cat(rows, int), _cat(cols, int)
+        source, target = concat(rows, int), concat(cols, int)
         if source.size and flow.n_bicliques:
             covered = np.asarray(
                 flow.senders[source].multiply(flow.receivers[target]).sum(axis=1)
@@ -293,5 +308,6 @@ class LinkCollector:
         return ImplicitFlow.from_parts(self.n_nodes, send, receive, (source, target))
 
 
-def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+def concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    """The parts concatenated as ``dtype`` (an empty array of it for none)."""
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)

@@ -133,8 +133,8 @@ def repair_dead_weights(
         The repaired model, with a ``repair`` stage record (:class:`RepairRecord`).
 
     Raises:
-        InvalidArgumentError: a model without masks, scores of the wrong shape or with
-            NaN, or ``max_rounds`` < 1.
+        InvalidArgumentError: a model without masks, a name in ``weights`` that is not
+            a masked weight, scores of the wrong shape or with NaN, or ``max_rounds`` < 1.
     """
     repaired, record = repair_model(
         model, scores=scores, seed=seed, weights=weights, allowed=allowed, max_rounds=max_rounds
@@ -167,6 +167,14 @@ def repair_model(
     if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
         raise InvalidArgumentError(f"max_rounds must be an integer >= 1, got {max_rounds!r}")
     masked = mask_arrays(model)
+    if isinstance(weights, str):
+        weights = [weights]
+    unknown = sorted(set(weights or ()) - set(masked))
+    if unknown:
+        raise InvalidArgumentError(
+            f"weights {', '.join(map(repr, unknown))} are not masked weights of the model; "
+            f"choose from {', '.join(masked) or 'none (prune the model first)'}"
+        )
     order = list(dict.fromkeys(layer.weight for layer in model.layers))
     movable = [w for w in order if w in masked and (weights is None or w in weights)]
     if not movable:

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse import csgraph
 
 from n2nonnx.connectivity.implicit import ImplicitFlow
-from n2nonnx.connectivity.links import LayerConnections, LinkCollector, layer_strength
+from n2nonnx.connectivity.links import LayerConnections, LinkCollector, concat, layer_strength
 from n2nonnx.errors import InvalidArgumentError, InvalidModelError
 from n2nonnx.graph.trace import input_units
 
@@ -190,8 +189,8 @@ class UnitGraph:
         directed = self.implicit.hub_graph() if self.implicit is not None else self.flow
         n = self.n_nodes
         alive = (
-            _reachable(directed, self.input_nodes)[:n]
-            & _reachable(sp.csr_array(directed.T), self.output_nodes)[:n]
+            reachable(directed, self.input_nodes)[:n]
+            & reachable(sp.csr_array(directed.T), self.output_nodes)[:n]
         )
         return {
             b.name: int(b.size - alive[b.start : b.stop].sum())
@@ -251,18 +250,25 @@ def _block_key(block: Block) -> tuple[str, int]:
     return (block.weight or block.name, block.size)
 
 
-def _reachable(flow: sp.csr_array, starts: np.ndarray) -> np.ndarray:
-    """Boolean mask of the nodes reachable from ``starts`` along directed edges."""
-    n = flow.shape[0]
-    seen = np.zeros(n, dtype=bool)
-    if len(starts) == 0:
-        return seen
-    hub = sp.csr_array(
-        (np.ones(len(starts)), (np.full(len(starts), n), np.asarray(starts))), shape=(n + 1, n + 1)
-    )
-    augmented = sp.csr_array(sp.block_diag((flow, sp.csr_array((1, 1)))) + hub)
-    order = csgraph.breadth_first_order(augmented, n, directed=True, return_predecessors=False)
-    seen[order[order < n]] = True
+def reachable(flow: sp.csr_array, starts: np.ndarray) -> np.ndarray:
+    """Boolean mask of the nodes reachable from ``starts`` along directed edges.
+
+    Args:
+        flow: directed (n, n) CSR matrix; ``flow[s, t] != 0`` is an edge from s to t (pass
+            its transpose to walk the edges backwards).
+        starts: indices of the start nodes (reachable themselves).
+
+    Returns:
+        Length-n bool array.
+    """
+    flow = sp.csr_array(flow)
+    seen = np.zeros(flow.shape[0], dtype=bool)
+    frontier = np.unique(np.asarray(starts, dtype=np.int64))
+    seen[frontier] = True
+    while frontier.size:  # breadth first, one layer of the graph per step
+        reached = flow[frontier].indices
+        frontier = np.unique(reached[~seen[reached]])
+        seen[frontier] = True
     return seen
 
 
@@ -328,7 +334,7 @@ def build_unit_graph(
         for layer in layers
         if layer.name in blocks and any(e.target.startswith("output:") for e in layer.feeds)
     ]
-    output_nodes = _cat(outputs, int)
+    output_nodes = concat(outputs, int)
     use_implicit = implicit if implicit is not None else links.biclique_edges >= IMPLICIT_MIN_EDGES
     if use_implicit and not weighted:
         logger.info(
@@ -382,10 +388,6 @@ def _target_block(layer, blocks: dict[str, Block]) -> Block:
             f"(merges_into={target!r}); re-create the skips with n2nonnx add_n2nskip"
         )
     return blocks[target]
-
-
-def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
 
 def _input_sizes(view, layers) -> dict[str, int]:

@@ -37,12 +37,13 @@ class JobConfig:
         density: non-zero fraction, sequential and skip weights together.
         skip_share: share of the budget spent on N2NSkip connections (0: none).
         allocation: layer-wise allocation of the sequential budget.
-        sampling: N2NSkip sampling mode (``block`` or ``uniform``).
+        sampling: N2NSkip sampling mode (``block``, ``uniform`` or ``channel``).
         recipe: training settings (see :data:`RECIPE_DEFAULTS`).
         seed: seed of pruning, skip sampling and training.
         rescale: fan-in-corrected init of the kept sequential weights (see ``prune``).
         skip_options: further options of :func:`n2nonnx.skip.add_n2nskip` (``pairs``,
-            ``per_target``, ``spread``, ``init_scale`` ...).
+            ``per_target``, ``spread``, ``init_scale`` ...; not the ones set by the fields
+            above: ``density``, ``skip_share``, ``sampling``, ``seed``).
         connectivity: also compute the heat-diffusion delta against the dense graph.
         repair: move the kept weights on no input-to-output path onto live paths after
             pruning (by the criterion's scores) and again after the skips are added (at
@@ -276,6 +277,12 @@ def validate(config: JobConfig) -> None:
     if config.allocation not in ALLOCATIONS:
         raise InvalidArgumentError(
             f"unknown allocation {config.allocation!r}; choose from {', '.join(ALLOCATIONS)}"
+        )
+    clash = sorted(set(config.skip_options) & {"density", "skip_share", "sampling", "seed"})
+    if clash:
+        raise InvalidArgumentError(
+            f"skip_options sets {', '.join(clash)}, which the job sets itself: use the "
+            f"JobConfig field{'s' if len(clash) > 1 else ''} {', '.join(clash)} instead"
         )
     if config.skip_share > 0:
         check_options(**config.skip_options, sampling=config.sampling)

@@ -159,7 +159,7 @@ def prune(
     pruned = apply_masks(model, new_masks, zero_weights=not repair)
     repaired = None
     if repair:
-        from n2nonnx.connectivity.repair import repair_model
+        from n2nonnx.connectivity import repair_model
 
         existing = mask_arrays(model)  # pruned before: those positions stay pruned
         pruned, repaired = repair_model(

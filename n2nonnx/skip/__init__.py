@@ -136,8 +136,16 @@ def add_n2nskip(
         InvalidArgumentError: a parameter out of range, a dense model without
             ``density``, or a budget the sequential layers cannot meet.
     """
-    check_numbers(density, skip_share, spread, sampling, init_scale)
-    check_choices(merge=merge, join=join, placement=placement, skip_norm=skip_norm, pool_at=pool_at)
+    check_numbers(density, skip_share, init_scale)
+    check_choices(
+        spread=spread,
+        sampling=sampling,
+        merge=merge,
+        join=join,
+        placement=placement,
+        skip_norm=skip_norm,
+        pool_at=pool_at,
+    )
     layers = sequential_layers(model)
     if len(layers) != len(model.layers):
         raise InvalidArgumentError(

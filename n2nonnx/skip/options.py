@@ -57,13 +57,7 @@ def check_options(**options: Any) -> None:
             f"pairs={pairs!r}: use 'all', 'blocks', a maximum k (int >= 2) or a list of "
             "(source, target)"
         )
-    check_numbers(
-        None,
-        options.get("skip_share", 0.5),
-        options.get("spread", "proportional"),
-        options.get("sampling", DEFAULT_SAMPLING),
-        options.get("init_scale", 1.0),
-    )
+    check_numbers(None, options.get("skip_share", 0.5), options.get("init_scale", 1.0))
 
 
 def check_choices(**values: str) -> None:
@@ -83,8 +77,13 @@ def check_choices(**values: str) -> None:
             )
 
 
-def check_numbers(density, skip_share, spread, sampling, init_scale) -> None:
-    """Refuse ``density``, ``skip_share``, ``init_scale`` out of range, or a bad spread / sampling.
+def check_numbers(density: Any, skip_share: Any, init_scale: Any) -> None:
+    """Refuse ``density``, ``skip_share`` or ``init_scale`` out of range.
+
+    Args:
+        density: the total density in (0, 1], or None (the model's own).
+        skip_share: the skip part of the budget, in [0, 1).
+        init_scale: the multiplier of the initial skip weights, finite and >= 0.
 
     Raises:
         InvalidArgumentError: the first bad value, with its range.
@@ -97,10 +96,6 @@ def check_numbers(density, skip_share, spread, sampling, init_scale) -> None:
         not isinstance(density, (int, float)) or not 0.0 < float(density) <= 1.0
     ):
         raise InvalidArgumentError(f"density={density!r} must be in (0, 1]")
-    if spread not in ("proportional", "equal"):
-        raise InvalidArgumentError(f"spread={spread!r}: choose 'proportional' or 'equal'")
-    if sampling not in SAMPLING_MODES:
-        raise InvalidArgumentError(f"sampling={sampling!r}: choose one of {list(SAMPLING_MODES)}")
     if (
         isinstance(init_scale, bool)
         or not isinstance(init_scale, (int, float))

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from n2nonnx.connectivity import build_unit_graph
-from n2nonnx.connectivity.unit_graph import UnitGraph
+from n2nonnx.connectivity.unit_graph import UnitGraph, reachable
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
 from n2nonnx.skip.budget import apportion
@@ -283,23 +283,11 @@ def _pair_nodes(graph: UnitGraph, pairs: Sequence[Pair]) -> list[tuple[np.ndarra
     return found
 
 
-def _reachable(flow: sp.csr_array, starts: np.ndarray) -> np.ndarray:
-    """Boolean mask of the nodes reachable from ``starts`` along directed edges (BFS by layers)."""
-    seen = np.zeros(flow.shape[0], dtype=bool)
-    frontier = np.unique(np.asarray(starts, dtype=np.int64))
-    seen[frontier] = True
-    while frontier.size:
-        reached = flow[frontier].indices
-        frontier = np.unique(reached[~seen[reached]])
-        seen[frontier] = True
-    return seen
-
-
 def _alive(graph: UnitGraph, flow: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
     """(has an input path, has an output path) per node."""
     return (
-        _reachable(flow, graph.input_nodes),
-        _reachable(sp.csr_array(flow.T.tocsr()), graph.output_nodes),
+        reachable(flow, graph.input_nodes),
+        reachable(sp.csr_array(flow.T.tocsr()), graph.output_nodes),
     )
 
 
@@ -325,7 +313,7 @@ def _repair_input_paths(state: _State, pairs: Sequence[Pair], rng: np.random.Gen
             (i for i, p in enumerate(pairs) if p.target.index == target),
             key=lambda i: (pairs[i].k, pairs[i].source.depth),  # nearest source first
         )
-        forward = _reachable(state.flow(), state.graph.input_nodes)
+        forward = reachable(state.flow(), state.graph.input_nodes)
         dead = np.flatnonzero(~forward[state.nodes[mine[0]][1]])
         repaired += _connect(state, mine, dead, forward, rng, dead_are_targets=True)
     return repaired

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -54,15 +56,8 @@ class Pools:
         Returns:
             That window, or all ones where the network does not pool ``tensor`` so.
         """
-        fits = [
-            have
-            for have in self.network.get((tensor, op), {})
-            if len(have) == len(window)
-            and all(b % a == 0 for a, b in zip(have, window, strict=True))
-        ]
-        if not fits:
-            return (1,) * len(window)
-        return max(fits, key=lambda w: int(np.prod(w)))
+        best = _largest_dividing(self.network.get((tensor, op), {}), window)
+        return best if best is not None else (1,) * len(window)
 
     def pooled(
         self, tensor: str, op: str, window: tuple[int, ...], base: str, nodes: list[onnx.NodeProto]
@@ -75,14 +70,9 @@ class Pools:
         if op == "GlobalAveragePool":
             nodes.append(helper.make_node(op, [tensor], [output], name=f"{base}/global_pool"))
         else:
-            divisors = [
-                w
-                for w in have
-                if len(w) == len(window) and all(b % a == 0 for a, b in zip(w, window, strict=True))
-            ]
             start, step = tensor, window
-            if divisors:
-                best = max(divisors, key=lambda w: int(np.prod(w)))
+            best = _largest_dividing(have, window)
+            if best is not None:
                 start, step = have[best], tuple(b // a for a, b in zip(best, window, strict=True))
             nodes.append(
                 helper.make_node(
@@ -96,3 +86,15 @@ class Pools:
             )
         have[window] = output
         return output
+
+
+def _largest_dividing(
+    windows: Iterable[tuple[int, ...]], window: tuple[int, ...]
+) -> tuple[int, ...] | None:
+    """The largest of ``windows`` that divides ``window`` axis by axis (None: none does)."""
+    fits = [
+        have
+        for have in windows
+        if len(have) == len(window) and all(b % a == 0 for a, b in zip(have, window, strict=True))
+    ]
+    return max(fits, key=lambda w: int(np.prod(w))) if fits else None

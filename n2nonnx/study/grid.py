@@ -71,11 +71,7 @@ def parse_factor(name: str, text: str) -> Any:
     Raises:
         InvalidArgumentError: an unknown factor or a value it does not take.
     """
-    if name not in FACTORS:
-        raise InvalidArgumentError(
-            f"unknown study option {name!r}; choose from {', '.join(FACTORS)}"
-        )
-    factor = FACTORS[name]
+    factor = _factor(name)
     if factor.choices is None:
         try:
             value: Any = float(text)
@@ -95,13 +91,18 @@ def parse_factor(name: str, text: str) -> Any:
     return text
 
 
-def _check_factor(name: str, value: Any) -> None:
-    """Refuse an unknown factor or a value it does not take."""
-    factor = FACTORS.get(name)
-    if factor is None:
+def _factor(name: str) -> Factor:
+    """The factor called ``name``; an unknown name is refused with the known ones."""
+    if name not in FACTORS:
         raise InvalidArgumentError(
             f"unknown study option {name!r}; choose from {', '.join(FACTORS)}"
         )
+    return FACTORS[name]
+
+
+def _check_factor(name: str, value: Any) -> None:
+    """Refuse an unknown factor or a value it does not take."""
+    factor = _factor(name)
     if factor.choices is None:
         allowed = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1
     else:
@@ -202,16 +203,28 @@ class Cell(NamedTuple):
 
     @property
     def label(self) -> str:
-        """``N2NSkip-RP`` or ``N2NSkip-RP [placement=connectivity]``."""
+        """``N2NSkip-RP``, ``N2NSkip-RP [placement=connectivity]``, ``N2NSkip-RP [authors' code]``."""
         if not self.options:
             return self.variant
-        return f"{self.variant} [{', '.join(f'{k}={_text(v)}' for k, v in self.options)}]"
+        texts = [f"{k}={option_text(v)}" for k, v in self.options]
+        authors = AUTHORS_OPTIONS.split(",")
+        if all(text in texts for text in authors):
+            texts = ["authors' code", *(text for text in texts if text not in authors)]
+        return f"{self.variant} [{', '.join(texts)}]"
 
 
-def _text(value: Any) -> str:
-    return {True: "on", False: "off"}.get(
-        value, f"{value:g}" if isinstance(value, float) else value
-    )
+def option_text(value: Any) -> str:
+    """A study option's value as labels, cell file names and tables write it.
+
+    Args:
+        value: the value (``on`` / ``off`` for a yes-no option).
+
+    Returns:
+        ``on`` / ``off``, a number in ``:g`` form (a share of 0 is ``0``), or the text.
+    """
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass
@@ -311,7 +324,7 @@ class StudyPlan:
 
 def cell_path(out: Path, cell: Cell) -> Path:
     """Where a cell's numbers are kept (its options in the name)."""
-    options = "".join(f"-{k}={_text(v)}" for k, v in cell.options)
+    options = "".join(f"-{k}={option_text(v)}" for k, v in cell.options)
     return (
         out / "cells" / cell.arch / f"{cell.variant}-d{cell.density:g}-s{cell.seed}{options}.json"
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from n2nonnx.paths import check_output_dir, write_text_atomic
-from n2nonnx.pipeline import json_default, sparsify
+from n2nonnx.pipeline import json_default, sparsify, validate
 from n2nonnx.study.grid import Cell, StudyPlan, arch_spec, cell_path
 from n2nonnx.study.summary import summarize, well_formed
 from n2nonnx.zoo import export_builtin
@@ -52,6 +52,9 @@ def run_study(
 
     Returns:
         The summary (also written to ``out/<plan.name>.json``); None on the other processes.
+
+    Raises:
+        InvalidArgumentError: a cell whose job is invalid (checked before any cell runs).
     """
     from tqdm import tqdm
 
@@ -64,6 +67,8 @@ def run_study(
         todo = agree(todo)
     if len(todo) < len(cells):
         log.info("resuming: %d of %d cells already done", len(cells) - len(todo), len(cells))
+    for cell in todo:  # a bad option fails here, before any model is exported or saved
+        validate(plan.job(cell))
     models, unsaved = _models(plan, out, sorted({cell.arch for cell in todo}))
     bar = tqdm(
         total=len(cells),

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from n2nonnx.paths import write_text_atomic
-from n2nonnx.study.grid import FACTORS, VARIANTS, StudyPlan, _text, arch_spec
+from n2nonnx.study.grid import FACTORS, VARIANTS, StudyPlan, arch_spec, option_text
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
     """Markdown: one table per architecture, variants as rows, densities as columns."""
     recipe = plan.recipe
     varied = "; ".join(
-        f"{name} {', '.join(map(_text, values))}" for name, values in plan.factors.items()
+        f"{name} {', '.join(map(option_text, values))}" for name, values in plan.factors.items()
     )
     lines = [
         "# n2nonnx study",
@@ -131,7 +131,7 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
         + (f"; varied: {varied}" if varied else "")
         + ". Test accuracy (%) in onnxruntime, mean +- std over seeds; delta = heat-diffusion "
         "delta at saturation against the dense graph. Variant defaults: "
-        + ", ".join(f"{k} {_text(v)}" for k, v in _variant_defaults().items())
+        + ", ".join(f"{k} {option_text(v)}" for k, v in _variant_defaults().items())
         + ".",
     ]
     labels = _labels(plan)
