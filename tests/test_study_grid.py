@@ -153,11 +153,13 @@ def test_study_runs_a_grid_of_options(tmp_path):
     assert main([*args[:-1], "--allocation", "bogus"]) == 2
     # --summary-only: a wider grid summarised from the cells there, none run
     stamps = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
-    wider = [*args, "--densities", "0.1", "0.05", "--name", "partial", "--summary-only"]
+    wider = [*args, "--densities", "0.1", "0.05", "--seeds", "0", "1"]
+    wider += ["--name", "partial", "--summary-only"]
     assert main(wider) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in folder.iterdir()}
     rows = json.loads((out / "partial.json").read_text())["rows"]
     assert {r["density"] for r in rows} == {0.1}
+    assert "| RP | " in (table := (out / "partial.md").read_text()) and "(1 seed)" in table
     assert main([*wider[:2], str(tmp_path / "none"), *wider[3:]]) == 2
 
 

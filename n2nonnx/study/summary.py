@@ -155,15 +155,11 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
             if 1.0 in cells and cells[1.0]["variant"] == "dense":
                 r = cells[1.0]
                 lines.append(
-                    f"| {label} | {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} |"
-                    + " |" * (len(densities) - 1)
+                    f"| {label} | {_accuracy(r, len(plan.seeds))} |" + " |" * (len(densities) - 1)
                 )
                 continue
             entries = [
-                f"{cells[d]['accuracy_mean']:.2f} +- {cells[d]['accuracy_std']:.2f}"
-                if d in cells
-                else ""
-                for d in densities
+                _accuracy(cells[d], len(plan.seeds)) if d in cells else "" for d in densities
             ]
             lines.append(f"| {label} | " + " | ".join(entries) + " |")
         lines += ["", f"| delta (dead units) | {header} |", "|---|" + "---|" * len(densities)]
@@ -186,6 +182,17 @@ def format_table(rows: list[dict[str, Any]], plan: StudyPlan) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _accuracy(row: dict[str, Any], planned: int) -> str:
+    """``mean +- std``; the number of seeds where fewer than planned have finished."""
+    done = len(row["seeds"])
+    if done == 1:
+        return (
+            f"{row['accuracy_mean']:.2f} (1 seed)" if planned > 1 else f"{row['accuracy_mean']:.2f}"
+        )
+    text = f"{row['accuracy_mean']:.2f} +- {row['accuracy_std']:.2f}"
+    return text if done >= planned else f"{text} ({done} seeds)"
 
 
 def _figure_name(plan: StudyPlan, what: str) -> str:
