@@ -18,17 +18,20 @@ checks this in CI, see ``pyproject.toml``):
 
 1. ``errors``, ``tags``, ``metadata``, ``patterns``, ``registry``, ``paths``, ``lazy``: no other
    n2nonnx import.
-2. ``graph``: the normalised graph, the mask representation and the layer view.
+2. ``graph``: the normalised graph, the mask representation, the layer view and the op
+   rules for units (``graph.units``: what each op does to units, one file per family).
 3. ``model``, ``io``, ``runtime``, ``masks``, ``data``, ``zoo``, ``summary``, ``torch_export``:
    the model object, files,
    onnxruntime sessions, data sets and built-in architectures.
-4. ``backend``: the ONNX-to-PyTorch executor.
-5. ``connectivity``: the unit graph and heat diffusion, which the stages above use to
+4. ``units``: the units core (reachability, coupled and consistent removal, the removal
+   transform), on the op rules of ``graph.units``.
+5. ``backend``: the ONNX-to-PyTorch executor.
+6. ``connectivity``: the unit graph and heat diffusion, which the stages above use to
    steer sparsity (repair, skip placement).
-6. The stages, none importing another: ``pruning``, ``skip``, ``training``,
+7. The stages, none importing another: ``pruning``, ``skip``, ``training``,
    ``deployment``; ``scl`` and ``structured`` build on them.
-7. ``pipeline``, ``study``: the main job and the study, built from the stages.
-8. ``cli``: the ``n2nonnx`` command.
+8. ``pipeline``, ``study``: the main job and the study, built from the stages.
+9. ``cli``: the ``n2nonnx`` command.
 """
 
 from __future__ import annotations

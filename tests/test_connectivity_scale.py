@@ -193,15 +193,14 @@ def _block(name: str, start: int, size: int):
 
 
 def _gemm(units: int, in_units: int):
-    return SimpleNamespace(
-        units=units,
-        in_units=in_units,
-        groups=1,
-        op="Gemm",
-        weight_shape=(units, in_units),
-        unit_axis=0,
-        in_axis=1,
-    )
+    from n2nonnx.graph import Layer
+
+    return Layer(
+        name="gemm", op="Gemm", index=0, weight="w", bias=None,
+        weight_shape=(units, in_units), unit_axis=0, in_axis=1, units=units,
+        in_units=in_units, groups=1, fan_in=in_units, input="x", preact="z", output="z",
+        chain=(), in_feature_axis=1, out_feature_axis=1, spatial_in=(), spatial_out=(),
+    )  # fmt: skip
 
 
 def _check_links(links: LinkCollector, edges: int, bicliques: int) -> None:
@@ -214,24 +213,26 @@ def _check_links(links: LinkCollector, edges: int, bicliques: int) -> None:
 
 def test_links_between_the_same_blocks_are_counted_once():
     a, b, c = _block("a", 0, 3), _block("b", 3, 4), _block("c", 7, 2)
-    identity = SimpleNamespace(unit_map=np.arange(3))
+    from n2nonnx.graph import Edge
+
+    identity = Edge("a", "b", (), np.arange(3))
     into_b, into_c = _gemm(4, 3), _gemm(2, 3)
     one_missing = np.array([[True, True, True], [True, True, False]])  # a2 -> c1 missing
     inside = np.zeros((4, 3), dtype=bool)
     inside[1, 2] = True
     links = LinkCollector(9, weighted=False)
     links.add(LayerConnections(into_b, None), identity, a, b)  # a x b
-    links.add(LayerConnections(into_b, None), SimpleNamespace(unit_map=np.array([0, 0, -1])), a, b)
+    links.add(LayerConnections(into_b, None), Edge("a", "b", (), np.array([0, 0, -1])), a, b)
     links.add(LayerConnections(into_b, inside), identity, a, b)  # an edge a x b holds already
     links.add(LayerConnections(into_c, one_missing), identity, a, c)  # {a0, a1} x c + a2 -> c0
-    links.add(LayerConnections(into_c, None), SimpleNamespace(unit_map=np.array([1, -1, -1])), a, c)
-    links.add(LayerConnections(into_c, None), SimpleNamespace(unit_map=None), b, c)  # b x c
+    links.add(LayerConnections(into_c, None), Edge("a", "b", (), np.array([1, -1, -1])), a, c)
+    links.add(LayerConnections(into_c, None), Edge("a", "b", (), None), b, c)  # b x c
     _check_links(links, edges=12 + 5 + 8, bicliques=3)
     # Bicliques a -> c whose receivers overlap without being equal: that pair goes explicit.
     links = LinkCollector(9, weighted=False)
     links.add(LayerConnections(into_c, one_missing), identity, a, c)
     only_c0 = np.array([[True, True, True], [False, False, False]])
-    links.add(LayerConnections(into_c, only_c0), SimpleNamespace(unit_map=None), a, c)  # a x c0
+    links.add(LayerConnections(into_c, only_c0), Edge("a", "b", (), None), a, c)  # a x c0
     _check_links(links, edges=5, bicliques=0)
 
 

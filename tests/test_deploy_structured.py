@@ -7,9 +7,9 @@ import pytest
 from builders import conv_net, gemm_mlp
 
 import n2nonnx
-from n2nonnx.deployment.structured import remove_units
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.runtime import run
+from n2nonnx.units import remove_units
 
 
 def zeroed_reference(model, units):

@@ -16,9 +16,9 @@ from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.runtime import run
 from n2nonnx.structured import prune_structured
 from n2nonnx.structured.constraints import limit_from_sweep
-from n2nonnx.structured.coupling import find_components
 from n2nonnx.structured.sensitivity import protected_units, sensitivities
 from n2nonnx.training import train
+from n2nonnx.units.coupling import find_components
 
 torch.set_num_threads(1)
 

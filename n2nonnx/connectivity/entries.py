@@ -15,8 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from n2nonnx.connectivity.links import weight_units
-from n2nonnx.connectivity.unit_graph import UnitGraph, build_unit_graph, reachable
+from n2nonnx.connectivity.unit_graph import (
+    UnitGraph,
+    build_unit_graph,
+    dead_per_block,
+    live_nodes,
+)
 from n2nonnx.model import Model
 
 
@@ -75,16 +79,16 @@ def wirings(model: Model, graph: UnitGraph) -> list[Wiring]:
         shape = tuple(int(d) for d in layer.weight_shape)
         rows = np.arange(shape[layer.unit_axis])[:, None]
         cols = np.arange(shape[layer.in_axis])[None, :]
-        out_units, in_units = np.broadcast_arrays(*weight_units(layer, rows, cols))
+        out_units, in_units = np.broadcast_arrays(*layer.weight_units(rows, cols))
         mapped, unmapped = [], []
         for edge in layer.fed_by:
             if edge.source in skips or edge.source not in blocks:
                 continue
             source = blocks[edge.source]
-            if edge.unit_map is None:
+            if edge.positions is None:
                 unmapped.append(np.arange(source.start, source.stop))
             else:
-                unit_map = np.asarray(edge.unit_map, dtype=np.int64)
+                unit_map = np.asarray(edge.positions, dtype=np.int64)
                 mapped.append(np.where(unit_map >= 0, source.start + unit_map, -1))
         found.append(
             Wiring(
@@ -145,10 +149,7 @@ class EntryGraph:
         flow = sp.csr_array((np.ones(s.size), (s, t)), shape=(self.n, self.n))
         flow.sum_duplicates()
         self.flow = flow
-        return (
-            reachable(flow, np.flatnonzero(self.inputs)),
-            reachable(sp.csr_array(flow.T), np.flatnonzero(self.outputs)),
-        )
+        return live_nodes(flow, np.flatnonzero(self.inputs), np.flatnonzero(self.outputs))
 
     def live(self, weight: str, forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
         """Entries of ``weight`` on (or that would be on) an input-output path, in any layer."""
@@ -160,7 +161,7 @@ class EntryGraph:
 
     def dead_units(self, alive: np.ndarray) -> dict[str, int]:
         """Units per layer on no input-output path."""
-        return {b.name: int(b.size - alive[b.start : b.stop].sum()) for b in self.blocks}
+        return dead_per_block(self.blocks, alive)
 
 
 def nodes_mask(n: int, indices: np.ndarray) -> np.ndarray:

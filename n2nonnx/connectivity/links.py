@@ -56,28 +56,8 @@ def unit_pairs(layer, strength: np.ndarray | None):
         strength = np.ones(shape, dtype=bool)
     rows, cols = np.nonzero(strength)  # rows index weight unit_axis, cols in_axis
     values = strength[rows, cols].astype(np.float64)
-    out_units, in_units = weight_units(layer, rows, cols)
+    out_units, in_units = layer.weight_units(rows, cols)
     return out_units, in_units, values
-
-
-def weight_units(layer, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The layer's (output unit, input unit) of weight index ``(rows, cols)``.
-
-    Args:
-        layer: the layer (its op, groups, units and in_units).
-        rows: indices along the weight's unit axis.
-        cols: indices along the weight's input axis (broadcast against ``rows``).
-
-    Returns:
-        ``(output units, input units)``: grouped convolutions offset the local index by
-        the group, and a ConvTranspose weight ``(in, out/groups, k...)`` has the local
-        outputs on its unit axis.
-    """
-    groups = max(int(layer.groups), 1)
-    in_per_group = layer.in_units // groups
-    if layer.op == "ConvTranspose":
-        return (cols // in_per_group) * (layer.units // groups) + rows, cols
-    return rows, (rows // (layer.units // groups)) * in_per_group + cols
 
 
 def edge_pairs(unit_map, source_size: int, out_units, in_units, strength):
@@ -125,7 +105,7 @@ def _group_connections(layer, edge, strength: np.ndarray | None):
     """
     groups = max(int(layer.groups), 1)
     per_group = layer.units // groups
-    unit_map = np.asarray(edge.unit_map, dtype=np.int64).reshape(groups, -1)
+    unit_map = np.asarray(edge.positions, dtype=np.int64).reshape(groups, -1)
     if strength is not None:
         inputs = unit_map.shape[1]
         if layer.op == "ConvTranspose":  # (out/groups, in): columns grouped
@@ -190,7 +170,7 @@ class LinkCollector:
             target: the target :class:`Block` (the layer's, or a skip's target layer's).
         """
         layer, strength = connections.layer, connections.strength
-        if not self.weighted and edge.unit_map is None:
+        if not self.weighted and edge.positions is None:
             complete = strength is None or bool(np.all(strength))
             out_units = np.arange(layer.units) if complete else np.unique(connections.pairs[0])
             self._biclique(source, target, np.arange(source.size), out_units)
@@ -204,7 +184,7 @@ class LinkCollector:
                 self._dense_group(source, target, senders, receivers, present)
             return
         out_units, in_units, values = connections.pairs
-        s, t, w = edge_pairs(edge.unit_map, source.size, out_units, in_units, values)
+        s, t, w = edge_pairs(edge.positions, source.size, out_units, in_units, values)
         self._explicit(source.start + s, target.start + t, w)
 
     def _dense_group(self, source, target, senders, receivers, present) -> None:

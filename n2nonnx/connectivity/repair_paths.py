@@ -10,15 +10,33 @@ dead ones could pay for.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
-from n2nonnx.connectivity.entries import cat
+from n2nonnx.connectivity.entries import Wiring, cat
 
-if TYPE_CHECKING:
-    from n2nonnx.connectivity.repair_steps import RepairState
+
+class RepairState(Protocol):
+    """What the path fallbacks use of a repair (:class:`~.repair_steps.RepairState`)."""
+
+    n: int
+    flow: sp.csr_array
+    kept: dict[str, np.ndarray]
+    wirings: list[Wiring]
+    movable: list[str]
+    keys: dict[str, tuple[np.ndarray, np.ndarray]]
+    allowed: dict[str, np.ndarray]
+    original: dict[str, int]
+    removed: dict[str, int]
+    added: dict[str, int]
+
+    def reach(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes reachable from the inputs, and nodes that reach an output."""
+
+    def ranked(self, entries: dict[str, np.ndarray], descending: bool) -> tuple[np.ndarray, ...]:
+        """Entries in the order to take them."""
 
 
 def bridge(state: RepairState, budget: int) -> int:

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from n2nonnx.connectivity.entries import EntryGraph, Wiring, cat
-from n2nonnx.connectivity.repair import RepairRecord
 from n2nonnx.connectivity.repair_paths import bridge, trim
+from n2nonnx.connectivity.repair_record import RepairRecord
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
 

@@ -187,16 +187,9 @@ class UnitGraph:
             layer name -> number of dead units (every layer listed, inputs excluded).
         """
         directed = self.implicit.hub_graph() if self.implicit is not None else self.flow
+        forward, backward = live_nodes(directed, self.input_nodes, self.output_nodes)
         n = self.n_nodes
-        alive = (
-            reachable(directed, self.input_nodes)[:n]
-            & reachable(sp.csr_array(directed.T), self.output_nodes)[:n]
-        )
-        return {
-            b.name: int(b.size - alive[b.start : b.stop].sum())
-            for b in self.blocks
-            if not b.is_input
-        }
+        return dead_per_block(self.blocks, forward[:n] & backward[:n])
 
     def same_nodes(self, other: UnitGraph) -> bool:
         """True if ``other`` has the same blocks (names and sizes) in the same order."""
@@ -270,6 +263,27 @@ def reachable(flow: sp.csr_array, starts: np.ndarray) -> np.ndarray:
         frontier = np.unique(reached[~seen[reached]])
         seen[frontier] = True
     return seen
+
+
+def live_nodes(
+    flow: sp.csr_array, inputs: np.ndarray, outputs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reached from an input, reaches an output) for every node of a directed flow.
+
+    Args:
+        flow: directed (n, n) matrix; ``flow[s, t] != 0`` is an edge from s to t.
+        inputs: indices of the input nodes.
+        outputs: indices of the nodes that feed a graph output.
+
+    Returns:
+        Two length-n bool arrays.
+    """
+    return reachable(flow, inputs), reachable(sp.csr_array(flow.T), outputs)
+
+
+def dead_per_block(blocks, alive: np.ndarray) -> dict[str, int]:
+    """Per layer block (inputs excluded): its nodes that are not ``alive``."""
+    return {b.name: int(b.size - alive[b.start : b.stop].sum()) for b in blocks if not b.is_input}
 
 
 def load_layers(model):

@@ -13,7 +13,7 @@ concat and reshapes):
 
 Units joined element-wise with a unit that stays (a residual Add, an N2NSkip Add) stay
 too, and a grouped convolution loses whole groups only, so the result is always a
-valid :func:`~n2nonnx.deployment.structured.remove_units` request.
+valid :func:`~n2nonnx.units.remove_units` request.
 """
 
 from __future__ import annotations
@@ -25,30 +25,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from n2nonnx.graph.layers import Edge, Layer
-from n2nonnx.graph.ops import REDUCTIONS
+from n2nonnx.graph.layers import Layer
 from n2nonnx.model import Model
+from n2nonnx.units.reach import liveness, unit_matrices
+from n2nonnx.units.settle import settle_removal
 
 log = logging.getLogger(__name__)
-
-# Ops that mix units (a unit's value depends on other units): unit maps through them are
-# not trusted.
-MIXING_OPS = frozenset(
-    {
-        "LayerNormalization",
-        "GroupNormalization",
-        "Softmax",
-        "LogSoftmax",
-        "Hardmax",
-        "LpNormalization",
-        "MatMul",
-        "Gemm",
-        "TopK",
-        "Einsum",
-        "Attention",
-    }
-    | REDUCTIONS
-)
 
 
 @dataclass
@@ -61,6 +43,8 @@ class DeadUnits:
         no_input: layer name -> units without a path from any input (constant outputs).
         kept_constant: layer name -> constant units that stay (not foldable or coupled).
         bias_deltas: layer name -> amount to add to its bias (the folded constants).
+        blocked: layer name -> (dead units kept, why): units that cannot be removed
+            through the ops they reach (:attr:`~n2nonnx.graph.Layer.removal_blocker`).
     """
 
     remove: dict[str, np.ndarray] = field(default_factory=dict)
@@ -68,46 +52,12 @@ class DeadUnits:
     no_input: dict[str, np.ndarray] = field(default_factory=dict)
     kept_constant: dict[str, np.ndarray] = field(default_factory=dict)
     bias_deltas: dict[str, np.ndarray] = field(default_factory=dict)
+    blocked: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
         """Units to remove."""
         return int(sum(len(u) for u in self.remove.values()))
-
-
-def connectivity(layer: Layer, weight: np.ndarray) -> np.ndarray:
-    """Boolean (units, in_units): which input units each output unit reads (non-zero weight)."""
-    nonzero = weight != 0
-    if layer.op == "ConvTranspose":
-        if layer.groups > 1:
-            return np.ones((layer.units, layer.in_units), dtype=bool)  # conservative
-        return nonzero.reshape(nonzero.shape[0], nonzero.shape[1], -1).any(axis=2).T
-    if layer.unit_axis != 0:
-        nonzero = np.moveaxis(nonzero, layer.unit_axis, 0)
-    matrix = nonzero.reshape(nonzero.shape[0], nonzero.shape[1], -1).any(axis=2)
-    return _grouped_matrix(matrix, layer)
-
-
-def _grouped_matrix(matrix: np.ndarray, layer: Layer) -> np.ndarray:
-    if layer.groups == 1:
-        return matrix
-    per_in, per_out = layer.in_units // layer.groups, layer.units // layer.groups
-    full = np.zeros((layer.units, layer.in_units), dtype=bool)
-    for group in range(layer.groups):
-        rows = slice(group * per_out, (group + 1) * per_out)
-        full[rows, group * per_in : (group + 1) * per_in] = matrix[rows]
-    return full
-
-
-def _positions(edge: Edge, size: int) -> np.ndarray | None:
-    """The edge's unit map, or None where it cannot be trusted (unknown, or through a mixing op)."""
-    if (
-        edge.unit_map is None
-        or any(op in MIXING_OPS for op in edge.via)
-        or len(edge.unit_map) != size
-    ):
-        return None
-    return np.asarray(edge.unit_map)
 
 
 def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
@@ -122,12 +72,9 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
     """
     layers = model.layers
     by_name = {layer.name: layer for layer in layers}
-    matrix = {
-        layer.name: connectivity(layer, np.asarray(model.initializer(layer.weight)))
-        for layer in layers
-    }
-    reached_in, reached_out = _reached_from_inputs(layers, matrix)
-    useful_in, useful_out = _useful_to_outputs(layers, by_name, matrix)
+    alive = liveness(layers, unit_matrices(model))
+    reached_in, reached_out = alive.reached_in, alive.reached_out
+    useful_in, useful_out = alive.useful_in, alive.useful_out
     result = DeadUnits()
     for layer in layers:
         no_out = np.flatnonzero(~useful_out[layer.name])
@@ -142,8 +89,12 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
         constant = ~reached_in[layer.name] & (constants.get(layer.name) is not None)
         foldable = _foldable(layer, constants.get(layer.name))
         droppable[layer.name] = ~useful_in[layer.name] | (constant & foldable)
-    removed = {layer.name: ~useful_out[layer.name] | ~reached_out[layer.name] for layer in layers}
-    _settle(layers, by_name, removed, droppable)
+    removed = {layer.name: alive.dead(layer.name) for layer in layers}
+    for layer in layers:
+        if layer.removal_blocker is not None and removed[layer.name].any():
+            result.blocked[layer.name] = (int(removed[layer.name].sum()), layer.removal_blocker)
+            removed[layer.name][:] = False
+    settle_removal(layers, by_name, removed, droppable)
     for layer in layers:
         units = np.flatnonzero(removed[layer.name])
         if len(units):
@@ -155,214 +106,6 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
             result.kept_constant[layer.name] = kept_constant
     result.bias_deltas = _bias_deltas(model, layers, removed, reached_in, useful_in, constants)
     return result
-
-
-def _reached_from_inputs(
-    layers: list[Layer], matrix: dict[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Forward pass: which input positions and units of each layer a graph input reaches.
-
-    Args:
-        layers: the layers in graph order.
-        matrix: layer name -> its (units, in_units) connectivity.
-
-    Returns:
-        (layer name -> reached input positions, layer name -> reached units), boolean.
-    """
-    reached_in: dict[str, np.ndarray] = {}
-    reached_out: dict[str, np.ndarray] = {}
-    for layer in layers:
-        reached = np.zeros(layer.in_units, dtype=bool)
-        for edge in layer.fed_by:
-            source = None if edge.source.startswith("input:") else reached_out.get(edge.source)
-            m = _positions(edge, layer.in_units)
-            if m is None:
-                if source is None or source.any():
-                    reached[:] = True
-                continue
-            hit = m >= 0
-            reached[hit] |= True if source is None else source[m[hit]]
-        reached_in[layer.name] = reached
-        reached_out[layer.name] = np.asarray((matrix[layer.name] & reached[None, :]).any(axis=1))
-    return reached_in, reached_out
-
-
-def _useful_to_outputs(
-    layers: list[Layer], by_name: dict[str, Layer], matrix: dict[str, np.ndarray]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Backward pass: which input positions and units of each layer reach a graph output.
-
-    Args:
-        layers: the layers in graph order.
-        by_name: layer name -> layer.
-        matrix: layer name -> its (units, in_units) connectivity.
-
-    Returns:
-        (layer name -> useful input positions, layer name -> useful units), boolean.
-    """
-    useful_in: dict[str, np.ndarray] = {}
-    useful_out: dict[str, np.ndarray] = {}
-    for layer in reversed(layers):
-        useful = np.zeros(layer.units, dtype=bool)
-        for edge in layer.feeds:
-            if edge.target.startswith("output:"):
-                if edge.unit_map is None:
-                    useful[:] = True
-                else:
-                    useful[np.asarray(edge.unit_map)[np.asarray(edge.unit_map) >= 0]] = True
-                continue
-            target = by_name[edge.target]
-            m = _positions(edge, target.in_units)
-            wanted = useful_in.get(edge.target)
-            if m is None or wanted is None:
-                if wanted is None or wanted.any():
-                    useful[:] = True
-                continue
-            hit = m >= 0
-            useful[m[hit & wanted]] = True
-        useful_out[layer.name] = useful
-        useful_in[layer.name] = np.asarray((matrix[layer.name] & useful[:, None]).any(axis=0))
-    return useful_in, useful_out
-
-
-# layer name -> (source layer name, unit map into this layer or None) for each feeding layer
-_Sources = dict[str, list[tuple[str, np.ndarray | None]]]
-
-
-def _settle(
-    layers: list[Layer],
-    by_name: dict[str, Layer],
-    removed: dict[str, np.ndarray],
-    droppable: dict[str, np.ndarray],
-) -> None:
-    """Shrink the candidate set until it is a consistent removal (in place).
-
-    Args:
-        layers: the layers in graph order.
-        by_name: layer name -> layer.
-        removed: layer name -> boolean units to remove (narrowed in place).
-        droppable: layer name -> boolean input positions that may lose their source.
-    """
-    changed = True
-    while changed:
-        changed, sources_at = _settle_edges(layers, by_name, removed, droppable)
-        for target_name, sources in sources_at.items():
-            changed |= _settle_target(by_name[target_name], sources, removed)
-
-
-def _settle_edges(
-    layers: list[Layer],
-    by_name: dict[str, Layer],
-    removed: dict[str, np.ndarray],
-    droppable: dict[str, np.ndarray],
-) -> tuple[bool, _Sources]:
-    """Keep the units that feed a graph output or a position that may not be dropped.
-
-    Args:
-        layers: the layers in graph order.
-        by_name: layer name -> layer.
-        removed: layer name -> boolean units to remove (narrowed in place).
-        droppable: layer name -> boolean input positions that may lose their source.
-
-    Returns:
-        Whether a candidate layer unit was kept (outputs do not count), and each
-        consumer's sources.
-    """
-    changed = False
-    sources_at: _Sources = {}
-    for layer in layers:
-        for edge in layer.feeds:
-            if edge.target.startswith("output:") or edge.target not in by_name:
-                if edge.unit_map is None:
-                    removed[layer.name][:] = False
-                else:
-                    read = np.asarray(edge.unit_map)
-                    removed[layer.name][read[read >= 0]] = False
-                continue
-            target = by_name[edge.target]
-            m = _positions(edge, target.in_units)
-            sources_at.setdefault(edge.target, []).append((layer.name, m))
-            ok = droppable[edge.target]
-            if m is None:
-                if not ok.all():
-                    changed |= bool(removed[layer.name].any())
-                    removed[layer.name][:] = False
-                continue
-            bad = m[(m >= 0) & ~ok]
-            if removed[layer.name][bad].any():
-                removed[layer.name][bad] = False
-                changed = True
-    return changed, sources_at
-
-
-def _settle_target(
-    target: Layer, sources: list[tuple[str, np.ndarray | None]], removed: dict[str, np.ndarray]
-) -> bool:
-    """Make one consumer's sources agree: an input position goes only if all its sources go.
-
-    Args:
-        target: the consuming layer.
-        sources: (source layer name, unit map or None) for each layer feeding it.
-        removed: layer name -> boolean units to remove (narrowed in place).
-
-    Returns:
-        Whether any unit was kept that was to be removed.
-    """
-    changed = False
-    gone = np.ones(target.in_units, dtype=bool)
-    fed = np.zeros(target.in_units, dtype=bool)
-    for source, m in sources:
-        if m is None:
-            gone &= removed[source].all()
-            fed[:] = True
-            continue
-        hit = m >= 0
-        fed |= hit
-        gone[hit] &= removed[source][m[hit]]
-    for source, m in sources:  # a position some sources leave and others keep: keep all
-        if m is None:
-            if not gone[fed].all() and removed[source].any():
-                removed[source][:] = False
-                changed = True
-            continue
-        hit = m >= 0
-        keep = hit & ~gone
-        if removed[source][m[keep]].any():
-            removed[source][m[keep]] = False
-            changed = True
-    if (gone & fed).all() and not removed[target.name].all():
-        # The target keeps units but would read nothing: keep one input position.
-        for source, m in sources:
-            if m is None:
-                removed[source][:] = False
-            elif (m >= 0).any():
-                removed[source][m[m >= 0][0]] = False
-        return True
-    if target.groups > 1:
-        changed |= _whole_groups(target, removed, gone & fed, sources)
-    return changed
-
-
-def _whole_groups(target: Layer, removed, gone_inputs: np.ndarray, sources) -> bool:
-    """A grouped conv loses whole groups: its inputs go only with all of the group's units."""
-    per_in, per_out = target.in_units // target.groups, target.units // target.groups
-    mine = removed[target.name]
-    changed = False
-    for group in range(target.groups):
-        outs = mine[group * per_out : (group + 1) * per_out]
-        if outs.any() and not outs.all():
-            outs[:] = False
-            changed = True
-        if not outs.all() and gone_inputs[group * per_in : (group + 1) * per_in].any():
-            for source, m in sources:
-                if m is None:
-                    continue
-                block = m[group * per_in : (group + 1) * per_in]
-                block = block[block >= 0]
-                if removed[source][block].any():
-                    removed[source][block] = False
-                    changed = True
-    return changed
 
 
 def _measure_constants(model, layers, reached_in, useful_in, seed) -> dict[str, np.ndarray | None]:
@@ -413,8 +156,8 @@ def _bias_deltas(model, layers, removed, reached_in, useful_in, constants) -> di
             continue
         gone = np.zeros(layer.in_units, dtype=bool)
         for edge in layer.fed_by:
-            if edge.source in by_name and edge.unit_map is not None:
-                m = np.asarray(edge.unit_map)
+            if edge.source in by_name and edge.positions is not None:
+                m = np.asarray(edge.positions)
                 hit = m >= 0
                 gone[hit] |= removed[edge.source][m[hit]]
         fold = gone & ~reached_in[layer.name] & useful_in[layer.name] & ~np.isnan(values)

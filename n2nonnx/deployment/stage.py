@@ -1,7 +1,7 @@
 """The deployment stage: a trained sparse model in, a smaller ONNX model for stock onnxruntime out.
 
 Steps, each exact unless it says otherwise: fold the masks into the weights; remove dead
-units (:mod:`~n2nonnx.deployment.dead` through :func:`~n2nonnx.deployment.structured.remove_units`);
+units (:mod:`~n2nonnx.deployment.dead` through :func:`~n2nonnx.units.remove_units`);
 optionally quantize to static int8 (lossy); store sparse weights compactly (exact; with
 ``weights_fp16`` lossy); verify the result against the input model in onnxruntime.
 """
@@ -57,6 +57,10 @@ class DeployResult:
             f"units removed      {s['units']['removed']} of {s['units']['before']} "
             f"(no path to an output: {s['units']['no_output']}, no path from an input: {s['units']['no_input']}, "
             f"constant units kept: {s['units']['kept_constant']})",
+            *[
+                f"  kept {count} dead units of {name}: {why}"
+                for name, (count, why) in s["units"].get("kept_blocked", {}).items()
+            ],
             f"non-zero weights   {s['weights']['nonzero_before']} -> {s['weights']['nonzero_after']}",
             f"stored parameters  {s['parameters']['before']} -> {s['parameters']['after']}",
             f"nodes              {s['nodes']['before']} -> {s['nodes']['after']}",
@@ -130,9 +134,9 @@ def deploy(
     from n2nonnx.deployment.dead import add_to_biases, find_dead_units, random_inputs
     from n2nonnx.deployment.quantize import QUANTIZATION_MODES, quantize_int8
     from n2nonnx.deployment.storage import CompactTensor, compact_storage, unfolded_expansions
-    from n2nonnx.deployment.structured import remove_units
     from n2nonnx.deployment.verify import VerificationError, compare
     from n2nonnx.masks import fold_masks
+    from n2nonnx.units import remove_units
 
     if storage not in STORAGE_MODES:
         raise InvalidArgumentError(
@@ -250,6 +254,7 @@ def _summary(
             "no_input": int(sum(len(u) for u in dead.no_input.values())),
             "kept_constant": int(sum(len(u) for u in dead.kept_constant.values())),
             "per_layer": {name: len(units) for name, units in dead.remove.items()},
+            "kept_blocked": {name: list(kept) for name, kept in dead.blocked.items()},
         },
         "weights": {
             "nonzero_before": _nonzero_weights(folded),

@@ -8,7 +8,7 @@ import onnx
 from n2nonnx import tags
 from n2nonnx.errors import ShapeError, UnsupportedOpError
 from n2nonnx.graph.index import GraphIndex
-from n2nonnx.graph.layers import CHAIN_OPS, Layer
+from n2nonnx.graph.records import CHAIN_OPS, Layer
 
 _GATE_OPS = frozenset({"Sigmoid", "HardSigmoid", "Tanh"})  # x * gate(x): SiLU, hard-swish
 

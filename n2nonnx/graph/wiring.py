@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from n2nonnx.graph.index import GraphIndex
-from n2nonnx.graph.layers import CHAIN_OPS, Edge, Layer
+from n2nonnx.graph.records import CHAIN_OPS, Edge, Layer
 
 
-def attach_edges(layers: list[Layer], edges: list[Edge], index: GraphIndex) -> list[Layer]:
+def attach_edges(
+    layers: list[Layer], edges: list[Edge], index: GraphIndex, blockers: dict[str, str]
+) -> list[Layer]:
     """The layers with their edges, depths and (for skip layers) the layer they add into.
 
     Args:
         layers: the layers in topological order, without edges.
         edges: the traced edges between them.
         index: the graph.
+        blockers: layer name -> why its units cannot be removed.
 
     Returns:
         New layer records.
@@ -44,6 +47,7 @@ def attach_edges(layers: list[Layer], edges: list[Edge], index: GraphIndex) -> l
                 feeds=tuple(feeds[layer.name]),
                 fed_by=tuple(fed_by[layer.name]),
                 merges_into=merges_into,
+                removal_blocker=blockers.get(layer.name),
             )
         )
     return result

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from n2nonnx.connectivity import build_unit_graph
-from n2nonnx.connectivity.unit_graph import UnitGraph, reachable
+from n2nonnx.connectivity.unit_graph import UnitGraph, live_nodes, reachable
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
 from n2nonnx.skip.budget import apportion
@@ -285,10 +285,7 @@ def _pair_nodes(graph: UnitGraph, pairs: Sequence[Pair]) -> list[tuple[np.ndarra
 
 def _alive(graph: UnitGraph, flow: sp.csr_array) -> tuple[np.ndarray, np.ndarray]:
     """(has an input path, has an output path) per node."""
-    return (
-        reachable(flow, graph.input_nodes),
-        reachable(sp.csr_array(flow.T.tocsr()), graph.output_nodes),
-    )
+    return live_nodes(flow, graph.input_nodes, graph.output_nodes)
 
 
 def _dead(graph: UnitGraph, flow: sp.csr_array) -> int:

@@ -10,7 +10,7 @@ activations (:mod:`.scores`, :mod:`.edge`), per-layer operating constraints
 (:mod:`.constraints`), sensitivity protection (:mod:`.sensitivity`), one global cut; and
 the baselines ``l1`` (Li et al. 2017) and ``random`` (:mod:`.baselines`). All three remove
 exactly as many parameters (to one coupled group of units), through
-:func:`~n2nonnx.deployment.structured.remove_units`; coupled channels (residual adds,
+:func:`~n2nonnx.units.remove_units`; coupled channels (residual adds,
 depthwise groups) are removed together or kept (:mod:`.coupling`).
 
 The prune level is a share of the model's parameters (``prune_percent`` removed, or
@@ -177,8 +177,8 @@ def prune_structured(
         warn_if_untrained(model)
 
     from n2nonnx.structured.accounting import layer_flops
-    from n2nonnx.structured.coupling import find_components
     from n2nonnx.structured.selection import admissible, cut_to_target, removal_request
+    from n2nonnx.units.coupling import find_components
 
     params_before, flops_before = model.parameter_count, layer_flops(model)
     # _check_options let exactly one of the two levels through

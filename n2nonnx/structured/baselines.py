@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from n2nonnx.model import Model
-from n2nonnx.structured.coupling import Component
+from n2nonnx.units.coupling import Component
 
 
 def l1_norms(model: Model) -> dict[str, np.ndarray]:

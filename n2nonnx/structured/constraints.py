@@ -10,7 +10,7 @@ sweep, the layer's upper limit is the largest percentage whose accuracy is
 (``a_max == a_min``) allows 97%.
 
 Silencing a unit zeroes the input columns it feeds in every child (what removing it does,
-see :func:`~n2nonnx.deployment.structured.remove_units`); only the child layer and its
+see :func:`~n2nonnx.units.remove_units`); only the child layer and its
 chain are recomputed, from its cached input. The classifier is linear, on standardised
 features: least-squares one-vs-rest (``lstsq``, the default: closed form, about 100x faster
 than the SVM here) or scikit-learn's ``LinearSVC`` (``svm``, as the paper).
@@ -29,7 +29,7 @@ from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.layers import Layer
 from n2nonnx.model import Model
 from n2nonnx.structured.activations import ActivationProbe, Sample, unit_means
-from n2nonnx.structured.coupling import consumer_columns
+from n2nonnx.units.coupling import consumer_columns
 
 if TYPE_CHECKING:
     import torch

@@ -25,8 +25,8 @@ import numpy as np
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.layers import Layer
 from n2nonnx.model import Model
-from n2nonnx.structured.coupling import consumer_columns
 from n2nonnx.structured.weights import unit_matrix
+from n2nonnx.units.coupling import consumer_columns
 
 PHI: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "w": lambda w: w,

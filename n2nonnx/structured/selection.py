@@ -3,7 +3,7 @@
 Every method ranks the removable components (lowest first). Walking that ranking, a
 component is *admissible* while no layer it touches exceeds its cap (its upper limit; a
 layer always keeps a unit). The removed set is the shortest admissible prefix whose
-removal, done by :func:`~n2nonnx.deployment.structured.remove_units`, leaves at most the target
+removal, done by :func:`~n2nonnx.units.remove_units`, leaves at most the target
 number of parameters -- counted exactly on the reduced model, by bisection over the
 prefix length (parameters fall monotonically along it).
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
-from n2nonnx.structured.coupling import Component
+from n2nonnx.units.coupling import Component
 
 
 def admissible(order: Sequence[Component], caps: Mapping[str, int]) -> list[Component]:
@@ -52,7 +52,7 @@ def cut_to_target(
         InvalidArgumentError: even the whole sequence leaves more (the message says how
             far the method can go).
     """
-    from n2nonnx.deployment.structured import remove_units
+    from n2nonnx.units import remove_units
 
     cache: dict[int, Model] = {}
 

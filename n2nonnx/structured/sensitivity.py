@@ -20,8 +20,8 @@ import math
 import numpy as np
 
 from n2nonnx.model import Model
-from n2nonnx.structured.coupling import consumer_columns
 from n2nonnx.structured.weights import network_range, unit_matrix
+from n2nonnx.units.coupling import consumer_columns
 
 
 def sensitivities(

@@ -35,24 +35,4 @@ def unit_matrix(model: Model, layer: Layer, value_range: tuple[float, float]) ->
     weight = (np.asarray(model.effective_weight(layer), dtype=np.float64) - low) / max(
         high - low, 1e-12
     )
-    if layer.op == "ConvTranspose":
-        per_out = layer.units // layer.groups
-        blocks = weight.reshape(layer.groups, weight.shape[0] // layer.groups, per_out, -1).mean(
-            axis=3
-        )
-        matrix = np.full((layer.units, layer.in_units), np.nan)
-        for group in range(layer.groups):
-            rows = slice(group * per_out, (group + 1) * per_out)
-            cols = slice(group * blocks.shape[1], (group + 1) * blocks.shape[1])
-            matrix[rows, cols] = blocks[group].T
-        return matrix
-    moved = np.moveaxis(weight, (layer.unit_axis, layer.in_axis), (0, 1))
-    dense = moved.reshape(moved.shape[0], moved.shape[1], -1).mean(axis=2)
-    if layer.groups == 1:
-        return dense
-    per_in, per_out = layer.in_units // layer.groups, layer.units // layer.groups
-    matrix = np.full((layer.units, layer.in_units), np.nan)
-    for group in range(layer.groups):
-        rows = slice(group * per_out, (group + 1) * per_out)
-        matrix[rows, group * per_in : (group + 1) * per_in] = dense[rows]
-    return matrix
+    return layer.unit_matrix(weight, "mean", fill=np.nan)

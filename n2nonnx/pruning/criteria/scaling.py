@@ -26,6 +26,9 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
+from n2nonnx.graph.units import ALL, PRODUCT, rule_for
+from n2nonnx.graph.units.table import Scale
+
 logger = logging.getLogger(__name__)
 
 _FLOAT_TYPES = {
@@ -34,47 +37,20 @@ _FLOAT_TYPES = {
     onnx.TensorProto.FLOAT16,
     onnx.TensorProto.BFLOAT16,
 }
-# ops whose listed inputs (None: all) and first output share one scale factor
-_SAME_SCALE: dict[str, tuple[int, ...] | None] = {
-    **dict.fromkeys(["Add", "Sub", "Sum", "Max", "Min", "Mean", "Concat"], None),
-    **dict.fromkeys(
-        [
-            "Relu",
-            "LeakyRelu",
-            "Abs",
-            "Neg",
-            "MaxPool",
-            "AveragePool",
-            "GlobalAveragePool",
-            "GlobalMaxPool",
-            "Flatten",
-            "Identity",
-            "Dropout",
-            "Transpose",
-            "Squeeze",
-            "Unsqueeze",
-            "Reshape",
-            "Expand",
-            "Tile",
-            "Slice",
-            "Gather",
-            "GatherElements",
-            "Split",
-            "Resize",
-            "ReduceSum",
-            "ReduceMean",
-            "ReduceMax",
-            "ReduceMin",
-            "SpaceToDepth",
-            "DepthToSpace",
-        ],
-        (0,),
-    ),
-    "Pad": (0, 2),
-    "Where": (1, 2),
-    "PRelu": (0,),
-}
-_PRODUCTS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Mul", "Div", "Einsum"}
+
+
+def _scale(op: str) -> Scale:
+    """How a scale factor passes through ``op``: its unit rule's (:mod:`n2nonnx.graph.units`)."""
+    rule = rule_for(op)
+    return rule.scale if rule is not None else None
+
+
+def _shares_scale(op: str) -> bool:
+    """Some inputs of ``op`` share its output's factor."""
+    scale = _scale(op)
+    return scale == ALL or isinstance(scale, tuple)
+
+
 # ops (by name prefix) whose outputs are indices or booleans, never scaled
 _NOT_SCALED_PREFIXES = ("Arg", "Equal", "Less", "Greater", "Not", "And", "Or")
 
@@ -172,7 +148,7 @@ class ScalePlan:
             return (inputs[0] if inputs[0] is not None else ({}, 0.0)) if floating else None, False
         if op in ("Shape", "Size") or op.startswith(_NOT_SCALED_PREFIXES):
             return None, False
-        if op in _PRODUCTS:
+        if _scale(op) == PRODUCT:
             return self._product(op, node, inputs), False
         if op == "BatchNormalization":
             return self._batch_norm(inputs), True
@@ -180,7 +156,7 @@ class ScalePlan:
             return self._layer_norm(inputs), True
         if op == "Clip":
             return self._clip(node, inputs), False
-        if op in _SAME_SCALE:
+        if _shares_scale(op):
             return self._same_scale(op, inputs), op != "Split"
         # not positively homogeneous (or unknown): it must see its inputs unscaled
         for form in inputs:
@@ -219,8 +195,8 @@ class ScalePlan:
 
     def _same_scale(self, op: str, inputs: list) -> Form | _Any | None:
         """Ops whose listed inputs (all, where none are listed) must share one scale."""
-        declared = _SAME_SCALE[op]
-        slots = declared if declared is not None else range(len(inputs))
+        declared = _scale(op)
+        slots = declared if isinstance(declared, tuple) else range(len(inputs))
         result = None
         for slot in slots:
             if slot < len(inputs):
@@ -348,7 +324,7 @@ def _estimate(
         return max(m[0] + m[1] - 0.5 * m[4], m[2])
     if op in ("Add", "Sub", "Sum", "Max", "Mean", "Concat"):
         return max(m)
-    if op in _SAME_SCALE or op in ("Cast", "Min", "Clip"):
+    if _shares_scale(op) or op in ("Cast", "Min", "Clip"):
         return m[0] if m else 0.0
     return 0.0
 

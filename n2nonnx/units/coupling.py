@@ -8,24 +8,20 @@ one such set: the unit of removal.
 
 Units are *fixed* (never removed) when they reach a graph output, belong to an N2NSkip
 branch (or receive one), feed an edge whose unit map could not be followed, or feed a
-grouped convolution with several input channels per group. Finally each distinct kind of
-component (the same set of layers) is tried once with
-:func:`~n2nonnx.deployment.structured.remove_units`; kinds it refuses are fixed and logged.
+grouped convolution with several input channels per group, or cannot be removed through
+the ops they reach (:attr:`~n2nonnx.graph.Layer.removal_blocker`, which the op rules of
+:mod:`n2nonnx.graph.units` decide before anything is removed: nothing is tried and caught).
 """
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from n2nonnx.errors import N2NError
 from n2nonnx.graph.layers import Layer
 from n2nonnx.model import Model
-
-log = logging.getLogger(__name__)
 
 Unit = tuple[str, int]
 
@@ -77,21 +73,19 @@ def consumer_columns(target: Layer, source: str) -> dict[int, np.ndarray]:
     """For each unit of ``source``: the input positions of ``target`` it feeds."""
     columns: dict[int, list[int]] = defaultdict(list)
     for edge in target.fed_by:
-        if edge.source != source or edge.unit_map is None:
+        if edge.source != source or edge.positions is None:
             continue
-        for position, unit in enumerate(edge.unit_map.tolist()):
+        for position, unit in enumerate(edge.positions.tolist()):
             if unit >= 0:
                 columns[unit].append(position)
     return {unit: np.asarray(sorted(set(p)), dtype=np.int64) for unit, p in columns.items()}
 
 
-def find_components(model: Model, *, probe: bool = True) -> list[Component]:
+def find_components(model: Model) -> list[Component]:
     """The removable components of a model, and the fixed ones.
 
     Args:
         model: the model.
-        probe: try each kind of component once with ``remove_units`` and fix the kinds it
-            refuses.
 
     Returns:
         Every unit of every layer in exactly one component, in a deterministic order.
@@ -105,8 +99,7 @@ def find_components(model: Model, *, probe: bool = True) -> list[Component]:
         if target.groups > 1:
             _couple_groups(target, sources, sets, fixed, layers)
     components = _collect_components(layers, sets, fixed)
-    components = _keep_one_unit_per_layer(components, layers)
-    return _probe(model, components) if probe else components
+    return _keep_one_unit_per_layer(components, layers)
 
 
 def _fixed_units(layers: dict[str, Layer]) -> dict[Unit, str]:
@@ -118,20 +111,22 @@ def _fixed_units(layers: dict[str, Layer]) -> dict[Unit, str]:
         for edge in layer.feeds:
             if edge.target.startswith("output:"):
                 _fix_layer(fixed, layer, "reaches a graph output")
-            elif edge.unit_map is None:
+            elif edge.positions is None:
                 _fix_layer(fixed, layer, f"wiring to {edge.target!r} not traced")
         for edge in layer.fed_by:
             if edge.source in layers and layers[edge.source].is_skip:
                 _fix_layer(fixed, layer, "receives an N2NSkip branch")
+        if layer.removal_blocker is not None:
+            _fix_layer(fixed, layer, layer.removal_blocker)
     return fixed
 
 
 def _mapped_sources(target: Layer, layers: dict[str, Layer]) -> list[tuple[str, np.ndarray]]:
     """``(source layer, unit map)`` of each traced edge from a layer into ``target``."""
     return [
-        (edge.source, edge.unit_map)
+        (edge.source, edge.positions)
         for edge in target.fed_by
-        if edge.source in layers and edge.unit_map is not None
+        if edge.source in layers and edge.positions is not None
     ]
 
 
@@ -203,29 +198,4 @@ def _keep_one_unit_per_layer(
         if whole and not component.fixed:
             component = Component(component.units, True, f"would remove every unit of {whole[0]!r}")
         result.append(component)
-    return result
-
-
-def _probe(model: Model, components: list[Component]) -> list[Component]:
-    from n2nonnx.deployment.structured import remove_units
-
-    verdicts: dict[tuple[str, ...], str] = {}
-    result = []
-    for component in components:
-        if component.fixed:
-            result.append(component)
-            continue
-        kind = component.layers
-        if kind not in verdicts:
-            request: dict[str, list[int]] = defaultdict(list)
-            for name, unit in component.units:
-                request[name].append(unit)
-            try:
-                remove_units(model, request)
-                verdicts[kind] = ""
-            except N2NError as error:
-                verdicts[kind] = f"remove_units refused: {error}"
-                log.warning("units of %s are kept: %s", ", ".join(kind), error)
-        reason = verdicts[kind]
-        result.append(Component(component.units, bool(reason), reason) if reason else component)
     return result
