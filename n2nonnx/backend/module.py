@@ -19,7 +19,8 @@ import torch
 from onnx import numpy_helper
 
 from n2nonnx.backend.aliasing import aliased_running_stats
-from n2nonnx.backend.registry import NodeSpec, resolve
+from n2nonnx.backend.registry import resolve
+from n2nonnx.backend.spec import NodeSpec
 from n2nonnx.backend.tensors import (
     FLOAT_ONNX,
     as_proto,
