@@ -4,8 +4,8 @@ Every initializer becomes an ``nn.Parameter`` (trainable, see :mod:`trainability
 buffer. Each node is turned into a kernel once, at construction, by the op registry; the
 forward pass runs the kernels in graph order over a flat list of tensor slots. Nodes that
 depend only on constants (Constant nodes, integer initializers) are evaluated once at
-construction. Trained values go back into the same ONNX initializers with
-:meth:`OnnxModule.write_back`.
+construction (:mod:`~n2nonnx.backend.folding`). Trained values go back into the same ONNX
+initializers with :meth:`OnnxModule.write_back` (:mod:`~n2nonnx.backend.write_back`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any, cast
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 
 from n2nonnx.backend.aliasing import aliased_running_stats
-from n2nonnx.backend.registry import NodeSpec, resolve
+from n2nonnx.backend.folding import MAX_CONSTANT_ELEMENTS, as_numpy, can_fold, fold
+from n2nonnx.backend.registry import resolve
+from n2nonnx.backend.spec import NodeSpec
 from n2nonnx.backend.tensors import (
     FLOAT_ONNX,
     as_proto,
@@ -30,23 +31,9 @@ from n2nonnx.backend.tensors import (
     to_torch,
 )
 from n2nonnx.backend.trainability import TrainableRule, resolve_trainable
+from n2nonnx.backend.write_back import write_back
 from n2nonnx.errors import DataError, InvalidArgumentError, InvalidModelError, UnsupportedOpError
 from n2nonnx.graph.masking import find_mask_sites
-from n2nonnx.tags import replace_tensor
-
-# ops never evaluated at construction even when their inputs are constant
-_NOT_FOLDABLE = {
-    "Dropout",
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Bernoulli",
-    "Multinomial",
-    "BatchNormalization",
-}
-# initializers larger than this are never read as build-time constants (shapes, axes are tiny)
-_MAX_CONSTANT_ELEMENTS = 1 << 16
 
 
 class _ModeFlag:
@@ -63,11 +50,6 @@ class _ModeFlag:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _ModeFlag:
         return self
-
-
-def _as_numpy(value: torch.Tensor) -> np.ndarray:
-    """A CPU tensor's values as numpy (bfloat16, which numpy lacks, as float32)."""
-    return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
 
 
 def _build_kernel(
@@ -195,8 +177,8 @@ class OnnxModule(torch.nn.Module):
                 self.register_parameter(key, torch.nn.Parameter(value))
                 continue
             self.register_buffer(key, value)
-            if tensor.name not in mask_names and value.numel() <= _MAX_CONSTANT_ELEMENTS:
-                constants[tensor.name] = _as_numpy(value)
+            if tensor.name not in mask_names and value.numel() <= MAX_CONSTANT_ELEMENTS:
+                constants[tensor.name] = as_numpy(value)
                 if tensor.data_type not in FLOAT_ONNX:
                     foldable.add(tensor.name)
         return constants, foldable
@@ -292,7 +274,7 @@ class OnnxModule(torch.nn.Module):
                 continue
             kernel = _build_kernel(node, inputs, opsets, known, constants, self._mode)
             known.update(node.output)
-            if node.op_type not in _NOT_FOLDABLE and all(not n or n in foldable for n in inputs):
+            if can_fold(node, inputs, foldable):
                 self._fold(node, kernel, inputs, slot, constants, foldable, taken)
                 continue
             ins, outs = tuple(slot(n) for n in inputs), tuple(slot(n) for n in node.output)
@@ -314,18 +296,10 @@ class OnnxModule(torch.nn.Module):
         foldable: set[str],
         taken: set[str],
     ) -> None:
-        """Run a node whose inputs are all constant once; its outputs become buffers."""
-        with torch.no_grad():
-            args = [None if not n else torch.from_numpy(np.array(constants[n])) for n in inputs]
-            result = kernel(*args)
-        results = (result,) if isinstance(result, torch.Tensor) else tuple(result)
-        for name, value in zip(node.output, results, strict=False):
-            if not name:
-                continue
+        """Run a node whose inputs are all constant once (see :mod:`folding`); its outputs become buffers."""
+        for name, value in fold(node, kernel, inputs, constants, foldable):
             key = safe_key("const_" + name, taken)
-            self.register_buffer(key, value.detach().clone(), persistent=False)
-            constants[name] = _as_numpy(value.detach().cpu())
-            foldable.add(name)
+            self.register_buffer(key, value, persistent=False)
             self._folded.append((slot(name), key))
 
     def _with_slot_release(
@@ -510,6 +484,8 @@ class OnnxModule(torch.nn.Module):
     def write_back(self, model: Any) -> onnx.ModelProto:
         """A copy of ``model``'s proto with every initializer holding this module's current value.
 
+        See :mod:`n2nonnx.backend.write_back`.
+
         Args:
             model: the ModelProto this module was built from (or an object with ``.proto``).
 
@@ -517,53 +493,10 @@ class OnnxModule(torch.nn.Module):
             A new ModelProto; node names, initializer names, order and dtypes are unchanged.
             Initializers this module does not know are copied unchanged.
         """
-        proto = onnx.ModelProto()
-        proto.CopyFrom(as_proto(model))
-        values = self.initializer_values()
-        for index, tensor in enumerate(proto.graph.initializer):
-            if tensor.name in self._stat_sources:
-                continue
-            if tensor.name not in values:
-                continue
-            if tensor.data_type == onnx.TensorProto.BFLOAT16:
-                raw = (
-                    self.tensor(tensor.name)
-                    .detach()
-                    .cpu()
-                    .to(torch.bfloat16)
-                    .view(torch.int16)
-                    .numpy()
-                )
-                new = onnx.helper.make_tensor(
-                    tensor.name, tensor.data_type, raw.shape, raw.tobytes(), raw=True
-                )
-            else:
-                new = numpy_helper.from_array(values[tensor.name], tensor.name)
-            replace_tensor(proto.graph.initializer[index], new)  # keeps n2nonnx's tags
-        self._materialise_stats(proto)
-        return proto
-
-    def _materialise_stats(self, proto: onnx.ModelProto) -> None:
-        """Aliased running stats that no longer equal their alias become initializers of their own."""
-        graph = proto.graph
-        moved = {}
-        for name, source in self._stat_sources.items():
-            value = to_onnx_array(self.tensor(name), self._onnx_types[name])
-            if not np.array_equal(
-                value, to_onnx_array(self.tensor(source), self._onnx_types[source])
-            ):
-                moved[name] = value
-        for (index, slot), new in self._stat_renames.items():
-            if (
-                new in moved
-                and index < len(graph.node)
-                and graph.node[index].op_type == "BatchNormalization"
-            ):
-                graph.node[index].input[slot] = new
-        aliases = [
-            i for i, n in enumerate(graph.node) if n.op_type == "Identity" and n.output[0] in moved
-        ]
-        for index in reversed(aliases):
-            del graph.node[index]
-        for name, value in moved.items():
-            graph.initializer.append(numpy_helper.from_array(value, name))
+        return write_back(
+            as_proto(model),
+            self.initializer_values(),
+            self.tensor,
+            self._stat_sources,
+            self._stat_renames,
+        )

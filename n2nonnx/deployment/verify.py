@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from n2nonnx.errors import WorkFailedError
+from n2nonnx.errors import VerificationError  # noqa: F401  (the one in n2nonnx.errors, re-exported)
 
 # Default tolerances: (relative tolerance on the outputs' scale, least top-1 agreement).
 TOLERANCES: dict[str, tuple[float | None, float | None]] = {
@@ -16,10 +16,6 @@ TOLERANCES: dict[str, tuple[float | None, float | None]] = {
     "fp16": (1e-2, 0.95),
     "int8": (None, 0.90),
 }
-
-
-class VerificationError(WorkFailedError):
-    """The deployed model's outputs disagree with the input model's beyond the tolerance."""
 
 
 @dataclass(frozen=True)

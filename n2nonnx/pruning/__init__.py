@@ -23,6 +23,7 @@ from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.masks import apply_masks, mask_arrays
 from n2nonnx.model import Model
 from n2nonnx.patterns import matches
+from n2nonnx.pruning import criteria  # noqa: F401  (importing the criteria registers them)
 from n2nonnx.pruning.allocation import ALLOCATIONS, layer_counts, masks_from_scores
 from n2nonnx.pruning.registry import CRITERIA, ScoringContext, get_criterion
 

@@ -4,6 +4,9 @@ A criterion turns a model into one score array per prunable weight (same shape a
 weight); *higher scores are kept*. Allocation (:mod:`n2nonnx.pruning.allocation`) then
 decides how many weights each layer keeps. A criterion that prunes iteratively
 (SynFlow) may also return final masks itself.
+
+This module imports none of the criteria: importing :mod:`n2nonnx.pruning` imports
+:mod:`n2nonnx.pruning.criteria`, whose modules register themselves here.
 """
 
 from __future__ import annotations
@@ -86,8 +89,6 @@ def criterion(
 
 def get_criterion(name: str) -> Criterion:
     """The criterion called ``name`` (case-insensitive; ``csp`` is SNIP, ``rp`` random)."""
-    from n2nonnx.pruning import criteria  # noqa: F401  (fills the registry)
-
     key = {"csp": "snip", "rp": "random"}.get(name.lower(), name.lower())
     if key not in CRITERIA:
         raise InvalidArgumentError(

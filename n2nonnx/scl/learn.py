@@ -321,15 +321,11 @@ def _run_search(
     """Build the gated module, run the search, freeze the masks (numpy 0/1 per weight)."""
     import torch
 
-    from n2nonnx.backend import OnnxModule
-    from n2nonnx.data import model_input
     from n2nonnx.scl.controller import FixedLambda, TargetDensity
-    from n2nonnx.scl.search import GatedModule, search, search_steps_per_epoch
-    from n2nonnx.training import output_kind
-    from n2nonnx.training.devices import resolve_device, seeded, torch_dtype
+    from n2nonnx.scl.search import search, search_steps_per_epoch
+    from n2nonnx.training.devices import resolve_device
 
     target_device = resolve_device(device)
-    spec = model_input(gated_model.proto)
     steps = search_steps_per_epoch(len(dataset.x_train), config.batch_size) * config.epochs
     if steps == 0:
         raise DataError(f"the training split has {len(dataset.x_train)} sample(s); need at least 2")
@@ -345,21 +341,19 @@ def _run_search(
             max_lambda=max_lambda,
         )
     )
-    with seeded(config.seed, target_device):
-        module = OnnxModule(gated_model.proto).to(target_device)
-        gated = GatedModule(module, candidates, mask_init, normalisation)
-        trace = search(
-            gated,
-            dataset,
-            config,
-            controller,
-            mask_lr=mask_lr,
-            kind=output_kind(gated_model.proto),
-            input_dtype=torch_dtype(spec.elem_type),
-            device=target_device,
-            progress=progress,
-            on_epoch=on_epoch,
-        )
+    gated, trace = search(
+        gated_model,
+        dataset,
+        config,
+        controller,
+        candidates,
+        mask_init=mask_init,
+        mask_lr=mask_lr,
+        normalisation=normalisation,
+        device=target_device,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
     gated.eval()
     with torch.no_grad():
         values = [v.detach().cpu() for v in gated.mask_values]

@@ -5,28 +5,27 @@ The ONNX graph already computes ``W * Cast(mask)`` for every masked weight (see
 swapped for ``step(m)`` (``torch.func.functional_call``), so the forward pass computes
 ``theta * step(m)`` and the backward pass delivers ``dL/dw * theta`` to ``m`` through the
 Identity STE. The backend is not changed: outside the search the module is an ordinary
-masked :class:`~n2nonnx.backend.OnnxModule`.
+masked :class:`~n2nonnx.backend.OnnxModule`. The training loop is
+:func:`n2nonnx.training.train`'s; the masks move in its per-step hook.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from n2nonnx.backend import OnnxModule
 from n2nonnx.data import TrainTestData
 from n2nonnx.errors import TrainingDivergedError
+from n2nonnx.model import Model
 from n2nonnx.scl.controller import FixedLambda, TargetDensity, lambda_of
 from n2nonnx.scl.ste import normalise_per_unit, step_ste
-from n2nonnx.training import OPTIMIZERS, SCHEDULES, EpochRecord, TrainConfig, evaluate
-from n2nonnx.training.losses import LOSSES
+from n2nonnx.training import EpochRecord, TrainConfig, train
+from n2nonnx.training.hooks import StepInfo
 
 log = logging.getLogger(__name__)
 
@@ -106,116 +105,94 @@ class SearchTrace:
 
 
 def search(
-    gated: GatedModule,
+    model: Model,
     dataset: TrainTestData,
     config: TrainConfig,
     controller: FixedLambda | TargetDensity,
+    candidates: list[Candidate],
     *,
+    mask_init: float,
     mask_lr: float,
-    kind: str,
-    input_dtype: torch.dtype,
+    normalisation: str = "rms",
     device: torch.device,
     progress: bool = False,
     eval_batch_size: int = 1024,
     on_epoch: Callable[[EpochRecord], None] | None = None,
-) -> SearchTrace:
+) -> tuple[GatedModule, SearchTrace]:
     """Train theta (the recipe's optimizer and schedule) and ``m`` (plain SGD) together.
 
     One step: forward with ``theta * step(m)``; backward; theta takes an optimizer step
     (weight decay, if any, acts on theta only); each mask gradient is normalised per output
     unit (:func:`normalise_per_unit`) and ``m <- m - mask_lr * (g + lambda)``, lambda from
-    ``controller``.
+    ``controller``. The loop is :func:`n2nonnx.training.train`'s, in one process: the
+    forward passes run through the :class:`GatedModule` (``wrap_module``), the masks move
+    in its per-step hook (``on_step``), and the samples are shuffled by one generator
+    seeded with the recipe's seed, a new permutation each epoch (``sample_order``).
 
     Args:
-        gated: the gated module (updated in place).
+        model: the model, every candidate weight masked (the masks are the gates' places).
         dataset: the data (already fitted to the model input).
         config: the recipe of the search phase (``epochs`` = search epochs).
         controller: chooses lambda at each step.
+        candidates: the weights to gate.
+        mask_init: the initial value of every mask variable.
         mask_lr: learning rate of the mask variables.
-        kind: what the model outputs (see :func:`n2nonnx.training.output_kind`).
-        input_dtype: the model input's dtype.
+        normalisation: how mask gradients are normalised per unit (see :func:`normalise_per_unit`).
         device: where to train.
         progress: show a progress bar.
         eval_batch_size: batch size of the per-epoch evaluation.
         on_epoch: called with each epoch's record.
 
     Returns:
-        The lambda and kept-connection traces (per step) and the epoch records.
+        The gated module (theta and ``m`` as trained) and the search's traces: lambda and
+        kept connections per step, the epoch records.
+
+    Raises:
+        TrainingDivergedError: the loss became non-finite.
     """
-    theta = gated.theta()
-    optimizer = OPTIMIZERS[config.optimizer](theta, config)
-    steps_per_epoch = search_steps_per_epoch(len(dataset.x_train), config.batch_size)
-    scheduler = SCHEDULES[config.schedule](optimizer, config, steps_per_epoch * config.epochs)
-    loss_of = LOSSES[config.loss]
-    x_train = dataset.x_train.to(device, input_dtype)
-    y_train = dataset.y_train.to(device)
-    shuffler = torch.Generator().manual_seed(config.seed)
     trace = SearchTrace()
-    bar = tqdm(
-        total=steps_per_epoch * config.epochs,
-        desc="scl search",
-        unit="step",
-        disable=None if progress else True,
-    )
-    step = 0
+    gates: list[GatedModule] = []
+    shuffler = torch.Generator().manual_seed(config.seed)
+
+    def gate(module: OnnxModule) -> GatedModule:
+        gates.append(GatedModule(module, candidates, mask_init, normalisation))
+        return gates[-1]
+
+    def shuffled(epoch: int) -> torch.Tensor:
+        return torch.randperm(len(dataset.x_train), generator=shuffler)
+
+    def after_step(info: StepInfo) -> None:
+        gated = gates[0]
+        shift = _update_masks(gated, controller, info.step, mask_lr)
+        for values in gated.mask_values:
+            values.grad = None
+        trace.lambdas.append(lambda_of(shift, mask_lr))
+        trace.kept.append(gated.kept())
+
+    def after_epoch(record: EpochRecord) -> None:
+        trace.records.append(record)
+        log.info("scl search  lambda %.3g  kept %d", trace.lambdas[-1], trace.kept[-1])
+        if on_epoch is not None:
+            on_epoch(record)
+
     try:
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            lr_now = optimizer.param_groups[0]["lr"]
-            gated.train()
-            order = torch.randperm(len(x_train), generator=shuffler).to(device)
-            loss_sum, correct, seen = 0.0, 0, 0
-            for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
-                index = order[start : start + config.batch_size]
-                output = gated(x_train[index])
-                scores = output[0] if isinstance(output, tuple | list) else output
-                scores = scores.reshape(len(scores), -1).float()
-                loss = loss_of(scores, y_train[index], kind=kind)
-                optimizer.zero_grad(set_to_none=True)
-                for values in gated.mask_values:
-                    values.grad = None
-                loss.backward()
-                optimizer.step()
-                shift = _update_masks(gated, controller, step, mask_lr)
-                if scheduler is not None:
-                    scheduler.step()
-                trace.lambdas.append(lambda_of(shift, mask_lr))
-                trace.kept.append(gated.kept())
-                loss_sum += float(loss.detach()) * len(index)
-                correct += int((scores.detach().argmax(1) == y_train[index]).sum())
-                seen += len(index)
-                step += 1
-                bar.update(1)
-            train_loss = loss_sum / seen
-            if not math.isfinite(train_loss):
-                raise TrainingDivergedError(
-                    f"SCL search diverged: train loss {train_loss} at epoch {epoch} with lr={config.lr}; "
-                    "lower the learning rate"
-                )
-            test_loss, test_accuracy = evaluate(
-                gated, dataset, loss=config.loss, batch_size=eval_batch_size, scores=kind
-            )
-            record = EpochRecord(
-                epoch=epoch,
-                train_loss=train_loss,
-                train_accuracy=correct / seen,
-                test_loss=test_loss,
-                test_accuracy=test_accuracy,
-                lr=float(lr_now),
-                seconds=time.perf_counter() - started,
-            )
-            trace.records.append(record)
-            log.info(
-                "scl search %s  lambda %.3g  kept %d",
-                record.summary(config.epochs),
-                trace.lambdas[-1],
-                trace.kept[-1],
-            )
-            if on_epoch is not None:
-                on_epoch(record)
-    finally:
-        bar.close()
-    return trace
+        train(
+            model,
+            dataset,
+            config,
+            device=device,
+            progress=progress,
+            eval_batch_size=eval_batch_size,
+            on_epoch=after_epoch,
+            on_step=after_step,
+            distributed=False,
+            recalibrate_bn=False,
+            wrap_module=gate,
+            sample_order=shuffled,
+        )
+    except TrainingDivergedError as error:
+        raise TrainingDivergedError(f"SCL search: {error}") from error
+    return gates[0], trace
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
 The backend (:mod:`n2nonnx.backend`) executes ONNX graphs; this package trains them:
 :func:`train` with a :class:`TrainConfig` recipe (optimizers and schedules in
 :mod:`~n2nonnx.training.optim`, losses in :mod:`~n2nonnx.training.losses`), recorded per
-epoch in a :class:`History`.
+epoch in a :class:`History`; a hook may follow every step (:class:`StepInfo`).
 """
 
 from n2nonnx.lazy import lazy_exports
@@ -15,6 +15,7 @@ __getattr__, __dir__ = lazy_exports(
         "TrainConfig": "n2nonnx.training.config",
         "EpochRecord": "n2nonnx.training.history",
         "History": "n2nonnx.training.history",
+        "StepInfo": "n2nonnx.training.hooks",
         "TrainResult": "n2nonnx.training.loop",
         "evaluate": "n2nonnx.training.loop",
         "train": "n2nonnx.training.loop",
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEDULES",
     "EpochRecord",
     "History",
+    "StepInfo",
     "TrainConfig",
     "TrainResult",
     "evaluate",

@@ -3,7 +3,8 @@
 :func:`train` runs the graph (:class:`~n2nonnx.backend.OnnxModule`), keeps every masked
 weight exactly zero after each optimizer step, evaluates on the held-out split after each
 epoch, and writes the trained values (BatchNorm running statistics included) back into the
-same initializers of a new model.
+same initializers of a new model. A hook may follow every optimizer step (``on_step``,
+receiving a :class:`~n2nonnx.training.hooks.StepInfo`) and every epoch (``on_epoch``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from n2nonnx.training.batchnorm import recalibrate_after_training
 from n2nonnx.training.config import TrainConfig
 from n2nonnx.training.devices import resolve_device, seeded, torch_dtype
 from n2nonnx.training.history import EpochRecord, History
+from n2nonnx.training.hooks import StepInfo
 from n2nonnx.training.losses import LOSSES, output_kind, score_model
 from n2nonnx.training.optim import OPTIMIZERS, SCHEDULES
 from n2nonnx.training.sync_bn import synchronised_batch_norm
@@ -73,9 +75,12 @@ def train(
     data_seed: int = 0,
     eval_batch_size: int = 1024,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
     distributed: bool | None = None,
     sync_bn: bool = False,
     recalibrate_bn: bool = True,
+    wrap_module: Callable[[OnnxModule], torch.nn.Module] | None = None,
+    sample_order: Callable[[int], torch.Tensor] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train a classifier given as ONNX, and return a new model holding the trained values.
@@ -104,6 +109,13 @@ def train(
         data_seed: seed of hold-out splits when ``data`` has no test split.
         eval_batch_size: batch size of evaluation (per process).
         on_epoch: called with each :class:`EpochRecord` (the CLI prints them), on rank 0 only.
+        on_step: called after every optimizer step with a :class:`StepInfo` (the step's
+            index, epoch, batch loss, learning rate and the module), once the masks are
+            re-applied and the schedule has advanced, before the next batch; on every
+            process (a hook that changes the module must do the same on each). It may
+            change the module's buffers or the tensors of ``wrap_module``'s wrapper (SCL
+            updates its mask variables here); changing the trained parameters themselves
+            bypasses the optimizer.
         distributed: ``None`` (default): train with the other processes when launched by
             ``torchrun`` or inside a process group; ``True``: require that; ``False``: alone.
         sync_bn: compute BatchNorm batch statistics over all processes' samples (see
@@ -115,6 +127,14 @@ def train(
             figures are then those of the recalibrated model. Without it the exponential
             averages of training are kept, which can ruin eval-mode accuracy where sparse
             layers leave near-constant channels.
+        wrap_module: builds the module the forward passes run through (training and
+            evaluation) from the :class:`OnnxModule`, e.g. one that swaps its mask buffers
+            for learned gates (:class:`~n2nonnx.scl.search.GatedModule`). The optimizer
+            steps the OnnxModule's trainable parameters only; masks, BatchNorm
+            recalibration and write-back use the OnnxModule. One process only.
+        sample_order: ``epoch (from 0) -> a permutation of the training samples`` (an
+            integer tensor) that the epoch's batches are cut from, instead of the seeded
+            sampler (:class:`~n2nonnx.training.shards.Shards`). One process only.
         options: fields of :class:`TrainConfig` overriding ``recipe`` (``epochs=5``,
             ``optimizer="sgd"``, ``lr=0.05`` ...). A last batch of one sample is skipped,
             since BatchNorm cannot train on it.
@@ -150,9 +170,14 @@ def train(
             )
         with seeded(config.seed, target_device):
             module = OnnxModule(proto, trainable=trainable).to(target_device)
+            forward_module = module if wrap_module is None else wrap_module(module)
         params = [param for param in module.parameters() if param.requires_grad]
         if not params:
             raise InvalidArgumentError("the model has no trainable initializer (see trainable=)")
+        if ctx.active and (wrap_module is not None or sample_order is not None):
+            raise InvalidArgumentError(
+                "wrap_module= and sample_order= train in one process only; pass distributed=False"
+            )
     if ctx.active:
         parallel.check_same_inputs(ctx, _fingerprint(proto, dataset), "model or data")
     if sync_bn and not ctx.active:
@@ -167,7 +192,7 @@ def train(
         x_test = dataset.x_test[held_out].to(target_device, input_dtype)
         y_test = dataset.y_test[held_out].to(target_device)
         loss_fn = partial(LOSSES[config.loss], kind=kind)
-        stepper = module
+        stepper = forward_module
         if ctx.active:
             unused = parallel.unused_parameters(module, x_train[:2], loss_fn, y_train[:2])
             if unused and ctx.is_main:
@@ -184,7 +209,9 @@ def train(
         total_steps = shards.steps * config.epochs
         scheduler = SCHEDULES[config.schedule](optimizer_, config, total_steps)
         history = History()
-        step = _Step(stepper, module, optimizer_, scheduler, loss_fn, sync_bn and ctx.active)
+        step = _Step(
+            stepper, module, optimizer_, scheduler, loss_fn, sync_bn and ctx.active, on_step
+        )
         bar = tqdm(
             total=total_steps,
             desc="train",
@@ -195,11 +222,14 @@ def train(
             for epoch in range(1, config.epochs + 1):
                 started = time.perf_counter()
                 lr_now = optimizer_.param_groups[0]["lr"]
-                batches = [index.to(target_device) for index in shards.epoch(epoch - 1)]
-                train_sums = _train_epoch(step, x_train, y_train, batches, bar)
+                if sample_order is None:
+                    batches = [index.to(target_device) for index in shards.epoch(epoch - 1)]
+                else:
+                    batches = _cut(sample_order(epoch - 1).to(target_device), shards)
+                train_sums = _train_epoch(step, x_train, y_train, batches, bar, epoch)
                 train_loss, train_accuracy = _means(parallel.sum_across(ctx, *train_sums))
                 parallel.broadcast_buffers(module, ctx)  # rank 0's running statistics everywhere
-                test_sums = _evaluate_sums(module, x_test, y_test, loss_fn, eval_batch_size)
+                test_sums = _evaluate_sums(forward_module, x_test, y_test, loss_fn, eval_batch_size)
                 test_loss, test_accuracy = _means(parallel.sum_across(ctx, *test_sums))
                 record = EpochRecord(
                     epoch=epoch,
@@ -234,7 +264,7 @@ def train(
             seed=config.seed,
             evaluate=lambda: _means(
                 parallel.sum_across(
-                    ctx, *_evaluate_sums(module, x_test, y_test, loss_fn, eval_batch_size)
+                    ctx, *_evaluate_sums(forward_module, x_test, y_test, loss_fn, eval_batch_size)
                 )
             ),
         )
@@ -296,8 +326,13 @@ class _Step:
     scheduler: Any
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     sync_bn: bool
+    on_step: Callable[[StepInfo], None] | None = None
+    taken: int = 0  # steps taken so far in the run
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        lr = float(self.optimizer.param_groups[0]["lr"]) if self.on_step is not None else 0.0
         with synchronised_batch_norm(self.sync_bn):
             scores = _scores(self.stepper(x))
         batch_loss = self.loss_fn(scores, y)
@@ -307,6 +342,9 @@ class _Step:
         self.module.apply_masks_()  # masked weights stay exactly zero under momentum and decay
         if self.scheduler is not None:
             self.scheduler.step()
+        if self.on_step is not None:
+            self.on_step(StepInfo(self.taken, epoch, batch_loss.detach(), len(y), lr, self.module))
+        self.taken += 1
         return batch_loss.detach(), scores.detach()
 
 
@@ -316,6 +354,7 @@ def _train_epoch(
     y: torch.Tensor,
     batches: list[torch.Tensor],
     bar: Any,
+    epoch: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over ``batches`` (index tensors); masks are re-applied after every step.
 
@@ -327,7 +366,7 @@ def _train_epoch(
     correct = torch.zeros((), device=x.device, dtype=torch.int64)
     seen = 0
     for index in batches:
-        batch_loss, scores = step(x[index], y[index])
+        batch_loss, scores = step(x[index], y[index], epoch)
         loss_sum += batch_loss.double() * len(index)
         correct += (scores.argmax(1) == y[index]).sum()
         seen += len(index)
@@ -366,6 +405,14 @@ def _evaluate(
 ) -> tuple[float, float]:
     """Mean loss and accuracy in eval mode (the module's mode is restored)."""
     return _means(_evaluate_sums(module, x, y, loss_fn, batch_size))
+
+
+def _cut(order: torch.Tensor, shards: parallel.Shards) -> list[torch.Tensor]:
+    """The epoch's batches from a permutation of the samples, as many and as large as ``shards``'."""
+    return [
+        order[start : start + shards.batch]
+        for start in range(0, shards.steps * shards.batch, shards.batch)
+    ]
 
 
 def _means(sums: Any) -> tuple[float, float]:

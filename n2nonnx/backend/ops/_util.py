@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import torch
 
-from n2nonnx.backend.registry import Builder, Kernel, NodeSpec
+from n2nonnx.backend.spec import Builder, Kernel, NodeSpec
 from n2nonnx.errors import UnsupportedOpError
 
 TP = onnx.TensorProto

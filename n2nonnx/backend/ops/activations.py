@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from n2nonnx.backend.ops._util import fixed, static_or_runtime
-from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Builder, Kernel, NodeSpec
 
 # op -> (torch function, schema versions); the version changes drop consumed_inputs or add types
 _ELEMENTWISE: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, ...]]] = {

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

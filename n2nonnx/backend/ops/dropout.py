@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 
 
 def _dropout_kernel(

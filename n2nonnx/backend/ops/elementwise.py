@@ -8,7 +8,8 @@ from collections.abc import Callable
 import torch
 
 from n2nonnx.backend.ops._util import fixed
-from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Builder, Kernel, NodeSpec
 
 # unsigned types most torch CPU kernels lack: computed in int64 and cast back
 _WIDE = {torch.uint16, torch.uint32, torch.uint64}

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from n2nonnx.backend.ops._util import int_list, torch_dtype
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 from n2nonnx.errors import UnsupportedOpError
 
 _VALUE_ATTRS = {

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 from n2nonnx.errors import UnsupportedOpError
 
 ML = "ai.onnx.ml"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 from n2nonnx.errors import UnsupportedOpError
 
 

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from n2nonnx.backend.ops._util import int_list
 from n2nonnx.backend.ops.conv import torch_pad_order
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 
 
 def _index(size: int, begin: int, end: int, mode: str, device: torch.device) -> torch.Tensor:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import torch
 
 from n2nonnx.backend.ops._util import int_list, static_or_runtime
-from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Builder, Kernel, NodeSpec
 
 
 def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from n2nonnx.backend.ops._util import int_list
-from n2nonnx.backend.registry import Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Kernel, NodeSpec
 
 
 def _source_coordinate(

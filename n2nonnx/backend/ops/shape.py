@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from n2nonnx.backend.ops._util import int_list, static_or_runtime, torch_dtype
-from n2nonnx.backend.registry import Builder, Kernel, NodeSpec, register_op
+from n2nonnx.backend.registry import register_op
+from n2nonnx.backend.spec import Builder, Kernel, NodeSpec
 
 
 @register_op("Identity", versions=(1, 13, 14, 16, 19, 21, 23, 24, 25))
