@@ -1,18 +1,7 @@
-"""N2NSkip: sparse, learnable neuron-to-neuron skip connections between non-consecutive layers.
+"""``add_n2nskip``: turn a (pruned) model into an N2NSkip model of the same density.
 
-:func:`add_n2nskip` turns a (pruned) model into an N2NSkip model of the same density
-(Subramaniam & Sharma, BMVC 2020): part of the non-zero budget moves from the sequential
-layers to skip branches ``Gather -> sparse Conv / MatMul -> activation -> Add`` into later layers'
-pre-activations. :mod:`~n2nonnx.skip.candidates` finds and aligns the pairs,
-:mod:`~n2nonnx.skip.budget` splits the budget, :mod:`~n2nonnx.skip.sampling` samples
-each pair's connections at random, :mod:`~n2nonnx.skip.placement` places them where the
-unit graph is broken (``placement="connectivity"``), :mod:`~n2nonnx.skip.build` writes
-the subgraphs.
-
-The authors' code variant, as options of :func:`add_n2nskip`: ``pairs="blocks"`` (a
-block's input to the next block's first conv), ``sampling="channel"`` (whole kernels,
-expander-style), ``skip_norm="batchnorm"`` and ``pool_at="output"`` (sparse conv,
-BatchNorm, ReLU, max-pool), see :data:`AUTHORS_VARIANT`.
+Its options are validated once, as a :class:`~n2nonnx.skip.options.SkipOptions`; the work is
+in the modules beside this one (pairs, budget, sampling, placement, building).
 """
 
 from __future__ import annotations
@@ -29,25 +18,10 @@ from n2nonnx.model import Model
 from n2nonnx.skip.budget import apportion, regrow_masks, trim_masks
 from n2nonnx.skip.build import Branch, Built, Style, add_branches
 from n2nonnx.skip.candidates import LeftOut, Pair, PairSpec, find_pairs, sequential_layers
-from n2nonnx.skip.options import (
-    AUTHORS_VARIANT,
-    DEFAULT_SAMPLING,
-    PLACEMENTS,
-    check_choices,
-    check_numbers,
-    check_options,
-)
-from n2nonnx.skip.sampling import SAMPLING_MODES, Connections, block_widths, sample_connections
+from n2nonnx.skip.options import DEFAULT_SAMPLING, SkipOptions, check_numbers
+from n2nonnx.skip.sampling import Connections, block_widths, sample_connections
 
-__all__ = [
-    "AUTHORS_VARIANT",
-    "PLACEMENTS",
-    "SAMPLING_MODES",
-    "add_n2nskip",
-    "check_options",
-    "find_pairs",
-    "sequential_density",
-]
+__all__ = ["add_n2nskip", "add_n2nskip_with", "sequential_density"]
 
 
 def add_n2nskip(
@@ -136,16 +110,42 @@ def add_n2nskip(
         InvalidArgumentError: a parameter out of range, a dense model without
             ``density``, or a budget the sequential layers cannot meet.
     """
-    check_numbers(density, skip_share, init_scale)
-    check_choices(
+    settings = SkipOptions(
+        skip_share=skip_share,
+        pairs=pairs,
+        per_target=per_target,
         spread=spread,
         sampling=sampling,
+        placement=placement,
         merge=merge,
         join=join,
-        placement=placement,
-        skip_norm=skip_norm,
+        kernel=kernel,
+        pool=pool,
         pool_at=pool_at,
+        skip_norm=skip_norm,
+        init_scale=init_scale,
+        seed=seed,
     )
+    return add_n2nskip_with(model, settings, density=density)
+
+
+def add_n2nskip_with(model: Model, settings: SkipOptions, *, density: float | None = None) -> Model:
+    """:func:`add_n2nskip` with its options already made (and validated) as a :class:`SkipOptions`.
+
+    Args:
+        model: a loaded model, pruned or dense.
+        settings: the options.
+        density: non-zero fraction of the result; None: the model's current density.
+
+    Returns:
+        The N2NSkip model (see :func:`add_n2nskip`).
+    """
+    check_numbers(density, settings.skip_share, settings.init_scale)
+    skip_share, pairs, per_target = settings.skip_share, settings.pairs, settings.per_target
+    spread, sampling, placement = settings.spread, settings.sampling, settings.placement
+    kernel, pool, pool_at = settings.kernel, settings.pool, settings.pool_at
+    skip_norm, join, merge = settings.skip_norm, settings.join, settings.merge
+    init_scale, seed = settings.init_scale, settings.seed
     layers = sequential_layers(model)
     if len(layers) != len(model.layers):
         raise InvalidArgumentError(
