@@ -1,4 +1,4 @@
-"""The main job: prune -> N2NSkip -> train -> check -> connectivity -> deploy -> report.
+"""``run_job``: the main job with its report folder, baselines and deployed comparison.
 
 :func:`run_job` runs :func:`~n2nonnx.pipeline.job.sparsify` on the user's model (or the
 built-in one), trains the baselines with the same recipe (the dense model and the same
@@ -20,27 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from n2nonnx.pipeline.job import (
-    RECIPE_DEFAULTS,
-    JobConfig,
-    JobResult,
-    density_figures,
-    sparsify,
-    validate,
-)
+from n2nonnx.pipeline.job import JobConfig, JobResult, sparsify, validate
 from n2nonnx.pipeline.report import json_default
 
-__all__ = [
-    "RECIPE_DEFAULTS",
-    "JobConfig",
-    "JobFiles",
-    "JobResult",
-    "density_figures",
-    "json_default",
-    "run_job",
-    "sparsify",
-    "validate",
-]
+__all__ = ["REPORT_FILES", "JobFiles", "run_job"]
 
 log = logging.getLogger(__name__)
 
