@@ -3,7 +3,7 @@
 The public verbs, each a function from a model to a new model (or a report)::
 
     model = n2nonnx.load("dense.onnx")
-    pruned = n2nonnx.prune(model, "snip", density=0.05, data="mnist1d")
+    pruned = n2nonnx.prune(model, "snip", density=0.05, data="mnist1d")  # or scl, snacs ...
     skipped = n2nonnx.add_n2nskip(pruned, skip_share=0.2)
     trained = n2nonnx.train(skipped, "mnist1d", epochs=20).model
     report = n2nonnx.analyze(model, trained)          # heat-diffusion connectivity
@@ -16,8 +16,8 @@ The verbs are imported lazily, so ``import n2nonnx`` (and the ``n2nonnx`` comman
 Layering, bottom-up (each layer imports only from the layers below it; import-linter
 checks this in CI, see ``pyproject.toml``):
 
-1. ``errors``, ``tags``, ``metadata``, ``patterns``, ``registry``, ``paths``, ``lazy``: no other
-   n2nonnx import.
+1. ``errors``, ``tags``, ``metadata``, ``patterns``, ``registry``, ``paths``, ``lazy``,
+   ``fields``: no other n2nonnx import but ``errors``.
 2. ``graph``: the normalised graph, the mask representation, the layer view and the op
    rules for units (``graph.units``: what each op does to units, one file per family).
 3. ``model``, ``io``, ``runtime``, ``masks``, ``data``, ``zoo``, ``summary``, ``torch_export``:
@@ -43,6 +43,7 @@ __version__ = "0.2.0"
 __all__ = [
     "Model",
     "N2NError",
+    "PruneResult",
     "TrainConfig",
     "__version__",
     "add_n2nskip",
@@ -50,6 +51,7 @@ __all__ = [
     "deploy",
     "load",
     "prune",
+    "prune_model",
     "resolve_data",
     "save",
     "train",
@@ -62,7 +64,9 @@ __getattr__, __dir__ = lazy_exports(
         "save": "n2nonnx.io",
         "Model": "n2nonnx.model",
         "N2NError": "n2nonnx.errors",
-        "prune": "n2nonnx.pruning",
+        "prune": "n2nonnx.pipeline.methods",
+        "prune_model": "n2nonnx.pipeline.methods",
+        "PruneResult": "n2nonnx.pipeline.methods",
         "add_n2nskip": "n2nonnx.skip",
         "train": "n2nonnx.training",
         "TrainConfig": "n2nonnx.training",

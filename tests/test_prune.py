@@ -16,7 +16,7 @@ from n2nonnx.data.dataset import TrainTestData
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.masks import mask_arrays
 from n2nonnx.pruning import prune, prune_table
-from n2nonnx.pruning.registry import ScoringContext, get_criterion
+from n2nonnx.pruning.criteria import ScoringContext, get_criterion
 from n2nonnx.runtime import run
 
 METHODS = ["random", "expander", "magnitude", "snip", "grasp", "synflow"]

@@ -12,8 +12,8 @@ import n2nonnx
 from converters.pytorch import export
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.pruning import prune
+from n2nonnx.pruning.criteria import ScoringContext, get_criterion
 from n2nonnx.pruning.criteria.synflow import _Rescaler, absolute_module
-from n2nonnx.pruning.registry import ScoringContext, get_criterion
 
 ZOO = ["mlp", "vgg", "resnet", "densenet", "mobilenet", "transformer"]
 

@@ -19,11 +19,6 @@ from n2nonnx.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from n2nonnx.model import Model
 
-# Registry names listed here (not read from the registries) so that --help does not import
-# torch; a test keeps them equal to the registries.
-AT_INIT_METHODS = ("random", "expander", "magnitude", "snip", "csp", "grasp", "synflow")
-ALLOCATIONS = ("global", "uniform", "erk")
-
 DATA_HELP = (
     "a built-in data set (mnist1d, digits, synthetic; options after a colon, e.g. "
     "synthetic:features=32,classes=10) or an .npz file with x_train, y_train, x_test, y_test"
@@ -165,6 +160,61 @@ def add_training(
         )
 
 
+def add_fields(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    names: Sequence[str],
+    defaults: Any = None,
+) -> None:
+    """One option per named field of an option class (see :func:`n2nonnx.fields.option`).
+
+    The option is ``--field-name`` (or the field's ``flag``), its value stored under the
+    field's name; help, metavar, choices and the argparse type come from the field. A bool
+    field is a switch, a tuple field a repeatable option.
+
+    Args:
+        parser: the verb's parser or an option group.
+        cls: the option dataclass (``PruneOptions``, ``SkipOptions`` ...).
+        names: the fields to offer, in ``--help`` order.
+        defaults: an instance whose values are the defaults (the class's by default).
+    """
+    by_name = {item.name: item for item in fields(cls)}
+    for name in names:
+        item = by_name[name]
+        meta = item.metadata
+        default = getattr(defaults, name) if defaults is not None else item.default
+        if default is None and meta.get("cli_default") is not None:
+            default = meta["cli_default"]
+        flag = meta.get("flag") or "--" + name.replace("_", "-")
+        common: dict[str, Any] = {"dest": name, "help": meta["help"]}
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true", **common)
+            continue
+        if isinstance(default, tuple):
+            parser.add_argument(
+                flag, action="append", default=list(default), metavar=meta.get("metavar"), **common
+            )
+            continue
+        parser.add_argument(
+            flag,
+            type=_PARSERS[meta.get("parse") or ("str" if meta.get("choices") else _kind(item))],
+            default=default,
+            metavar=meta.get("metavar"),
+            choices=meta.get("choices"),
+            **common,
+        )
+
+
+def field_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` that ``args`` holds (those :func:`add_fields` added)."""
+    return {item.name: getattr(args, item.name) for item in fields(cls) if hasattr(args, item.name)}
+
+
+def _kind(item: Any) -> str:
+    text = str(item.type)
+    return "float" if "float" in text else "int" if "int" in text else "str"
+
+
 def training_options(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe fields parsed by :func:`add_training` (plus ``seed`` when the verb has one)."""
     from n2nonnx.training.config import TrainConfig
@@ -228,6 +278,18 @@ def share(text: str) -> float:
 def positive_number(text: str) -> float:
     """A number > 0 (a width multiplier)."""
     return _checked(text, float, lambda v: v > 0, "is not > 0")
+
+
+_PARSERS: dict[str, Any] = {
+    "fraction": fraction,
+    "positive_int": positive_int,
+    "share": share,
+    "seed_value": seed_value,
+    "positive_number": positive_number,
+    "int": int,
+    "float": float,
+    "str": str,
+}
 
 
 def set_threads(threads: int | None) -> None:

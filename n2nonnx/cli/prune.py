@@ -5,12 +5,31 @@ from __future__ import annotations
 import argparse
 
 from n2nonnx.cli import options
-from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
+from n2nonnx.cli.skip_options import add_skip_options, skip_options
+from n2nonnx.pipeline.methods import PRUNE_METHODS, method_kind
+from n2nonnx.pruning.options import AT_INIT_METHODS, PruneOptions
+from n2nonnx.scl.options import SclOptions
+from n2nonnx.skip.options import SkipOptions
+from n2nonnx.structured.options import StructuredOptions
 from n2nonnx.training.config import TrainConfig
 
-AT_INIT = options.AT_INIT_METHODS
-LEARNED = ("scl",)
-STRUCTURED = ("snacs", "l1-filter", "random-filter")
+AT_INIT_FIELDS = ["allocation", "exclude", "first_last_density"]
+CRITERION_FIELDS = ["temperature", "iterations", "rescale"]
+SCL_FIELDS = ["scl_lambda", "search_fraction", "mask_init", "mask_lr", "normalisation", "device"]
+STRUCTURED_FIELDS = [
+    "prune_percent",
+    "target_params",
+    "groups",
+    "samples_per_class",
+    "phi",
+    "estimator",
+    "upper_limit",
+    "rule",
+    "protect",
+    "finetune_epochs",
+]
+#: SCL's epochs on this verb (the recipe's others are TrainConfig's)
+SCL_RECIPE = TrainConfig(epochs=10)
 
 DESCRIPTION = """\
 Prune INPUT and write it with a mask per pruned weight (or, for structured methods, with
@@ -44,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_output(parser, "where to write the pruned model")
     parser.add_argument(
         "--method",
-        default="snip",
-        choices=AT_INIT + LEARNED + STRUCTURED,
+        default=PruneOptions().method,
+        choices=PRUNE_METHODS,
         help="pruning method (see above)",
     )
     parser.add_argument(
@@ -61,148 +80,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     options.add_input_shape(parser)
     options.add_progress(parser)
     at_init = parser.add_argument_group("pruning at initialization")
-    at_init.add_argument(
-        "--allocation",
-        choices=options.ALLOCATIONS,
-        default="global",
-        help="how the budget is split over layers",
-    )
-    at_init.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="leave layers matching a name / glob / regex dense (repeatable)",
-    )
-    at_init.add_argument(
-        "--first-last-density",
-        type=options.fraction,
-        metavar="D",
-        help="keep the first and last layers at this density",
-    )
+    options.add_fields(at_init, PruneOptions, AT_INIT_FIELDS)
     at_init.add_argument(
         "--masks",
         metavar="FILE.npz",
         help="use these masks (keyed by weight name) instead of a method",
     )
-    at_init.add_argument(
-        "--temperature", type=float, default=200.0, metavar="T", help="GraSP logit temperature"
-    )
-    at_init.add_argument(
-        "--iterations", type=options.positive_int, default=100, metavar="N", help="SynFlow rounds"
-    )
-    at_init.add_argument(
-        "--rescale",
-        action="store_true",
-        help="scale each unit's kept weights by sqrt(fan-in / kept fan-in)",
-    )
+    options.add_fields(at_init, PruneOptions, CRITERION_FIELDS)
     options.add_repair(at_init)
     learned = parser.add_argument_group(
         "learned (scl; the training recipe options below apply too)"
     )
-    learned.add_argument(
-        "--scl-lambda",
-        type=float,
-        metavar="L",
-        help="free mode: the regulariser weight; the density is what is learned "
-        "(instead of --density)",
-    )
-    learned.add_argument(
-        "--search-fraction",
-        type=float,
-        default=0.5,
-        metavar="F",
-        help="share of the epochs spent learning masks; the rest trains with them frozen",
-    )
-    learned.add_argument(
-        "--mask-init",
-        type=float,
-        default=0.05,
-        metavar="M",
-        help="initial value of every mask variable (> 0: every connection starts on)",
-    )
-    learned.add_argument(
-        "--mask-lr",
-        type=float,
-        default=0.005,
-        metavar="RATE",
-        help="SGD rate of the mask variables",
-    )
-    learned.add_argument(
-        "--normalisation",
-        choices=("rms", "norm"),
-        default="rms",
-        help="per-unit normalisation of the mask gradient",
-    )
-    learned.add_argument("--device", default="cpu", help="torch device of SCL's training")
+    options.add_fields(learned, SclOptions, SCL_FIELDS)
     structured = parser.add_argument_group("structured (snacs, l1-filter, random-filter)")
-    structured.add_argument(
-        "--prune-percent",
-        type=float,
-        metavar="P",
-        help="percent of the model's parameters removed, 0 < P < 100",
-    )
-    structured.add_argument(
-        "--target-params",
-        type=float,
-        metavar="F",
-        help="or: fraction of the parameters kept, 0 < F < 1",
-    )
-    structured.add_argument(
-        "--groups",
-        type=options.positive_int,
-        default=8,
-        metavar="N",
-        help="SNACS groups of units per layer",
-    )
-    structured.add_argument(
-        "--samples-per-class",
-        type=options.positive_int,
-        default=250,
-        metavar="N",
-        help="samples per class the activations are collected on",
-    )
-    structured.add_argument(
-        "--phi",
-        choices=("w", "w2", "exp"),
-        default="w",
-        help="weight scaling of connection scores: w, w^2 or exp(-w^2/2)",
-    )
-    structured.add_argument(
-        "--estimator",
-        choices=("edge", "knn", "binned"),
-        default="edge",
-        help="conditional mutual information estimator",
-    )
-    structured.add_argument(
-        "--upper-limit",
-        default="lstsq",
-        metavar="{lstsq,svm,FRACTION}",
-        help="per-layer pruning limit: classifier sweep (least squares or linear SVM) "
-        "or a fixed fraction",
-    )
-    structured.add_argument(
-        "--limit-rule",
-        type=float,
-        default=0.7,
-        metavar="R",
-        help="limit = largest share with accuracy >= max - R (max - min)",
-    )
-    structured.add_argument(
-        "--protect",
-        type=float,
-        default=0.75,
-        metavar="F",
-        help="share of each layer's most sensitive units never removed (0 disables; "
-        "at 0.75 SNACS removes at most about 25-35%% of the parameters)",
-    )
-    structured.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=0,
-        metavar="N",
-        help="fine-tune the slimmed model on --data for N epochs",
-    )
+    options.add_fields(structured, StructuredOptions, STRUCTURED_FIELDS)
     parser.add_argument(
         "--n2nskip",
         action="store_true",
@@ -211,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_skip_options(parser)
     options.add_training(
         parser,
-        TrainConfig(epochs=10),
+        SCL_RECIPE,
         title="training recipe (scl; --batch-size is also the scoring batch of snip and grasp)",
     )
     parser.set_defaults(func=run)
@@ -225,62 +116,47 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(
         args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
     )
-    if args.repair and args.method not in AT_INIT:
+    kind = method_kind(args.method)
+    if args.repair and kind != "at_init":
         raise InvalidArgumentError(
             f"--repair moves the weights of a model pruned at initialization; --method "
             f"{args.method} does not keep a mask to repair: drop --repair or use an "
-            f"at-initialization method ({', '.join(AT_INIT)})"
+            f"at-initialization method ({', '.join(AT_INIT_METHODS)})"
         )
-    if args.method in STRUCTURED:
+    if kind == "structured":
         return _structured(args)
     if (
         args.density is None
         and args.masks is None
-        and not (args.method in LEARNED and args.scl_lambda is not None)
+        and not (kind == "learned" and args.scl_lambda is not None)
     ):
         raise InvalidArgumentError(f"--method {args.method} needs --density (e.g. --density 0.05)")
-    skip = skip_kwargs(args) if args.n2nskip else None
-    if args.method in LEARNED:
+    skip = skip_options(args) if args.n2nskip else None
+    if kind == "learned":
         return _learned(args, skip)
     return _at_init(args, skip)
 
 
-def _at_init(args: argparse.Namespace, skip: dict | None) -> int:
+def _at_init(args: argparse.Namespace, skip: SkipOptions | None) -> int:
     from n2nonnx.io import load, save
-    from n2nonnx.pruning import format_prune_table, prune, prune_table
+    from n2nonnx.pipeline.methods import prune_model
+    from n2nonnx.pruning import format_prune_table, prune_table
 
     model = load(args.input, options.parse_input_shapes(args.input_shape))
-    density = args.density or 1.0
-    sequential = density
-    if skip:
-        from n2nonnx.skip import sequential_density
-
-        pair_options = {key: skip[key] for key in ("pairs", "per_target", "kernel", "pool")}
-        sequential = sequential_density(model, density, skip["skip_share"], **pair_options)
-    pruned = prune(
+    pruned = prune_model(
         model,
-        args.method if args.masks is None else "masks",
-        sequential,
-        allocation=args.allocation,
+        args.method,
+        args.density,
         data=args.data,
-        batch_size=args.batch_size,
         seed=args.seed,
-        exclude=args.exclude,
-        first_last_density=args.first_last_density,
         masks=args.masks,
-        options={"temperature": args.temperature, "iterations": args.iterations},
-        rescale=args.rescale,
+        skip=skip,
         progress=not args.no_progress,
+        batch_size=args.batch_size,
         repair=args.repair,
-    )
-    if skip:
-        from n2nonnx.skip import add_n2nskip
-
-        pruned = add_n2nskip(pruned, density=density, **skip)
-        if args.repair:  # again: the skips' sources and the trimmed sequential weights
-            from n2nonnx.connectivity.repair import repair_dead_weights
-
-            pruned = repair_dead_weights(pruned, seed=args.seed)
+        **{name: getattr(args, name) for name in AT_INIT_FIELDS + ["rescale"]},
+        options={"temperature": args.temperature, "iterations": args.iterations},
+    ).model
     path = save(pruned, args.output)
     print(format_prune_table(prune_table(pruned)))
     options.print_repairs(pruned, (1 + bool(skip)) if args.repair else 0)
@@ -288,32 +164,27 @@ def _at_init(args: argparse.Namespace, skip: dict | None) -> int:
     return 0
 
 
-def _learned(args: argparse.Namespace, skip: dict | None) -> int:
+def _learned(args: argparse.Namespace, skip: SkipOptions | None) -> int:
     from n2nonnx.io import load, save
+    from n2nonnx.pipeline.methods import prune_model
     from n2nonnx.pruning import format_prune_table, prune_table
-    from n2nonnx.scl import learn_masks
-    from n2nonnx.scl.variants import n2nskip_candidates
 
     recipe = TrainConfig.from_options(**options.training_options(args))  # validated before the work
     model = load(args.input, options.parse_input_shapes(args.input_shape))
-    if skip:
-        model = n2nskip_candidates(model, density=args.density, **skip)
-    density = None if args.scl_lambda is not None else args.density
-    result = learn_masks(
+    # free mode learns the density; a --density beside it only sizes the N2NSkip layers
+    density = args.density if args.scl_lambda is None or skip is not None else None
+    result = prune_model(
         model,
-        args.data,
-        density=density,
-        scl_lambda=args.scl_lambda,
-        recipe=recipe,
-        search_fraction=args.search_fraction,
-        mask_init=args.mask_init,
-        mask_lr=args.mask_lr,
-        normalisation=args.normalisation,
-        exclude=args.exclude,
-        device=args.device,
+        "scl",
+        density,
+        data=args.data,
         seed=args.seed,
+        skip=skip,
+        recipe=recipe,
         progress=not args.no_progress,
-    )
+        exclude=args.exclude,
+        **{name: getattr(args, name) for name in SCL_FIELDS},
+    ).details
     path = save(result.model, args.output)
     print(format_prune_table(prune_table(result.model, [layer.weight for layer in result.layers])))
     split = result.skip_split
@@ -326,36 +197,18 @@ def _learned(args: argparse.Namespace, skip: dict | None) -> int:
 
 
 def _structured(args: argparse.Namespace) -> int:
-    from n2nonnx.errors import InvalidArgumentError
     from n2nonnx.io import load, save
-    from n2nonnx.structured import prune_structured
+    from n2nonnx.pipeline.methods import prune_model
 
     model = load(args.input, options.parse_input_shapes(args.input_shape))
-    limit: str | float = args.upper_limit
-    if limit not in ("lstsq", "svm"):
-        try:
-            limit = float(limit)
-        except ValueError:
-            raise InvalidArgumentError(
-                f"--upper-limit {limit!r} is not lstsq, svm or a fraction"
-            ) from None
-    result = prune_structured(
+    result = prune_model(
         model,
-        args.method.removesuffix("-filter"),
+        args.method,
         data=args.data,
-        prune_percent=args.prune_percent,
-        target_params=args.target_params,
-        groups=args.groups,
-        samples_per_class=args.samples_per_class,
-        phi=args.phi,
-        estimator=args.estimator,
-        upper_limit=limit,
-        rule=args.limit_rule,
-        protect=args.protect,
         seed=args.seed,
         progress=not args.no_progress,
-        finetune_epochs=args.finetune_epochs,
-    )
+        **{name: getattr(args, name) for name in STRUCTURED_FIELDS},
+    ).details
     path = save(result.model, args.output)
     print(
         f"{result.method}: removed {sum(map(len, result.removed.values()))} units in "

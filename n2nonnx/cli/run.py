@@ -6,6 +6,12 @@ import argparse
 
 from n2nonnx.cli import options
 from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
+from n2nonnx.pipeline.methods import LEARNED_METHODS
+from n2nonnx.pruning.options import ALLOCATIONS, AT_INIT_METHODS
+from n2nonnx.skip.options import SkipOptions
+
+#: run's own N2NSkip defaults (the study's choice; ``n2nonnx skip`` keeps the paper's)
+RUN_SKIP_DEFAULTS = SkipOptions(skip_share=0.2, join="preact")
 
 DESCRIPTION = """\
 Prune INPUT at initialization, add N2NSkip connections within the same budget, train it,
@@ -52,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default="snip",
-        choices=options.AT_INIT_METHODS + ("scl", "dense"),
+        choices=AT_INIT_METHODS + LEARNED_METHODS + ("dense",),
         help="pruning method (scl: masks learned during the recipe), or dense",
     )
     parser.add_argument(
@@ -65,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allocation",
         default="erk",
-        choices=options.ALLOCATIONS,
+        choices=ALLOCATIONS,
         help="how the sequential budget is split over layers",
     )
     parser.add_argument(
@@ -90,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     options.add_threads(parser)
     options.add_progress(parser)
-    add_skip_options(parser, skip_share=0.2, join="preact")
+    add_skip_options(parser, RUN_SKIP_DEFAULTS)
     options.add_training(parser)
     parser.set_defaults(func=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from n2nonnx.cli import options
-from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
+from n2nonnx.cli.skip_options import add_skip_options, skip_options
 
 DESCRIPTION = """\
 Spend part of the model's non-zero budget on sparse, learnable neuron-to-neuron skip
@@ -48,14 +48,14 @@ def run(args: argparse.Namespace) -> int:
     from n2nonnx.io import load, save
     from n2nonnx.metadata import stages
     from n2nonnx.paths import check_output_file
-    from n2nonnx.skip import add_n2nskip
+    from n2nonnx.skip import add_n2nskip_with
 
-    kwargs = skip_kwargs(args)
+    settings = skip_options(args)
     check_output_file(
         args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
     )
     model = load(args.input, options.parse_input_shapes(args.input_shape))
-    result = add_n2nskip(model, density=args.density, **kwargs)
+    result = add_n2nskip_with(model, settings, density=args.density)
     if args.repair:  # skip weights have no criterion scores: moved at random
         from n2nonnx.connectivity.repair import repair_dead_weights
 

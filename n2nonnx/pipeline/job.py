@@ -260,7 +260,7 @@ def _measure(
 def validate(config: JobConfig) -> None:
     """Refuse a bad option before any work is done (not after minutes of pruning)."""
     from n2nonnx.pruning.allocation import ALLOCATIONS
-    from n2nonnx.pruning.registry import get_criterion
+    from n2nonnx.pruning.criteria import get_criterion
     from n2nonnx.skip.options import check_options
 
     if config.method not in ("dense", "scl"):

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.pruning.options import ALLOCATIONS
 
-ALLOCATIONS = ("global", "uniform", "erk")
+__all__ = ["ALLOCATIONS", "layer_counts", "masks_from_scores"]
 
 
 def layer_counts(

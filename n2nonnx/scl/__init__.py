@@ -17,11 +17,37 @@ initializer and Mul). The choices the method's abstract leaves open, made here:
 - Target mode steers lambda to a cubic density schedule (:mod:`~n2nonnx.scl.controller`),
   then freezes the ``k`` largest ``m``; free mode keeps ``m > 0`` at a fixed lambda.
 - N2NSkip weights are learned by the same rule, so SCL sets the sequential / skip split.
+
+:func:`learn_masks` is in :mod:`~n2nonnx.scl.learn`, its options (:class:`SclOptions`,
+validated once) in :mod:`~n2nonnx.scl.options`; names are imported on first use, so reading
+the options (the command line's ``--help``) imports no numpy.
 """
 
 from __future__ import annotations
 
-from n2nonnx.scl.learn import MASK_INIT, MASK_LR, TOLERANCE, learn_masks
-from n2nonnx.scl.result import LearnedLayer, SclResult
+from n2nonnx.lazy import lazy_exports
 
-__all__ = ["MASK_INIT", "MASK_LR", "TOLERANCE", "LearnedLayer", "SclResult", "learn_masks"]
+__all__ = [
+    "MASK_INIT",
+    "MASK_LR",
+    "TOLERANCE",
+    "LearnedLayer",
+    "SclOptions",
+    "SclResult",
+    "learn_masks",
+    "learn_masks_with",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "MASK_INIT": "n2nonnx.scl.options",
+        "MASK_LR": "n2nonnx.scl.options",
+        "SclOptions": "n2nonnx.scl.options",
+        "TOLERANCE": "n2nonnx.scl.learn",
+        "learn_masks": "n2nonnx.scl.learn",
+        "learn_masks_with": "n2nonnx.scl.learn",
+        "LearnedLayer": "n2nonnx.scl.result",
+        "SclResult": "n2nonnx.scl.result",
+    },
+)

@@ -12,7 +12,6 @@ record (method ``scl``). Fine-tuning (the remaining epochs): an ordinary
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -24,19 +23,22 @@ from n2nonnx import io, metadata
 from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.masks import apply_masks
 from n2nonnx.model import Model
+from n2nonnx.scl.options import MASK_INIT, MASK_LR, NORMALISATIONS, REACH, WARMUP, SclOptions
 from n2nonnx.scl.result import LearnedLayer, SclResult
 
-NORMALISATIONS = ("rms", "norm")  # n2nonnx.scl.ste.NORMALISATIONS, without importing torch
-#: target-mode schedule defaults (n2nonnx.scl.controller.WARMUP / REACH, without importing torch)
-WARMUP, REACH = 0.1, 0.75
+__all__ = [
+    "MASK_INIT",
+    "MASK_LR",
+    "NORMALISATIONS",
+    "REACH",
+    "TOLERANCE",
+    "WARMUP",
+    "learn_masks",
+    "learn_masks_with",
+]
 
 log = logging.getLogger(__name__)
 
-#: initial value of every mask variable: a small positive constant, so every connection
-#: starts on and can be switched off after about ``MASK_INIT / MASK_LR`` steps of push
-MASK_INIT = 0.05
-#: learning rate of the mask variables (plain SGD on per-unit normalised gradients)
-MASK_LR = 0.005
 #: relative tolerance of the target density
 TOLERANCE = 0.02
 
@@ -112,26 +114,74 @@ def learn_masks(
         UserWarning: the search ended more than 2% (relative) away from the target density;
             the message gives the density reached. The top-k freeze still meets the target.
     """
+    settings = SclOptions(
+        density=density,
+        scl_lambda=scl_lambda,
+        search_fraction=search_fraction,
+        mask_init=mask_init,
+        mask_lr=mask_lr,
+        max_lambda=max_lambda,
+        normalisation=normalisation,
+        warmup=WARMUP if warmup is None else warmup,
+        reach=REACH if reach is None else reach,
+        exclude=tuple(exclude),
+        device=device,
+    )
+    return learn_masks_with(
+        model,
+        data,
+        settings,
+        epochs=epochs,
+        recipe=recipe,
+        seed=seed,
+        progress=progress,
+        data_seed=data_seed,
+        on_epoch=on_epoch,
+        **options,
+    )
+
+
+def learn_masks_with(
+    model: Any,
+    data: Any,
+    settings: SclOptions,
+    *,
+    epochs: int | None = None,
+    recipe: Any = None,
+    seed: int | None = None,
+    progress: bool = False,
+    data_seed: int = 0,
+    on_epoch: Callable[[Any], None] | None = None,
+    **options: Any,
+) -> SclResult:
+    """:func:`learn_masks` with its mask-learning options already made (and validated).
+
+    Args:
+        model: a :class:`Model` or anything :func:`n2nonnx.io.load` reads.
+        data: anything :func:`n2nonnx.data.resolve_data` accepts (required).
+        settings: the mask-learning options.
+        epochs: total training epochs (default: the recipe's).
+        recipe: a :class:`n2nonnx.TrainConfig` for theta.
+        seed: seed of shuffling and every RNG (default: the recipe's).
+        progress: show progress bars.
+        data_seed: seed of hold-out splits when ``data`` has no test split.
+        on_epoch: called with each epoch's record.
+        options: further :class:`n2nonnx.TrainConfig` fields.
+
+    Returns:
+        An :class:`SclResult` (see :func:`learn_masks`).
+    """
     from n2nonnx.training import TrainConfig
 
-    _check_mode(density, scl_lambda)
-    _check_positive("search_fraction", search_fraction, upper=1.0)
-    _check_positive("mask_init", mask_init)
-    _check_positive("mask_lr", mask_lr)
-    if max_lambda is not None and not (_finite(max_lambda) and max_lambda >= 0):
-        raise InvalidArgumentError(
-            f"max_lambda={max_lambda!r} must be a number >= 0 (or None: unbounded)"
-        )
-    if normalisation not in NORMALISATIONS:
-        raise InvalidArgumentError(
-            f"normalisation={normalisation!r}: choose one of {list(NORMALISATIONS)}"
-        )
-    warmup = WARMUP if warmup is None else warmup
-    reach = REACH if reach is None else reach
-    if not (_finite(warmup) and _finite(reach) and 0 <= warmup < reach <= 1):
-        raise InvalidArgumentError(
-            f"warmup={warmup!r} and reach={reach!r} must satisfy 0 <= warmup < reach <= 1"
-        )
+    density, scl_lambda = settings.density, settings.scl_lambda
+    search_fraction, mask_init, mask_lr = (
+        settings.search_fraction,
+        settings.mask_init,
+        settings.mask_lr,
+    )
+    max_lambda, normalisation = settings.max_lambda, settings.normalisation
+    warmup, reach = settings.warmup, settings.reach
+    exclude, device = settings.exclude, settings.device
     if data is None:
         raise DataError(
             "SCL learns masks during training and needs data: pass data= (--data mnist1d, "
@@ -208,8 +258,8 @@ def learn_masks(
         "skip_nonzeros": sum(r.kept for r in layers if r.is_skip),
     }
     final_density = (split["sequential_nonzeros"] + split["skip_nonzeros"]) / reference
-    settings = {
-        "mode": "target" if density is not None else "free",
+    recorded = {
+        "mode": settings.mode,
         "scl_lambda": scl_lambda,
         "epochs": config.epochs,
         "search_epochs": search_epochs,
@@ -227,7 +277,7 @@ def learn_masks(
         final_density,
         config.seed,
         exclude,
-        settings,
+        recorded,
         layers,
         trace,
         reference,
@@ -433,43 +483,3 @@ def _resolve(model: Model, data: Any, seed: int) -> Any:
 
     info = model.graph_inputs[0]
     return resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
-
-
-def _check_mode(density: Any, scl_lambda: Any) -> None:
-    if density is not None and scl_lambda is not None:
-        raise InvalidArgumentError(
-            "give density= (target mode: lambda is steered to reach it) or scl_lambda= (free mode), not both"
-        )
-    if density is None and scl_lambda is None:
-        raise InvalidArgumentError(
-            "SCL needs density= (target mode, e.g. 0.05) or scl_lambda= (free mode, e.g. 0.5)"
-        )
-    if density is not None and (
-        isinstance(density, bool) or not _finite(density) or not 0 < density <= 1
-    ):
-        raise InvalidArgumentError(
-            f"density must be in (0, 1] (the fraction of weights kept), got {density!r}; for 5% use 0.05"
-        )
-    if scl_lambda is not None and (
-        isinstance(scl_lambda, bool) or not _finite(scl_lambda) or scl_lambda < 0
-    ):
-        raise InvalidArgumentError(
-            f"scl_lambda={scl_lambda!r} must be a number >= 0 (the weight of the connection count); "
-            "a negative weight would reward connections"
-        )
-
-
-def _check_positive(name: str, value: Any, upper: float | None = None) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and _finite(value)
-        and value > 0
-        and (upper is None or value <= upper)
-    )
-    if not ok:
-        bound = f"in (0, {upper:g}]" if upper is not None else "a number > 0"
-        raise InvalidArgumentError(f"{name}={value!r} must be {bound}")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

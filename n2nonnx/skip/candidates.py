@@ -22,6 +22,7 @@ from n2nonnx.graph.layers import Layer
 from n2nonnx.graph.trace import input_view
 from n2nonnx.model import Model
 from n2nonnx.skip.blocks import block_pair_names
+from n2nonnx.skip.options import KERNELS, POOLS
 
 PairSpec = str | int | Sequence[tuple[str, str]]
 
@@ -349,9 +350,9 @@ def _check_options(per_target: int | None, kernel: str, pool: str) -> None:
         raise InvalidArgumentError(
             f"per_target={per_target!r}: give a positive integer (or None for no limit)"
         )
-    if kernel not in ("target", "1x1"):
+    if kernel not in KERNELS:
         raise InvalidArgumentError(f"kernel={kernel!r}: choose 'target' or '1x1'")
-    if pool not in ("max", "avg"):
+    if pool not in POOLS:
         raise InvalidArgumentError(f"pool={pool!r}: choose 'max' or 'avg'")
 
 

@@ -23,8 +23,17 @@ import numpy as np
 
 from n2nonnx.skip.budget import apportion
 from n2nonnx.skip.candidates import Pair
+from n2nonnx.skip.options import SAMPLING_MODES
 
-SAMPLING_MODES = ("block", "uniform", "channel")
+__all__ = [
+    "SAMPLING_MODES",
+    "Connections",
+    "block_widths",
+    "connections_from_mask",
+    "fill_positions",
+    "sample_connections",
+    "whole_kernels",
+]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from n2nonnx.model import Model
+from n2nonnx.structured.orders import Ranking, RankingContext, structured_method
 from n2nonnx.units.coupling import Component
 
 
@@ -60,3 +61,15 @@ def random_order(model: Model, components: Sequence[Component], seed: int) -> li
     return uniform_order(
         components, {layer.name: rng.random(layer.units) for layer in model.layers}
     )
+
+
+@structured_method("l1", needs_data=False, summary="L1-norm filter pruning (Li et al. 2017)")
+def _l1(context: RankingContext) -> Ranking:
+    return Ranking(l1_order(context.model, context.components))
+
+
+@structured_method(
+    "random", needs_data=False, needs_trained=False, summary="random filter pruning (seeded)"
+)
+def _random(context: RankingContext) -> Ranking:
+    return Ranking(random_order(context.model, context.components, context.options.seed))
