@@ -26,6 +26,7 @@ STRUCTURED_FIELDS = [
     "upper_limit",
     "rule",
     "protect",
+    "align",
     "finetune_epochs",
 ]
 #: SCL's epochs on this verb (the recipe's others are TrainConfig's)

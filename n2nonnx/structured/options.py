@@ -84,6 +84,13 @@ class StructuredOptions:
         "F",
         parse="float",
     )
+    align: int = option(
+        16,
+        "round every layer's kept unit count to a multiple of N, the parameter target still "
+        "met (onnxruntime's fast convolutions block channels by 16); 0 keeps exact counts",
+        "N",
+        parse="int",
+    )
     seed: int = option(0, "seed of the sample draw, the estimator, the SVM and random pruning")
     finetune_epochs: int = option(
         0, "fine-tune the slimmed model on --data for N epochs", "N", parse="int"
@@ -125,6 +132,7 @@ class StructuredOptions:
         return {
             "prune_percent": self.prune_percent,
             "target_params": self.target_params,
+            "align": self.align,
             **snacs,
             "seed": self.seed,
         }
@@ -167,6 +175,13 @@ def _check(options: StructuredOptions) -> None:  # noqa: C901  (one check per fi
     if not isinstance(limit, str) and not (number(limit) and 0 < limit <= 1):
         raise InvalidArgumentError(
             f"upper_limit as a number must be a fraction in (0, 1], got {limit!r}"
+        )
+    if (
+        not (isinstance(options.align, int) and not isinstance(options.align, bool))
+        or options.align < 0
+    ):
+        raise InvalidArgumentError(
+            f"align must be an integer >= 0 (0: exact unit counts), got {options.align!r}"
         )
     if not (number(options.rule) and 0 <= options.rule <= 1):
         raise InvalidArgumentError(f"rule must be in [0, 1], got {options.rule!r}")

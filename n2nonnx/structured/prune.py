@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from n2nonnx import metadata
-from n2nonnx.errors import DataError
+from n2nonnx.errors import DataError, InvalidArgumentError
 from n2nonnx.model import Model
 from n2nonnx.structured.options import FINETUNE_DEFAULTS, StructuredOptions
 
@@ -72,19 +72,9 @@ def prune_structured(
     method: str = "snacs",
     *,
     data: Any = None,
-    prune_percent: float | None = None,
-    target_params: float | None = None,
-    groups: int = 8,
-    samples_per_class: int = 250,
-    phi: str = "w",
-    estimator: str = "edge",
-    upper_limit: str | float = "lstsq",
-    rule: float = 0.7,
-    protect: float = 0.75,
-    seed: int = 0,
     progress: bool = False,
-    finetune_epochs: int = 0,
     finetune: Any = None,
+    **options: Any,
 ) -> StructuredResult:
     """Remove whole units (filters, neurons) of a trained model; returns the smaller model.
 
@@ -93,48 +83,33 @@ def prune_structured(
         method: ``snacs``, ``l1`` (L1-norm filter pruning) or ``random``.
         data: anything :func:`n2nonnx.data.resolve_data` accepts; SNACS scores units on its
             training split, fine-tuning trains on it. Needed by ``snacs`` and by fine-tuning.
-        prune_percent: percentage of the model's parameters to remove, in (0, 100).
-        target_params: fraction of the parameters to keep, in (0, 1) (instead of
-            ``prune_percent``).
-        groups: SNACS groups of units per layer (8, the authors' default).
-        samples_per_class: samples per class the activations are collected on (250).
-        phi: weight scaling of the scores: ``w`` (default), ``w2`` or ``exp`` (exp(-w^2/2)).
-        estimator: conditional MI estimator: ``edge`` (default), ``knn`` or ``binned``.
-        upper_limit: per-layer limits: the classifier sweep of :mod:`.constraints` with a
-            least-squares linear classifier (``lstsq``, default) or a linear SVM (``svm``),
-            or a fraction in (0, 1] used for every layer (the authors' fallback is 0.75).
-        rule: the sweep's tolerance factor: the limit is the largest percentage with
-            accuracy >= max - rule * (max - min) (0.7).
-        protect: fraction of each layer's most sensitive units never removed by SNACS
-            (0.75, the authors' ``save_children``; 0 disables). See :mod:`.sensitivity`.
-        seed: seed of the sample draw, the estimator's hashes, the SVM and random pruning.
         progress: log each step at INFO level.
-        finetune_epochs: train the result this many epochs on ``data`` (0: no fine-tuning).
         finetune: a :class:`~n2nonnx.training.TrainConfig` for the fine-tuning (default:
             :data:`FINETUNE_DEFAULTS`, the authors' retraining recipe).
+        **options: the fields of :class:`~n2nonnx.structured.options.StructuredOptions`,
+            each with its default and meaning there: the prune level (``prune_percent``
+            removed, in (0, 100), or ``target_params`` kept, in (0, 1)), ``align`` (kept
+            unit counts rounded to a multiple, 16), SNACS's ``groups``, ``samples_per_class``,
+            ``phi``, ``estimator``, ``upper_limit``, ``rule`` and ``protect``, ``seed`` and
+            ``finetune_epochs``.
 
     Returns:
         A :class:`StructuredResult`.
 
     Raises:
-        InvalidArgumentError: an option out of range, or a prune level the method cannot
-            reach without emptying a layer (or passing its limits).
+        InvalidArgumentError: an option out of range or unknown, or a prune level the method
+            cannot reach without emptying a layer (or passing its limits).
         DataError: SNACS or fine-tuning without data, or data that does not fit the model.
     """
-    settings = StructuredOptions(
-        method=method,
-        prune_percent=prune_percent,
-        target_params=target_params,
-        groups=groups,
-        samples_per_class=samples_per_class,
-        phi=phi,
-        estimator=estimator,
-        upper_limit=upper_limit,
-        rule=rule,
-        protect=protect,
-        seed=seed,
-        finetune_epochs=finetune_epochs,
-    )
+    from dataclasses import fields
+
+    known = {f.name for f in fields(StructuredOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidArgumentError(
+            f"prune_structured: unknown option(s) {unknown}; the options are {sorted(known - {'method'})}"
+        )
+    settings = StructuredOptions(method=method, **options)
     return prune_structured_with(model, settings, data=data, progress=progress, finetune=finetune)
 
 
@@ -176,7 +151,9 @@ def prune_structured_with(
         warn_if_untrained(model)
 
     from n2nonnx.structured.accounting import layer_flops
+    from n2nonnx.structured.rounding import align_cut
     from n2nonnx.structured.selection import admissible, cut_to_target, removal_request
+    from n2nonnx.units import remove_units
     from n2nonnx.units.coupling import find_components
 
     params_before, flops_before = model.parameter_count, layer_flops(model)
@@ -190,6 +167,16 @@ def prune_structured_with(
         caps[name] = min(caps[name], int(math.floor(limit * layer_units + 1e-9)))
     sequence = admissible(ranking.order, caps)
     chosen, reduced = cut_to_target(model, sequence, target, method.name)
+    if settings.align > 1:
+        chosen = align_cut(
+            model,
+            sequence,
+            len(chosen),
+            settings.align,
+            lambda some: remove_units(model, removal_request(some)).parameter_count,
+            target,
+        )
+        reduced = remove_units(model, removal_request(chosen))
     removed = removal_request(chosen)
     proto = reduced.proto
     metadata.append_stage(
