@@ -137,7 +137,7 @@ def deploy(
 
     Raises:
         InvalidArgumentError: unknown storage or quantization mode, int8 without data, a
-            negative ``align``.
+            ``align`` that is not an integer >= 0.
         DataError: data that does not fit the model's input.
         VerificationError: the deployed model disagrees with the input model.
     """
