@@ -37,3 +37,15 @@ def test_tune_dense_quick():
     for row in rows:
         validation, test = row.split("|")[3:5]
         assert 0 < float(validation) <= 100 and 0 < float(test.split("+-")[0]) <= 100
+
+
+def test_benchmark_align_quick():
+    out = run_example("benchmark_align.py", "--quick")
+    rows = [
+        line.split("|")[1:-1]
+        for line in out.splitlines()
+        if line.startswith("| ") and "x |" in line
+    ]
+    assert {row[0].strip() for row in rows} == {"vgg", "resnet"}
+    for row in rows:
+        assert float(row[3]) > 0 and row[4].strip().endswith("x") and row[6].strip().endswith("x")

@@ -76,6 +76,19 @@ def register(subparsers) -> None:
         metavar="N",
         help="onnxruntime threads for int8 timing",
     )
+    parser.add_argument(
+        "--align",
+        type=options.non_negative_int,
+        default=16,
+        metavar="N",
+        help="keep some dead units so kept widths are multiples of N, for onnxruntime's "
+        "blocked conv kernels (default 16; 0: off)",
+    )
+    parser.add_argument(
+        "--no-timing",
+        action="store_true",
+        help="do not time no / exact / aligned unit removal in onnxruntime (keep aligned)",
+    )
     options.add_seed(parser, help="seed of random verification inputs")
     parser.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
     parser.set_defaults(func=run)
@@ -111,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         min_agreement=args.min_agreement,
         fallback=not args.no_fallback,
         threads=args.ort_threads,
+        align=args.align,
+        timing=not args.no_timing,
     )
     path = result.save(args.output)
     print(result.format())

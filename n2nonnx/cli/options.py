@@ -265,6 +265,11 @@ def positive_int(text: str) -> int:
     return _checked(text, int, lambda v: v >= 1, "is not >= 1")
 
 
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    return _checked(text, int, lambda v: v >= 0, "is not >= 0")
+
+
 def fraction(text: str) -> float:
     """A number in (0, 1] (a density)."""
     return _checked(text, float, lambda v: 0 < v <= 1, "is not in (0, 1]")

@@ -19,12 +19,14 @@ valid :func:`~n2nonnx.units.remove_units` request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.layers import Layer
 from n2nonnx.model import Model
 from n2nonnx.units.reach import liveness, unit_matrices
@@ -45,6 +47,8 @@ class DeadUnits:
         bias_deltas: layer name -> amount to add to its bias (the folded constants).
         blocked: layer name -> (dead units kept, why): units that cannot be removed
             through the ops they reach (:attr:`~n2nonnx.graph.Layer.removal_blocker`).
+        analysis: what the search worked out (liveness, constants, droppable inputs), kept so
+            that :meth:`restricted` can narrow the removal (alignment keeps some units).
     """
 
     remove: dict[str, np.ndarray] = field(default_factory=dict)
@@ -53,11 +57,73 @@ class DeadUnits:
     kept_constant: dict[str, np.ndarray] = field(default_factory=dict)
     bias_deltas: dict[str, np.ndarray] = field(default_factory=dict)
     blocked: dict[str, tuple[int, str]] = field(default_factory=dict)
+    analysis: _Analysis | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
         """Units to remove."""
         return int(sum(len(u) for u in self.remove.values()))
+
+    def candidates(self) -> dict[str, np.ndarray]:
+        """Layer name -> boolean units to remove (a fresh copy of :attr:`remove`)."""
+        if self.analysis is None:
+            raise InvalidArgumentError("this DeadUnits was not made by find_dead_units")
+        removed = {la.name: np.zeros(la.units, dtype=bool) for la in self.analysis.layers}
+        for name, units in self.remove.items():
+            removed[name][units] = True
+        return removed
+
+    def settle(self, removed: dict[str, np.ndarray]) -> None:
+        """Narrow a subset of :meth:`candidates` to a consistent removal (in place).
+
+        See :func:`~n2nonnx.units.settle.settle_removal`; keeping a unit can force keeping
+        the units joined with it.
+        """
+        if self.analysis is None:
+            raise InvalidArgumentError("this DeadUnits was not made by find_dead_units")
+        a = self.analysis
+        settle_removal(a.layers, a.by_name, removed, a.droppable)
+
+    def restricted(self, model: Model, removed: Mapping[str, np.ndarray]) -> DeadUnits:
+        """The same analysis removing only ``removed`` (a subset of :meth:`candidates`).
+
+        The removal is settled first; the constants folded into biases and the constant units
+        that stay are worked out again for it.
+
+        Args:
+            model: the model :func:`find_dead_units` analysed.
+            removed: layer name -> boolean units to remove.
+
+        Returns:
+            A new :class:`DeadUnits`.
+        """
+        if self.analysis is None:
+            raise InvalidArgumentError("this DeadUnits was not made by find_dead_units")
+        mine = self.candidates()
+        narrowed = {name: mine[name] & np.asarray(removed.get(name, False)) for name in mine}
+        self.settle(narrowed)
+        result = DeadUnits(
+            no_output=self.no_output,
+            no_input=self.no_input,
+            blocked=self.blocked,
+            analysis=self.analysis,
+        )
+        _collect(model, self.analysis, narrowed, result)
+        return result
+
+
+@dataclass
+class _Analysis:
+    """What :func:`find_dead_units` worked out, kept to narrow the removal later."""
+
+    layers: list[Layer]
+    by_name: dict[str, Layer]
+    reached_in: dict[str, np.ndarray]
+    useful_in: dict[str, np.ndarray]
+    reached_out: dict[str, np.ndarray]
+    useful_out: dict[str, np.ndarray]
+    constants: dict[str, np.ndarray | None]
+    droppable: dict[str, np.ndarray]
 
 
 def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
@@ -95,17 +161,27 @@ def find_dead_units(model: Model, *, seed: int = 0) -> DeadUnits:
             result.blocked[layer.name] = (int(removed[layer.name].sum()), layer.removal_blocker)
             removed[layer.name][:] = False
     settle_removal(layers, by_name, removed, droppable)
-    for layer in layers:
+    result.analysis = _Analysis(
+        layers, by_name, reached_in, useful_in, reached_out, useful_out, constants, droppable
+    )
+    _collect(model, result.analysis, removed, result)
+    return result
+
+
+def _collect(model: Model, a: _Analysis, removed: dict[str, np.ndarray], result: DeadUnits) -> None:
+    """Fill ``result``'s removal, kept constant units and bias folds for a settled ``removed``."""
+    for layer in a.layers:
         units = np.flatnonzero(removed[layer.name])
         if len(units):
             result.remove[layer.name] = units
         kept_constant = np.flatnonzero(
-            ~reached_out[layer.name] & useful_out[layer.name] & ~removed[layer.name]
+            ~a.reached_out[layer.name] & a.useful_out[layer.name] & ~removed[layer.name]
         )
         if len(kept_constant):
             result.kept_constant[layer.name] = kept_constant
-    result.bias_deltas = _bias_deltas(model, layers, removed, reached_in, useful_in, constants)
-    return result
+    result.bias_deltas = _bias_deltas(
+        model, a.layers, removed, a.reached_in, a.useful_in, a.constants
+    )
 
 
 def _measure_constants(model, layers, reached_in, useful_in, seed) -> dict[str, np.ndarray | None]:

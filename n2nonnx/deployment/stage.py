@@ -52,6 +52,8 @@ class DeployResult:
 
     def format(self) -> str:
         """A short human-readable report."""
+        from n2nonnx.deployment.choice import describe_removal
+
         s = self.summary
         lines = [
             f"units removed      {s['units']['removed']} of {s['units']['before']} "
@@ -61,6 +63,7 @@ class DeployResult:
                 f"  kept {count} dead units of {name}: {why}"
                 for name, (count, why) in s["units"].get("kept_blocked", {}).items()
             ],
+            *describe_removal(s.get("removal")),
             f"non-zero weights   {s['weights']['nonzero_before']} -> {s['weights']['nonzero_after']}",
             f"stored parameters  {s['parameters']['before']} -> {s['parameters']['after']}",
             f"nodes              {s['nodes']['before']} -> {s['nodes']['after']}",
@@ -101,6 +104,8 @@ def deploy(
     min_agreement: float | None = None,
     fallback: bool = True,
     threads: int = 1,
+    align: int = 16,
+    timing: bool = True,
 ) -> DeployResult:
     """Turn a (pruned, trained) model into a smaller model for stock onnxruntime.
 
@@ -122,21 +127,27 @@ def deploy(
         min_agreement: least top-1 agreement of the verification (default by mode).
         fallback: with int8, keep layers in fp32 where int8 measures slower.
         threads: onnxruntime threads for int8 latency measurements.
+        align: keep some dead units so that kept widths are multiples of this (0: off;
+            see :mod:`~n2nonnx.deployment.align`).
+        timing: time no removal, exact and aligned removal in onnxruntime and keep the
+            fastest (False: aligned, unmeasured; see :mod:`~n2nonnx.deployment.choice`).
 
     Returns:
         The :class:`DeployResult`.
 
     Raises:
-        InvalidArgumentError: unknown storage or quantization mode, int8 without data.
+        InvalidArgumentError: unknown storage or quantization mode, int8 without data, a
+            ``align`` that is not an integer >= 0.
         DataError: data that does not fit the model's input.
         VerificationError: the deployed model disagrees with the input model.
     """
-    from n2nonnx.deployment.dead import add_to_biases, find_dead_units, random_inputs
+    from n2nonnx.deployment.align import check_align
+    from n2nonnx.deployment.choice import choose_removal
+    from n2nonnx.deployment.dead import find_dead_units, random_inputs
     from n2nonnx.deployment.quantize import QUANTIZATION_MODES, quantize_int8
     from n2nonnx.deployment.storage import CompactTensor, compact_storage, unfolded_expansions
     from n2nonnx.deployment.verify import VerificationError, compare
     from n2nonnx.masks import fold_masks
-    from n2nonnx.units import remove_units
 
     if storage not in STORAGE_MODES:
         raise InvalidArgumentError(
@@ -150,6 +161,7 @@ def deploy(
         raise InvalidArgumentError(
             "--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)"
         )
+    check_align(align)
     if samples < 1:
         raise InvalidArgumentError(f"samples must be at least 1, got {samples}")
     resolved = _resolve(model, data, seed)
@@ -160,8 +172,10 @@ def deploy(
         feeds = random_inputs(model, batch=samples, rng=np.random.default_rng(seed))
 
     folded = fold_masks(model)
-    dead = find_dead_units(folded, seed=seed)
-    pruned = remove_units(add_to_biases(folded, dead.bias_deltas), dead.remove)
+    removal = choose_removal(
+        folded, find_dead_units(folded, seed=seed), align=align, timing=timing, seed=seed
+    )
+    dead, pruned = removal.dead, removal.pruned
     proto = pruned.proto
     report = None
     if quantize == "int8":
@@ -198,6 +212,7 @@ def deploy(
     summary = _summary(
         model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification
     )
+    summary["removal"] = removal.to_dict()
     if report is not None:
         summary["quantization"] = report.to_dict()
     if resolved is not None:
