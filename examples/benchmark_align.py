@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -33,6 +32,7 @@ import n2nonnx  # noqa: E402
 from converters.pytorch import export  # noqa: E402
 from n2nonnx import zoo  # noqa: E402
 from n2nonnx.deployment import deploy  # noqa: E402
+from n2nonnx.deployment.timing import interleaved_times, ratio_medians  # noqa: E402
 from n2nonnx.runtime import make_session  # noqa: E402
 
 # name -> (zoo factory, options, sample shape): full and quick sizes
@@ -65,20 +65,6 @@ def build(name, spec, density, folder: Path, seed: int = 0):
     return files, widths
 
 
-def interleaved(sessions, feed, rounds: int, calls: int) -> list[list[float]]:
-    """Seconds per call of each session in each round (every session timed in each round)."""
-    for session in sessions:
-        session.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for position, session in enumerate(sessions):
-            start = time.perf_counter()
-            for _ in range(calls):
-                session.run(None, feed)
-            times[position].append((time.perf_counter() - start) / calls)
-    return times
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models, 5%%, batch 1")
@@ -100,10 +86,11 @@ def main(argv=None) -> int:
                     x = np.random.default_rng(1).standard_normal((batch, *spec[2]))
                     feed = {sessions[0].get_inputs()[0].name: x.astype(np.float32)}
                     calls = 20 if batch == 1 else 3
-                    times = interleaved(sessions, feed, rounds, 5 if args.quick else calls)
-                    base = np.asarray(times[0])
-                    ratios = [float(np.median(np.asarray(t) / base)) for t in times[1:]]
-                    rows.append((name, density, batch, float(np.median(base)), ratios, widths))
+                    times = interleaved_times(
+                        sessions, feed, rounds=rounds, calls=5 if args.quick else calls, warmup=1
+                    )
+                    ratios = ratio_medians(times)[1:]
+                    rows.append((name, density, batch, float(np.median(times[0])), ratios, widths))
                 print(f"  done {name} at {density:.0%}", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
     print(f"Latency, 1 thread (per-round ratio medians to dense; load {load:.2f})\n")

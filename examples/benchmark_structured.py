@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import n2nonnx  # noqa: E402
 from converters.pytorch import export  # noqa: E402
 from n2nonnx import zoo  # noqa: E402
+from n2nonnx.deployment.timing import interleaved_times, ratio_medians  # noqa: E402
 from n2nonnx.runtime import make_session  # noqa: E402
 from n2nonnx.structured import prune_structured  # noqa: E402
 
@@ -41,23 +41,6 @@ QUICK = {
     "vgg": ("vgg2d", {"size": 8, "widths": (32, 32, 48, 48), "hidden": 32}, (3, 8, 8)),
     "resnet": ("resnet", {"widths": (32, 48)}, (3, 8, 8)),
 }
-
-
-def ratio_medians(sessions, feed, rounds: int, calls: int) -> list[float]:
-    """Per variant: median over rounds of (its seconds per call / dense's in the same round)."""
-    for session in sessions:
-        session.run(None, feed)
-    ratios: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        seconds = []
-        for session in sessions:
-            start = time.perf_counter()
-            for _ in range(calls):
-                session.run(None, feed)
-            seconds.append((time.perf_counter() - start) / calls)
-        for position, value in enumerate(seconds):
-            ratios[position].append(value / seconds[0])
-    return [float(np.median(r)) for r in ratios]
 
 
 def main() -> None:
@@ -72,7 +55,11 @@ def main() -> None:
     torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix="n2nonnx-structured-"))
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("| model | removed | align | params kept | widths | " + " | ".join(f"latency b{b}" for b in batches) + " |")
+    print(
+        "| model | removed | align | params kept | widths | "
+        + " | ".join(f"latency b{b}" for b in batches)
+        + " |"
+    )
     print("|---|---|---|---|---|" + "---|" * len(batches))
     for name, (factory, options, shape) in models.items():
         torch.manual_seed(0)
@@ -86,16 +73,23 @@ def main() -> None:
                     warnings.simplefilter("ignore")
                     result = prune_structured(dense, "l1", prune_percent=percent, align=align)
                 variants.append((f"{percent:g}%", align, result.model))
-        sessions = [make_session(model.proto, ["CPUExecutionProvider"], threads=1) for _, _, model in variants]
+        sessions = [
+            make_session(model.proto, ["CPUExecutionProvider"], threads=1)
+            for _, _, model in variants
+        ]
         latencies = {}
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
-            latencies[batch] = ratio_medians(sessions, {dense.graph_inputs[0].name: x}, rounds, calls)
+            feed = {dense.graph_inputs[0].name: x}
+            times = interleaved_times(sessions, feed, rounds=rounds, calls=calls, warmup=1)
+            latencies[batch] = ratio_medians(times)
         for position, (label, align, model) in enumerate(variants):
             widths = "-".join(str(layer.units) for layer in model.layers[:-1])
             kept = model.parameter_count / dense.parameter_count
             cells = " | ".join(f"{latencies[b][position]:.2f}x" for b in batches)
-            print(f"| {name} | {label} | {align if position else '-'} | {kept:.3f} | {widths} | {cells} |")
+            print(
+                f"| {name} | {label} | {align if position else '-'} | {kept:.3f} | {widths} | {cells} |"
+            )
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

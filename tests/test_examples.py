@@ -49,3 +49,12 @@ def test_benchmark_align_quick():
     assert {row[0].strip() for row in rows} == {"vgg", "resnet"}
     for row in rows:
         assert float(row[3]) > 0 and row[4].strip().endswith("x") and row[6].strip().endswith("x")
+
+
+def test_benchmark_structured_quick():
+    out = run_example("benchmark_structured.py", "--quick", "--percents", "50")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| vgg")]
+    assert [r[2].strip() for r in rows] == ["-", "0", "16"]
+    aligned = rows[2][4].strip().split("-")
+    assert all(int(w) % 16 == 0 for w in aligned)
+    assert all(float(r[-1].strip().rstrip("x")) > 0 for r in rows)

@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from n2nonnx.deployment.align import aligned_removal, check_align, kept_widths
 from n2nonnx.deployment.dead import DeadUnits, add_to_biases, random_inputs
+from n2nonnx.deployment.timing import interleaved_times, ratio_medians
 from n2nonnx.model import Model
 
 log = logging.getLogger(__name__)
@@ -220,16 +221,11 @@ def _measure(
     once = max(time.perf_counter() - start, 1e-6)
     rounds = max(3, min(rounds, int(budget / once)))
     calls = int(np.clip(budget / (rounds * once), 1, 200))
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
-        for name in names:
-            start = time.perf_counter()
-            for _ in range(calls):
-                sessions[name].run(None, feeds)
-            times[name].append((time.perf_counter() - start) / calls)
-    base = np.asarray(times["none"])
-    seconds = {name: float(np.median(times[name])) for name in names}
-    ratios = {name: float(np.median(np.asarray(times[name]) / base)) for name in names}
+    times = interleaved_times(
+        [sessions[name] for name in names], feeds, rounds=rounds, calls=calls, warmup=0
+    )
+    seconds = {name: float(np.median(t)) for name, t in zip(names, times, strict=True)}
+    ratios = dict(zip(names, ratio_medians(times, names.index("none")), strict=True))
     return seconds, ratios
 
 

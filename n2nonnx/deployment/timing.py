@@ -9,15 +9,15 @@ from typing import Any
 import numpy as np
 
 
-def interleaved_medians(
+def interleaved_times(
     sessions: Sequence[Any],
     feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
     *,
     rounds: int = 7,
     calls: int = 10,
     warmup: int = 2,
-) -> list[float]:
-    """Median seconds per call of each session, measured in interleaved rounds.
+) -> list[list[float]]:
+    """Seconds per call of each session in each round, measured in interleaved rounds.
 
     Each round times ``calls`` consecutive runs of every session in turn, so slow drifts of
     the machine hit all sessions alike.
@@ -30,7 +30,7 @@ def interleaved_medians(
         warmup: untimed runs of each session first.
 
     Returns:
-        Median seconds per call, one per session.
+        Per session, its seconds per call in each round.
     """
     per_session = [feeds] * len(sessions) if isinstance(feeds, Mapping) else list(feeds)
     for session, feed in zip(sessions, per_session, strict=True):
@@ -44,4 +44,23 @@ def interleaved_medians(
             for _ in range(calls):
                 session.run(None, feed)
             times[position].append((time.perf_counter() - start) / calls)
+    return times
+
+
+def ratio_medians(times: Sequence[Sequence[float]], base: int = 0) -> list[float]:
+    """Per session: the median over rounds of its time divided by session ``base``'s that round."""
+    reference = np.asarray(times[base])
+    return [float(np.median(np.asarray(t) / reference)) for t in times]
+
+
+def interleaved_medians(
+    sessions: Sequence[Any],
+    feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+    *,
+    rounds: int = 7,
+    calls: int = 10,
+    warmup: int = 2,
+) -> list[float]:
+    """Median seconds per call of each session, in interleaved rounds (:func:`interleaved_times`)."""
+    times = interleaved_times(sessions, feeds, rounds=rounds, calls=calls, warmup=warmup)
     return [float(np.median(t)) for t in times]
