@@ -290,6 +290,40 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
         TINY,
     )
     refused("run_dense_exists", "exists; pass --force", "run", "--out", "{o}", "--data", TINY)
+    # options that cannot apply to the method are refused, not ignored
+    prune = ["prune", m, "-o", o, "--data", TINY, "--no-progress"]
+    refused(
+        "snacs_with_n2nskip",
+        "drop one of them",
+        *prune,
+        "--method",
+        "snacs",
+        "--prune-percent",
+        "20",
+        "--n2nskip",
+    )
+    refused(
+        "snacs_with_masks",
+        "drop --masks",
+        *prune,
+        "--method",
+        "snacs",
+        "--prune-percent",
+        "20",
+        "--masks",
+        m,
+    )
+    refused(
+        "structured_negative_align",
+        "align must be",
+        *prune,
+        "--method",
+        "l1-filter",
+        "--prune-percent",
+        "20",
+        "--align",
+        "-16",
+    )
     # 5. unwritable outputs: read-only folder, full disk, too long a name
     refused(
         "ro_prune",

@@ -124,6 +124,16 @@ def run(args: argparse.Namespace) -> int:
             f"{args.method} does not keep a mask to repair: drop --repair or use an "
             f"at-initialization method ({', '.join(AT_INIT_METHODS)})"
         )
+    if kind != "at_init" and args.masks is not None:
+        raise InvalidArgumentError(
+            f"--masks gives the masks of a model pruned at initialization; --method {args.method} "
+            "makes its own: drop --masks or --method"
+        )
+    if kind == "structured" and args.n2nskip:
+        raise InvalidArgumentError(
+            f"--method {args.method} removes whole units; --n2nskip adds skip connections to a "
+            "model pruned at initialization or learned (scl): drop one of them"
+        )
     if kind == "structured":
         return _structured(args)
     if (
