@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         for name, seconds in stages(model, dataset, per_class).items():
             records.setdefault(name, []).append(seconds)
         result = prune_structured(
-            model, "snacs", data=dataset, prune_percent=20, samples_per_class=per_class
+            model, "snacs", data=dataset, prune_percent=20, samples_per_class=per_class, align=0
         )
         records.setdefault("snacs decision (total)", []).append(result.decision_seconds)
     epoch = float(np.median(records["train epoch"]))
