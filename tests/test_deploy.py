@@ -118,7 +118,7 @@ def test_int8_reports_accuracy_and_agreement(zoo_models):
 def test_bad_arguments_fail_before_work(zoo_models):
     model = pruned(zoo_models["mlp"])
     with pytest.raises(InvalidArgumentError, match="unknown quantization"):
-        deploy(model, quantize="int4")
+        deploy(model, quantize="int2")
     with pytest.raises(InvalidArgumentError, match="needs calibration data"):
         deploy(model, quantize="int8")
     with pytest.raises(InvalidArgumentError, match="unknown storage"):

@@ -1,22 +1,29 @@
-"""``n2nonnx deploy``: fold masks, remove dead units, store compactly, optionally int8; verified."""
+"""``n2nonnx deploy``: fold masks, remove dead units, store compactly, optionally int8 / int4, for a target; verified."""
 
 from __future__ import annotations
 
 import argparse
 
 from n2nonnx.cli import options
+from n2nonnx.deployment.targets import TARGET_NAMES
 
 DESCRIPTION = """\
 Fold the masks into the weights, remove dead units exactly, store sparse weights as
 values + uint8 index gaps that onnxruntime expands once at load (--storage compact),
-optionally quantize to static int8, and check the result against INPUT in onnxruntime
-before anything is written."""
+optionally quantize (static int8 with uint8 activations, or 4-bit MatMul weights), and
+check the result against INPUT in onnxruntime before anything is written. --target picks
+the runtime and the file format (-o must end with it): onnxruntime (.onnx), ort-mobile
+(.ort and its required-operators config), tensorrt (.onnx with 2:4-sparse weights) or
+mnn (.mnn, needs pip install 'n2nonnx[edge]'); those are verified in their runtime too."""
 
 EXAMPLE = """\
 examples:
   n2nonnx deploy model.onnx -o deployed.onnx
   n2nonnx deploy model.onnx -o deployed.onnx --weights-fp16
-  n2nonnx deploy model.onnx -o int8.onnx --quantize int8 --data mnist1d"""
+  n2nonnx deploy model.onnx -o int8.onnx --quantize int8 --data mnist1d
+  n2nonnx deploy model.onnx -o int4.onnx --quantize int4
+  n2nonnx deploy model.onnx -o model.ort --target ort-mobile
+  n2nonnx deploy model.onnx -o model.mnn --target mnn"""
 
 
 def register(subparsers) -> None:
@@ -24,12 +31,14 @@ def register(subparsers) -> None:
     parser = options.add_verb(
         subparsers,
         "deploy",
-        "fold masks, remove dead units, store compactly, int8; verified",
+        "fold masks, remove dead units, store compactly, int8 / int4, targets; verified",
         DESCRIPTION,
         EXAMPLE,
     )
     options.add_input(parser)
-    options.add_output(parser, help="where to write the deployed model")
+    options.add_output(
+        parser, help="where to write the deployed model (ending as --target's format)"
+    )
     options.add_input_shape(parser)
     parser.add_argument(
         "--storage",
@@ -42,9 +51,23 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--quantize",
-        choices=("none", "int8"),
+        choices=("none", "int8", "int4"),
         default="none",
-        help="int8: static QDQ quantization calibrated on --data",
+        help="int8: static QDQ, uint8 activations, calibrated on --data; int4: 4-bit "
+        "MatMul / Gemm weights (onnxruntime's MatMulNBits)",
+    )
+    parser.add_argument(
+        "--keep-fp32",
+        nargs="+",
+        default=[],
+        metavar="LAYER",
+        help="int8 / int4: layer nodes to keep in fp32 (checked in onnxruntime's optimised model)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGET_NAMES,
+        default="onnxruntime",
+        help="the runtime deployed for; sets the output format (default onnxruntime)",
     )
     options.add_data(parser)
     parser.add_argument(
@@ -86,17 +109,26 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from n2nonnx.deployment import deploy
+    from n2nonnx.deployment.targets import check_output_suffix, get_target, output_paths
     from n2nonnx.io import load
     from n2nonnx.paths import check_output_file, write_text_atomic
 
+    quantize = None if args.quantize in (None, "none") else args.quantize
+    target = get_target(args.target)
+    check_output_suffix(target, args.output)
+    target.check(quantize)
     check_output_file(
-        args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
+        args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(target.suffix,)
     )
+    if target.name == "ort-mobile":
+        from n2nonnx.deployment.targets.ort_mobile import CONFIG
+
+        beside = output_paths(args.output, ["", CONFIG])[CONFIG]
+        check_output_file(beside, label="-o (its config)", force=args.force, inputs=[args.input])
     if args.json:
         check_output_file(
             args.json, label="--json", force=args.force, inputs=[args.input], suffixes=(".json",)
         )
-    quantize = None if args.quantize in (None, "none") else args.quantize
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     result = deploy(
         model,
@@ -111,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         min_agreement=args.min_agreement,
         fallback=not args.no_fallback,
         threads=args.ort_threads,
+        keep_fp32=args.keep_fp32,
+        target=args.target,
     )
     path = result.save(args.output)
     print(result.format())
