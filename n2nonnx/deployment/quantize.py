@@ -14,8 +14,9 @@ onnxruntime writes, that it really runs in fp32.
 
 ``int4``: the weights of MatMul and Gemm layers (Gemm rewritten as MatMul + Add) as
 4-bit blocks of :data:`INT4_BLOCK` (symmetric, so zeros stay exactly zero) in
-onnxruntime's ``com.microsoft.MatMulNBits``; convolutions stay fp32. Weight-only: no
-calibration data needed.
+onnxruntime's ``com.microsoft.MatMulNBits`` with ``accuracy_level`` 4 (activations
+quantized to int8 per block inside the kernel); convolutions stay fp32. No calibration
+data needed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 QUANTIZATION_MODES = ("int8", "int4")
 INT4_BLOCK = 32
+# MatMulNBits accuracy_level 4: the kernel quantizes activations to int8 per block and runs
+# integer dot products (measured here: 0.27x of dense fp32 for a 5% MLP at batch 1, against
+# 0.77x with fp32 compute, level 0), for about 5% more output error.
+INT4_ACCURACY_LEVEL = 4
 INT4_MIN_ORT = (1, 18)  # MatMulNBits on CPU and onnxruntime.quantization's MatMulNBitsQuantizer
 # Layer ops as they appear in onnxruntime's optimised model, in fp32 and fused to integers.
 FP32_LAYER_OPS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"})
@@ -501,6 +506,7 @@ def quantize_int4(
             bits=4,
             block_size=INT4_BLOCK,
             is_symmetric=True,
+            accuracy_level=INT4_ACCURACY_LEVEL,
             nodes_to_exclude=list(keep_fp32),
             op_types_to_quantize=("MatMul",),
         )
@@ -512,7 +518,7 @@ def quantize_int4(
         mode="int4",
         layers=[n for n in layer_nodes if n in quantized],
         kept_fp32=list(keep_fp32),
-        activations="fp32",
+        activations="int8 per block inside MatMulNBits (accuracy_level 4)",
         weights=f"int4 blocks of {INT4_BLOCK} along the input axis, symmetric (MatMulNBits)",
     )
     return result, report
