@@ -114,6 +114,8 @@ def test_mnn_target_runs_in_mnn_and_matches_onnxruntime(zoo_models, tmp_path, na
     path = result.save(tmp_path / "model.mnn")
     assert result.summary["target"]["verification"]["passed"]
     assert result.summary["target"]["verification"]["rtol"] == 1e-5
+    with pytest.raises(InvalidArgumentError, match="takes --quantize none"):
+        deploy(model, target="mnn", quantize="int8", data="synthetic:features=4,classes=2")
     feeds = random_inputs(model, batch=8, rng=np.random.default_rng(4))
     want = make_session(model.proto, ["CPUExecutionProvider"]).run(None, feeds)
     inputs = [i.name for i in model.graph_inputs]

@@ -120,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(
         args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(target.suffix,)
     )
-    if target.name == "ort-mobile":
-        from n2nonnx.deployment.targets.ort_mobile import CONFIG
-
-        beside = output_paths(args.output, ["", CONFIG])[CONFIG]
-        check_output_file(beside, label="-o (its config)", force=args.force, inputs=[args.input])
+    beside = output_paths(args.output, ["", *target.companions])
+    for suffix in target.companions:
+        check_output_file(
+            beside[suffix], label=f"-o (its {suffix})", force=args.force, inputs=[args.input]
+        )
     if args.json:
         check_output_file(
             args.json, label="--json", force=args.force, inputs=[args.input], suffixes=(".json",)
@@ -150,5 +150,5 @@ def run(args: argparse.Namespace) -> int:
     print(result.format())
     if args.json:
         write_text_atomic(args.json, json.dumps(result.summary, indent=2, default=float))
-    print(f"\nwrote {path}")
+    print(f"\nwrote {path}" + "".join(f" and {beside[suffix]}" for suffix in target.companions))
     return 0

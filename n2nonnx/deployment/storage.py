@@ -204,7 +204,7 @@ def compact_storage(
         else:
             records.append(record)
     if skipped:
-        log.info("deploy: sparse tensors left dense: %s", skipped)
+        log.debug("deploy: sparse tensors left dense: %s", skipped)
     if not records:
         return proto, []
     added += [

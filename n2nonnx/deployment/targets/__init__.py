@@ -18,7 +18,6 @@ mnn           .mnn      an MNN model (``pip install n2nonnx[edge]``)
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import tempfile
@@ -80,10 +79,13 @@ class Target:
         runtime: the module its runtime is imported as (None: onnxruntime, always there).
         extra: the n2nonnx extra that installs the runtime.
         quantize: the quantization modes it takes (None among them: none).
+        companions: endings of the files written beside the main one (``-o`` with its
+            suffix replaced).
     """
 
     name = ""
     suffix = ".onnx"
+    companions: tuple[str, ...] = ()
     runtime: str | None = None
     extra: str | None = None
     quantize: tuple[str | None, ...] = (None, "int8", "int4")
@@ -221,8 +223,3 @@ def run_in_batches(run, feeds: Mapping[str, np.ndarray], batch_size: int = 64) -
     for start in range(0, count, batch_size):
         chunks.append(run({k: v[start : start + batch_size] for k, v in feeds.items()}))
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
-
-
-def import_runtime(name: str):
-    """Import a target runtime module (after :meth:`Target.missing` said it is there)."""
-    return importlib.import_module(name)

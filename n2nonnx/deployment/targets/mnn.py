@@ -7,8 +7,10 @@ network and run pip, so n2nonnx never imports them. The converted model runs wit
 ``MNN.nn.load_module_from_file`` (CPU, 1 thread, high precision) on the verification
 inputs; it is compared with the input model in onnxruntime, with the same tolerances as
 the onnxruntime verification, before anything is written. MNN's converter folds the
-constant subgraphs of the compact storage into its own weight storage. Needs
-``pip install 'n2nonnx[edge]'`` (MNN 3.6.1).
+constant subgraphs of the compact storage into its own weight storage. The converter runs
+in this process, and MNN 3.6.1's aborts it (a C++ exception) on QDQ int8 models, so the
+target takes fp32 (and fp16-stored) models only, and refuses contrib or Q/DQ ops before
+converting. Needs ``pip install 'n2nonnx[edge]'`` (MNN 3.6.1).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import onnx
 from n2nonnx.deployment.targets import Package, Target, run_in_batches
 from n2nonnx.errors import WorkFailedError
 
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 MNN_VERSION = "3.6.1"  # the version the extra pins and the tests ran with
 
 
@@ -114,7 +117,7 @@ class MNNTarget(Target):
     suffix = ".mnn"
     runtime = "MNN"
     extra = "edge"
-    quantize = (None, "int8")
+    quantize = (None,)  # MNN 3.6.1's converter aborts the process on QDQ int8 models
 
     def package(
         self,
@@ -131,6 +134,14 @@ class MNNTarget(Target):
         from n2nonnx.deployment.verify import compare_outputs
         from n2nonnx.runtime import make_session
 
+        foreign = sorted(
+            {n.op_type for n in deployed.graph.node if n.domain not in ("", "ai.onnx")}
+            | {n.op_type for n in deployed.graph.node if n.op_type in _QDQ}
+        )
+        if foreign:  # the converter runs in this process and aborts it on these
+            raise WorkFailedError(
+                f"MNN's converter cannot take {foreign}; deploy for mnn without quantization"
+            )
         initializers = {t.name for t in deployed.graph.initializer}
         inputs = [v.name for v in deployed.graph.input if v.name not in initializers]
         outputs = [v.name for v in deployed.graph.output]

@@ -30,6 +30,7 @@ class OrtMobileTarget(Target):
 
     name = "ort-mobile"
     suffix = ".ort"
+    companions = (CONFIG,)
 
     def package(
         self,
