@@ -1,4 +1,4 @@
-"""Latency measurement: interleaved rounds over several sessions, medians per session."""
+"""Latency measurement: interleaved rounds over several sessions, medians and per-round times."""
 
 from __future__ import annotations
 
@@ -32,6 +32,27 @@ def interleaved_medians(
     Returns:
         Median seconds per call, one per session.
     """
+    times = interleaved_times(sessions, feeds, rounds=rounds, calls=calls, warmup=warmup)
+    return [float(np.median(t)) for t in times]
+
+
+def interleaved_times(
+    sessions: Sequence[Any],
+    feeds: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+    *,
+    rounds: int = 7,
+    calls: int = 10,
+    warmup: int = 2,
+) -> list[list[float]]:
+    """Seconds per call of each session in each interleaved round (see :func:`interleaved_medians`).
+
+    Anything with ``run(None, feed)`` can be timed (an MNN module behind an adapter too).
+    Per-round ratios (``times[i][r] / times[0][r]``) cancel drifts of the machine that a
+    ratio of medians keeps.
+
+    Returns:
+        ``times[session][round]``.
+    """
     per_session = [feeds] * len(sessions) if isinstance(feeds, Mapping) else list(feeds)
     for session, feed in zip(sessions, per_session, strict=True):
         for _ in range(warmup):
@@ -44,4 +65,4 @@ def interleaved_medians(
             for _ in range(calls):
                 session.run(None, feed)
             times[position].append((time.perf_counter() - start) / calls)
-    return [float(np.median(t)) for t in times]
+    return times
