@@ -32,7 +32,9 @@ def saved(model, path):
 
 
 def test_registry_names_every_target():
-    assert TARGET_NAMES == ("onnxruntime", "ort-mobile", "tensorrt", "mnn")
+    from n2nonnx.cli import deploy as verb
+
+    assert TARGET_NAMES == verb.TARGET_NAMES == ("onnxruntime", "ort-mobile", "tensorrt", "mnn")
     assert [get_target(n).suffix for n in TARGET_NAMES] == [".onnx", ".ort", ".onnx", ".mnn"]
     with pytest.raises(InvalidArgumentError, match="unknown target"):
         get_target("coreml")

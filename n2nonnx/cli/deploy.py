@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 
 from n2nonnx.cli import options
-from n2nonnx.deployment.targets import TARGET_NAMES
+
+# n2nonnx.deployment.targets.TARGET_NAMES, spelled out: importing it would load numpy and
+# onnx for --help (tests/test_deploy_targets.py keeps the two equal)
+TARGET_NAMES = ("onnxruntime", "ort-mobile", "tensorrt", "mnn")
 
 DESCRIPTION = """\
 Fold the masks into the weights, remove dead units exactly, store sparse weights as
