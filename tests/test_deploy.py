@@ -39,7 +39,7 @@ def outputs(proto, feeds):
 )
 def test_round_trip_matches_input_model(zoo_models, tmp_path, name, skips):
     model = pruned(zoo_models[name], skips=skips)
-    result = deploy(model)
+    result = deploy(model, timing=False)  # the choice is tested in test_deploy_align.py
     path = result.save(tmp_path / "deployed.onnx")
     feeds = random_inputs(model, batch=16, rng=np.random.default_rng(7))
     expected, got = outputs(model.proto, feeds)[0], outputs(onnx.load(str(path)), feeds)[0]
@@ -118,7 +118,7 @@ def test_int8_reports_accuracy_and_agreement(zoo_models):
 def test_bad_arguments_fail_before_work(zoo_models):
     model = pruned(zoo_models["mlp"])
     with pytest.raises(InvalidArgumentError, match="unknown quantization"):
-        deploy(model, quantize="int4")
+        deploy(model, quantize="int2")
     with pytest.raises(InvalidArgumentError, match="needs calibration data"):
         deploy(model, quantize="int8")
     with pytest.raises(InvalidArgumentError, match="unknown storage"):
@@ -146,3 +146,9 @@ def test_benchmark_quick_runs():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| mlp | 5% |" in done.stdout and "int8" in done.stdout
+
+
+def test_deploy_without_timing_writes_the_same_bytes(zoo_models):
+    model = pruned(zoo_models["vgg"])
+    first, second = deploy(model, timing=False), deploy(model, timing=False)
+    assert first.model.proto.SerializeToString() == second.model.proto.SerializeToString()

@@ -33,8 +33,8 @@ def test_bad_input_paths(zoo_models, tmp_path, capsys):
     source = zoo_models["mlp"]  # no masks: still deploys
     before = digest(source)
     out = tmp_path / "out.onnx"
-    assert main(["deploy", str(source), "-o", str(out), "--quantize", "int4"]) == 2
-    assert "invalid choice: 'int4'" in capsys.readouterr().err and not out.exists()
+    assert main(["deploy", str(source), "-o", str(out), "--quantize", "int2"]) == 2
+    assert "invalid choice: 'int2'" in capsys.readouterr().err and not out.exists()
     wrong = tmp_path / "wrong.npz"
     rng = np.random.default_rng(0)
     np.savez(

@@ -48,7 +48,8 @@ def resnet(tmp_path_factory):
 
 
 def fast(**options):
-    return {"samples_per_class": 40, **options}
+    """Few samples, and exact widths (align=0): these tests check the exact cut."""
+    return {"samples_per_class": 40, "align": 0, **options}
 
 
 def test_snacs_makes_weights_smaller_and_runs_in_onnxruntime(vgg):

@@ -1,4 +1,4 @@
-"""``n2nonnx deploy``: fold masks, remove dead units, store compactly, optionally int8; verified."""
+"""``n2nonnx deploy``: fold masks, remove dead units, store compactly, optionally int8 / int4, for a target; verified."""
 
 from __future__ import annotations
 
@@ -6,17 +6,27 @@ import argparse
 
 from n2nonnx.cli import options
 
+# n2nonnx.deployment.targets.TARGET_NAMES, spelled out: importing it would load numpy and
+# onnx for --help (tests/test_deploy_targets.py keeps the two equal)
+TARGET_NAMES = ("onnxruntime", "ort-mobile", "tensorrt", "mnn")
+
 DESCRIPTION = """\
 Fold the masks into the weights, remove dead units exactly, store sparse weights as
 values + uint8 index gaps that onnxruntime expands once at load (--storage compact),
-optionally quantize to static int8, and check the result against INPUT in onnxruntime
-before anything is written."""
+optionally quantize (static int8 with uint8 activations, or 4-bit MatMul weights), and
+check the result against INPUT in onnxruntime before anything is written. --target picks
+the runtime and the file format (-o must end with it): onnxruntime (.onnx), ort-mobile
+(.ort and its required-operators config), tensorrt (.onnx with 2:4-sparse weights) or
+mnn (.mnn, needs pip install 'n2nonnx[edge]'); those are verified in their runtime too."""
 
 EXAMPLE = """\
 examples:
   n2nonnx deploy model.onnx -o deployed.onnx
   n2nonnx deploy model.onnx -o deployed.onnx --weights-fp16
-  n2nonnx deploy model.onnx -o int8.onnx --quantize int8 --data mnist1d"""
+  n2nonnx deploy model.onnx -o int8.onnx --quantize int8 --data mnist1d
+  n2nonnx deploy model.onnx -o int4.onnx --quantize int4
+  n2nonnx deploy model.onnx -o model.ort --target ort-mobile
+  n2nonnx deploy model.onnx -o model.mnn --target mnn"""
 
 
 def register(subparsers) -> None:
@@ -24,12 +34,14 @@ def register(subparsers) -> None:
     parser = options.add_verb(
         subparsers,
         "deploy",
-        "fold masks, remove dead units, store compactly, int8; verified",
+        "fold masks, remove dead units, store compactly, int8 / int4, targets; verified",
         DESCRIPTION,
         EXAMPLE,
     )
     options.add_input(parser)
-    options.add_output(parser, help="where to write the deployed model")
+    options.add_output(
+        parser, help="where to write the deployed model (ending as --target's format)"
+    )
     options.add_input_shape(parser)
     parser.add_argument(
         "--storage",
@@ -42,9 +54,23 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--quantize",
-        choices=("none", "int8"),
+        choices=("none", "int8", "int4"),
         default="none",
-        help="int8: static QDQ quantization calibrated on --data",
+        help="int8: static QDQ, uint8 activations, calibrated on --data; int4: 4-bit "
+        "MatMul / Gemm weights (onnxruntime's MatMulNBits)",
+    )
+    parser.add_argument(
+        "--keep-fp32",
+        nargs="+",
+        default=[],
+        metavar="LAYER",
+        help="int8 / int4: layer nodes to keep in fp32 (checked in onnxruntime's optimised model)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGET_NAMES,
+        default="onnxruntime",
+        help="the runtime deployed for; sets the output format (default onnxruntime)",
     )
     options.add_data(parser)
     parser.add_argument(
@@ -99,17 +125,26 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from n2nonnx.deployment import deploy
+    from n2nonnx.deployment.targets import check_output_suffix, get_target, output_paths
     from n2nonnx.io import load
     from n2nonnx.paths import check_output_file, write_text_atomic
 
+    quantize = None if args.quantize in (None, "none") else args.quantize
+    target = get_target(args.target)
+    check_output_suffix(target, args.output)
+    target.check(quantize)
     check_output_file(
-        args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
+        args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(target.suffix,)
     )
+    beside = output_paths(args.output, ["", *target.companions])
+    for suffix in target.companions:
+        check_output_file(
+            beside[suffix], label=f"-o (its {suffix})", force=args.force, inputs=[args.input]
+        )
     if args.json:
         check_output_file(
             args.json, label="--json", force=args.force, inputs=[args.input], suffixes=(".json",)
         )
-    quantize = None if args.quantize in (None, "none") else args.quantize
     model = load(args.input, options.parse_input_shapes(args.input_shape))
     result = deploy(
         model,
@@ -126,10 +161,12 @@ def run(args: argparse.Namespace) -> int:
         threads=args.ort_threads,
         align=args.align,
         timing=not args.no_timing,
+        keep_fp32=args.keep_fp32,
+        target=args.target,
     )
     path = result.save(args.output)
     print(result.format())
     if args.json:
         write_text_atomic(args.json, json.dumps(result.summary, indent=2, default=float))
-    print(f"\nwrote {path}")
+    print(f"\nwrote {path}" + "".join(f" and {beside[suffix]}" for suffix in target.companions))
     return 0

@@ -38,7 +38,7 @@ from n2nonnx.model import Model
 
 log = logging.getLogger(__name__)
 
-TIE = 0.01
+TIE = 0.05
 """Ratios this close to the fastest count as equal (timing noise at a small budget)."""
 
 ORDER = ("aligned", "exact", "none")

@@ -4,6 +4,13 @@ Steps, each exact unless it says otherwise: fold the masks into the weights; rem
 units (:mod:`~n2nonnx.deployment.dead` through :func:`~n2nonnx.units.remove_units`);
 optionally quantize to static int8 (lossy); store sparse weights compactly (exact; with
 ``weights_fp16`` lossy); verify the result against the input model in onnxruntime.
+
+Around those steps: initializers listed as graph inputs are taken out of them first (IR
+3 -> 4 where needed); a target (:mod:`~n2nonnx.deployment.targets`) may change the pruned
+model before quantization (TensorRT: the 2:4 pattern, which changes the function; the
+result is then verified against the repaired model) and packages the verified model last
+(ORT format, MNN: converted and verified again in the target's runtime). ``int4``
+quantization stores MatMul / Gemm weights in 4-bit MatMulNBits.
 """
 
 from __future__ import annotations
@@ -43,12 +50,21 @@ class DeployResult:
     verification: Any
     quantization: Any = None
     notes: list[str] = field(default_factory=list)
+    package: Any = None
 
     def save(self, path: str | Path, *, overwrite_source: bool = False) -> Path:
-        """Write the deployed model atomically (validated by onnx.checker and onnxruntime)."""
+        """Write the deployed model atomically (validated by onnx.checker and onnxruntime).
+
+        For a target other than an ONNX file, its verified files are written (``-o`` and,
+        for ``ort-mobile``, the required-operators config beside it).
+        """
         from n2nonnx.io import save
 
-        return save(self.model, path, overwrite_source=overwrite_source)
+        if self.package is None or self.summary.get("target", {}).get("suffix") == ".onnx":
+            return save(self.model, path, overwrite_source=overwrite_source)
+        from n2nonnx.deployment.targets import write_package
+
+        return write_package(self.package, path)
 
     def format(self) -> str:
         """A short human-readable report."""
@@ -77,12 +93,16 @@ class DeployResult:
                 f"({s['accuracy']['samples']} test samples)"
             )
         if self.quantization is not None:
-            q = self.quantization
+            lines.append(f"{self.quantization.mode:<18} {self.quantization.describe()}")
+        if s.get("inputs_moved"):
+            moved = s["inputs_moved"]
             lines.append(
-                f"int8               {len(q.layers)} layers int8, {len(q.fallback)} kept fp32; "
-                f"latency {q.latency_fp32 * 1e3:.3g} ms -> {q.latency_int8 * 1e3:.3g} ms "
-                f"(calibration batch)"
+                f"graph inputs       {len(moved['moved'])} initializers taken out of graph.input "
+                f"(IR {moved['ir_before']} -> {moved['ir_after']})"
             )
+        for name, reason in s.get("uncompacted", {}).items():
+            lines.append(f"left dense         {name}: {reason}")
+        lines += self.notes
         return "\n".join(lines)
 
 
@@ -106,6 +126,8 @@ def deploy(
     threads: int = 1,
     align: int = 16,
     timing: bool = True,
+    keep_fp32: Sequence[str] = (),
+    target: str = "onnxruntime",
 ) -> DeployResult:
     """Turn a (pruned, trained) model into a smaller model for stock onnxruntime.
 
@@ -114,7 +136,8 @@ def deploy(
         storage: ``compact`` (sparse weights as values + uint8 gaps, expanded by a
             subgraph onnxruntime folds at load) or ``dense``.
         weights_fp16: store compacted values in half precision (lossy, ~1e-3 relative).
-        quantize: None, or ``int8`` (static QDQ, needs ``data`` for calibration).
+        quantize: None, ``int8`` (static QDQ, uint8 activations, needs ``data`` for
+            calibration) or ``int4`` (4-bit MatMul / Gemm weights in MatMulNBits).
         data: inputs for calibration and verification: a built-in name, an ``.npz`` path,
             arrays ... (see :func:`n2nonnx.data.resolve_data`); None: random inputs.
         providers: onnxruntime execution providers for verification (None: the runtime's
@@ -131,13 +154,18 @@ def deploy(
             see :mod:`~n2nonnx.deployment.align`).
         timing: time no removal, exact and aligned removal in onnxruntime and keep the
             fastest (False: aligned, unmeasured; see :mod:`~n2nonnx.deployment.choice`).
+        keep_fp32: with int8 / int4, layer nodes kept in fp32 (checked in onnxruntime's
+            optimised model).
+        target: ``onnxruntime``, ``ort-mobile``, ``tensorrt`` or ``mnn``
+            (:mod:`~n2nonnx.deployment.targets`).
 
     Returns:
         The :class:`DeployResult`.
 
     Raises:
-        InvalidArgumentError: unknown storage or quantization mode, int8 without data, a
-            ``align`` that is not an integer >= 0.
+        InvalidArgumentError: unknown storage, quantization mode or target, int8 without
+            data, a target whose runtime is not installed, an ``align`` that is not an
+            integer >= 0.
         DataError: data that does not fit the model's input.
         VerificationError: the deployed model disagrees with the input model.
     """
@@ -157,13 +185,14 @@ def deploy(
         raise InvalidArgumentError(
             f"unknown quantization mode {quantize!r}; choose from {list(QUANTIZATION_MODES)} (or none)"
         )
-    if quantize and data is None:
+    if quantize == "int8" and data is None:
         raise InvalidArgumentError(
             "--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)"
         )
     check_align(align)
     if samples < 1:
         raise InvalidArgumentError(f"samples must be at least 1, got {samples}")
+    chosen = _check_target(target, quantize, keep_fp32)
     resolved = _resolve(model, data, seed)
     inputs = model.graph_inputs
     if resolved is not None:
@@ -171,31 +200,43 @@ def deploy(
     else:
         feeds = random_inputs(model, batch=samples, rng=np.random.default_rng(seed))
 
-    folded = fold_masks(model)
+    source, moved = _initializers_out_of_inputs(model)
+    folded = fold_masks(source)
     removal = choose_removal(
         folded, find_dead_units(folded, seed=seed), align=align, timing=timing, seed=seed
     )
-    dead, pruned = removal.dead, removal.pruned
+    dead = removal.dead
+    prepared = chosen.prepare(removal.pruned, model.proto, feeds)
+    pruned = prepared.model
     proto = pruned.proto
     report = None
+    nodes = [la.name for la in sorted(pruned.layers, key=lambda la: -la.parameters)]
     if quantize == "int8":
         calibration = resolved.x_train[: max(64, min(512, len(resolved.x_train)))].numpy()
-        nodes = [la.name for la in sorted(pruned.layers, key=lambda la: -la.parameters)]
         proto, report = quantize_int8(
-            proto, nodes, calibration, input_name=inputs[0].name, fallback=fallback, threads=threads
+            proto,
+            nodes,
+            calibration,
+            input_name=inputs[0].name,
+            fallback=fallback,
+            keep_fp32=keep_fp32,
+            threads=threads,
         )
+    elif quantize == "int4":
+        proto, report = _quantize_int4(proto, nodes, keep_fp32)
     records: list[CompactTensor] = []
+    uncompacted: dict[str, str] = {}
     if storage == "compact":
-        proto, records = compact_storage(proto, fp16=weights_fp16)
+        proto, records = compact_storage(proto, fp16=weights_fp16, skipped=uncompacted)
         unfolded = unfolded_expansions(proto, records)
         if unfolded:
             raise VerificationError(
                 f"onnxruntime did not fold the compact storage of {unfolded}; deploy with --storage dense"
             )
-    proto = _with_record(proto, dead, storage, weights_fp16, quantize)
-    mode = "int8" if quantize else ("fp16" if weights_fp16 and records else "fp32")
+    proto = _with_record(proto, dead, storage, weights_fp16, quantize, chosen.name)
+    mode = quantize or ("fp16" if weights_fp16 and records else "fp32")
     verification = compare(
-        model.proto,
+        prepared.reference,
         proto,
         feeds,
         mode=mode,
@@ -217,7 +258,66 @@ def deploy(
         summary["quantization"] = report.to_dict()
     if resolved is not None:
         summary["accuracy"] = _accuracy(model.proto, proto, resolved, providers)
-    return DeployResult(deployed, summary, verification, report)
+    summary["uncompacted"] = uncompacted
+    if moved.moved or moved.kept:
+        summary["inputs_moved"] = moved.to_dict()
+    package = _package(chosen, prepared, proto, feeds, summary, mode, rtol, min_agreement, quantize)
+    return DeployResult(
+        deployed, summary, verification, report, [*prepared.lines, *package.lines], package
+    )
+
+
+def _check_target(target: str, quantize: str | None, keep_fp32: Sequence[str]):
+    """The target, once it and the options it is given are known to fit."""
+    from n2nonnx.deployment.targets import get_target
+
+    if keep_fp32 and quantize is None:
+        raise InvalidArgumentError("--keep-fp32 needs --quantize int8 or int4")
+    chosen = get_target(target)
+    chosen.check(quantize)
+    return chosen
+
+
+def _initializers_out_of_inputs(model: Model):
+    """The model with initializers taken out of graph.input, and what moved."""
+    from n2nonnx.deployment.storage import initializers_out_of_inputs
+
+    proto, moved = initializers_out_of_inputs(model.proto)
+    return (model.with_proto(proto) if moved.moved else model), moved
+
+
+def _quantize_int4(proto, nodes, keep_fp32):
+    from n2nonnx.deployment.quantize import quantize_int4
+
+    return quantize_int4(proto, nodes, keep_fp32=keep_fp32)
+
+
+def _package(chosen, prepared, proto, feeds, summary, mode, rtol, min_agreement, quantize):
+    """The target's files of the verified model, verified in its runtime; summary["target"]."""
+    from n2nonnx.deployment.verify import VerificationError
+
+    package = chosen.package(
+        proto,
+        prepared.reference,
+        feeds,
+        mode=mode,
+        rtol=rtol,
+        min_agreement=min_agreement,
+        quantize=quantize,
+    )
+    if package.verification is not None and not package.verification.passed:
+        raise VerificationError(
+            f"the {chosen.name} model disagrees with the input model in its runtime: "
+            f"{package.verification.describe()}; nothing was written"
+        )
+    summary["target"] = {
+        "name": chosen.name,
+        "suffix": chosen.suffix,
+        **prepared.info,
+        **package.info,
+        "verification": None if package.verification is None else package.verification.to_dict(),
+    }
+    return package
 
 
 def _resolve(model: Model, data: Any, seed: int):
@@ -229,8 +329,9 @@ def _resolve(model: Model, data: Any, seed: int):
     return resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
 
 
-def _with_record(proto, dead, storage, weights_fp16, quantize) -> onnx.ModelProto:
+def _with_record(proto, dead, storage, weights_fp16, quantize, target) -> onnx.ModelProto:
     record = {
+        "target": target,
         "storage": storage,
         "weights_fp16": weights_fp16,
         "quantize": quantize,
@@ -249,10 +350,12 @@ def _summary(
     model, folded, pruned, proto, dead, storage, weights_fp16, quantize, records, verification
 ) -> dict:
     before_units = sum(layer.units for layer in model.layers)
+    nibbles = {node.input[1] for node in proto.graph.node if node.op_type == "MatMulNBits"}
     stored_after = sum(
-        int(np.prod(t.dims))
+        int(np.prod(t.dims)) * (2 if t.name in nibbles else 1)
         for t in proto.graph.initializer
-        if t.data_type
+        if t.name in nibbles
+        or t.data_type
         in (
             onnx.TensorProto.FLOAT,
             onnx.TensorProto.FLOAT16,

@@ -1,4 +1,4 @@
-"""Verification: the deployed model against the input model, both run in onnxruntime."""
+"""Verification: the deployed model against the input model, both run in onnxruntime (or the target's runtime)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ TOLERANCES: dict[str, tuple[float | None, float | None]] = {
     "fp32": (1e-5, None),
     "fp16": (1e-2, 0.95),
     "int8": (None, 0.90),
+    "int4": (None, 0.90),
 }
 
 
@@ -23,7 +24,8 @@ class Verification:
     """How closely the deployed model reproduces the input model.
 
     Attributes:
-        mode: ``fp32`` (exact up to rounding), ``fp16`` (half-precision weights) or ``int8``.
+        mode: ``fp32`` (exact up to rounding), ``fp16`` (half-precision weights), ``int8``
+            or ``int4`` (4-bit MatMul weights).
         samples: inputs compared.
         max_abs_diff: largest absolute difference over all outputs.
         scale: largest absolute value of the input model's outputs.
@@ -78,7 +80,8 @@ def compare(
         reference: the input model.
         deployed: the deployed model.
         feeds: input name -> batch of inputs (batch first).
-        mode: ``fp32``, ``fp16`` or ``int8``: picks default tolerances (:data:`TOLERANCES`).
+        mode: ``fp32``, ``fp16``, ``int8`` or ``int4``: picks default tolerances
+            (:data:`TOLERANCES`).
         rtol: override the relative tolerance (on the scale of the reference outputs).
         min_agreement: override the least top-1 agreement.
         providers: onnxruntime execution providers (None: the runtime's choice).
@@ -89,9 +92,6 @@ def compare(
     """
     from n2nonnx.runtime import make_session
 
-    default_rtol, default_agreement = TOLERANCES[mode]
-    rtol = default_rtol if rtol is None else rtol
-    min_agreement = default_agreement if min_agreement is None else min_agreement
     sessions = [make_session(reference, providers), make_session(deployed, providers)]
     count = len(next(iter(feeds.values())))
     outputs: list[list[list[np.ndarray]]] = [[], []]
@@ -105,6 +105,45 @@ def compare(
     deployed_out = [
         np.concatenate([batch[i] for batch in outputs[1]]) for i in range(len(outputs[1][0]))
     ]
+    return compare_outputs(
+        reference_out, deployed_out, mode=mode, rtol=rtol, min_agreement=min_agreement
+    )
+
+
+def compare_outputs(
+    reference_out: Sequence[np.ndarray],
+    deployed_out: Sequence[np.ndarray],
+    *,
+    mode: str = "fp32",
+    rtol: float | None = None,
+    min_agreement: float | None = None,
+) -> Verification:
+    """Compare two models' outputs on the same inputs (however they were run).
+
+    Args:
+        reference_out: the input model's outputs, in graph order, batch first.
+        deployed_out: the deployed model's outputs, same order and shapes.
+        mode: picks the default tolerances (:data:`TOLERANCES`).
+        rtol: override the relative tolerance.
+        min_agreement: override the least top-1 agreement.
+
+    Returns:
+        The comparison.
+
+    Raises:
+        VerificationError: the outputs differ in number or shape.
+    """
+    default_rtol, default_agreement = TOLERANCES[mode]
+    rtol = default_rtol if rtol is None else rtol
+    min_agreement = default_agreement if min_agreement is None else min_agreement
+    if len(reference_out) != len(deployed_out) or any(
+        np.shape(a) != np.shape(b) for a, b in zip(reference_out, deployed_out, strict=False)
+    ):
+        raise VerificationError(
+            f"the deployed model's outputs {[np.shape(b) for b in deployed_out]} do not match "
+            f"the input model's {[np.shape(a) for a in reference_out]}"
+        )
+    count = len(reference_out[0]) if reference_out and np.ndim(reference_out[0]) else 1
     max_abs = max(
         float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
         for a, b in zip(reference_out, deployed_out, strict=True)
