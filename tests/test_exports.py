@@ -1,0 +1,63 @@
+"""Real exports that failed in some stage, each made here by its framework's own exporter.
+
+A PaddlePaddle CNN whose flatten is computed from ``Shape`` on a symbolic batch, a model
+exported with a fixed batch of 1, a token model with int64 inputs, and Softmax-ending Keras
+and scikit-learn models (scoring and accuracy on probabilities). Frameworks that are not
+installed are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from test_frameworks import _every_stage, _export_elsewhere, _needs
+
+import n2nonnx
+from n2nonnx.errors import ShapeError
+
+torch.set_num_threads(1)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+_PADDLE_FLATTEN = """
+import numpy as np, paddle
+from converters.paddle import export
+paddle.seed(0)
+
+class Net(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.c1 = paddle.nn.Conv2D(3, 8, 3, padding=1)
+        self.c2 = paddle.nn.Conv2D(8, 8, 3, padding=1)
+        self.f1 = paddle.nn.Linear(8 * 8 * 8, 16)
+        self.f2 = paddle.nn.Linear(16, 3)
+
+    def forward(self, x):
+        relu = paddle.nn.functional.relu
+        x = paddle.nn.functional.max_pool2d(relu(self.c1(x)), 2)
+        x = paddle.nn.functional.max_pool2d(relu(self.c2(x)), 2)
+        return self.f2(relu(self.f1(paddle.flatten(x, 1))))
+
+x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+print(export(Net(), x, OUT).max_abs_diff)
+"""
+
+
+def test_paddle_flatten_on_a_symbolic_batch_needs_no_input_shape(tmp_path):
+    _needs("paddle2onnx", "paddlepaddle / paddle2onnx", "paddle")
+    proto = _export_elsewhere(_PADDLE_FLATTEN, tmp_path / "paddle_flatten.onnx")
+    assert {n.op_type for n in proto.graph.node} >= {"Shape", "Slice", "Concat", "Reshape"}
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    model = n2nonnx.load(proto)
+    flatten = next(n.output[0] for n in model.proto.graph.node if n.op_type == "Reshape")
+    assert model.index.shape(flatten) == (dims[0].dim_param, 512)  # the batch stays symbolic
+    _every_stage(proto, (3, 32, 32), channels=3)
+    # Another unknown dim (PaddleOCR's 3 x 48 x -1) is not guessed: the user is asked for it.
+    dims[3].Clear()
+    dims[3].dim_value = -1
+    with pytest.raises(ShapeError, match="--input-shape"):
+        n2nonnx.prune(n2nonnx.load(proto), "magnitude", 0.5)
+    given = n2nonnx.load(proto, input_shapes={"x": (1, 3, 32, 32)})
+    assert given.index.shape(flatten) == (dims[0].dim_param, 512)
