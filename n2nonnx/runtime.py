@@ -122,17 +122,60 @@ def accuracy(
 ) -> float:
     """Top-1 accuracy of a classifier run in onnxruntime.
 
+    The class scores are the output training uses (:func:`scores_output`: scikit-learn's
+    ``probabilities``, not its ``label``). A model exported with a fixed batch is run in
+    chunks of that batch, the last one padded with copies of its last sample.
+
     Args:
         model: a session or anything :func:`make_session` accepts.
         x: inputs, batch first, in the model input's dtype.
         y: integer class labels.
-        batch_size: samples per onnxruntime call.
+        batch_size: samples per onnxruntime call (a fixed batch overrides it).
         providers: see :func:`choose_providers`.
     """
     session = model if isinstance(model, ort.InferenceSession) else make_session(model, providers)
     name = session.get_inputs()[0].name
+    wanted = [scores_output(session)]
+    fixed = _fixed_batch(session)
+    step = fixed or batch_size
     correct = 0
-    for start in range(0, len(x), batch_size):
-        scores = session.run(None, {name: x[start : start + batch_size]})[0]
-        correct += int((scores.argmax(axis=-1) == y[start : start + batch_size]).sum())
+    for start in range(0, len(x), step):
+        chunk = x[start : start + step]
+        count = len(chunk)
+        if fixed is not None and count < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - count, axis=0)])
+        scores = session.run(wanted, {name: chunk})[0][:count]
+        correct += int((scores.argmax(axis=-1) == y[start : start + count]).sum())
     return correct / max(len(x), 1)
+
+
+_FLOAT_TYPES = {"tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bfloat16)"}
+
+
+def scores_output(session: ort.InferenceSession) -> str:
+    """The output holding class scores, by the rule of :mod:`n2nonnx.graph.outputs`.
+
+    Args:
+        session: an open session.
+
+    Returns:
+        The first floating-point output of rank >= 2 (or of unknown rank), else the first
+        floating-point output, else the first output.
+    """
+    outputs = session.get_outputs()
+    floating = [o for o in outputs if o.type in _FLOAT_TYPES]
+    for output in floating:
+        if output.shape is None or len(output.shape) >= 2:
+            return output.name
+    return (floating or outputs)[0].name
+
+
+def _fixed_batch(session: ort.InferenceSession) -> int | None:
+    """Dim 0 of every input where it is one static size (a batch baked in), else None."""
+    sizes = set()
+    for value in session.get_inputs():
+        shape = value.shape
+        if not shape or not isinstance(shape[0], int) or shape[0] <= 0:
+            return None
+        sizes.add(shape[0])
+    return sizes.pop() if len(sizes) == 1 else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from test_frameworks import _every_stage, _export_elsewhere, _needs
@@ -61,3 +62,55 @@ def test_paddle_flatten_on_a_symbolic_batch_needs_no_input_shape(tmp_path):
         n2nonnx.prune(n2nonnx.load(proto), "magnitude", 0.5)
     given = n2nonnx.load(proto, input_shapes={"x": (1, 3, 32, 32)})
     assert given.index.shape(flatten) == (dims[0].dim_param, 512)
+
+
+def test_a_fixed_batch_export_trains_and_evaluates_at_any_batch_size():
+    from converters.pytorch import export
+    from n2nonnx.backend import OnnxModule
+    from n2nonnx.runtime import accuracy
+    from n2nonnx.training import train
+
+    torch.manual_seed(0)
+    module = n2nonnx.zoo.build("transformer")
+    proto = export(module, torch.randn(1, 16, 8), dynamic_batch=False).proto
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    model = n2nonnx.load(proto)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 16, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 30)
+    data = (x[:20], y[:20], x[20:], y[20:])
+    pruned = n2nonnx.prune(model, "snip", 0.5, data=data, batch_size=8)
+    result = train(pruned, data, epochs=1, batch_size=1)  # evaluation runs on 10 at a time
+    backend = OnnxModule(result.model.proto).eval()
+    assert backend.fixed_batch == 1
+    with torch.no_grad():
+        scores = backend(torch.from_numpy(x[20:]))
+    expected = module.eval()(torch.from_numpy(x[20:21]))  # shapes only: weights differ
+    assert scores.shape == (10, *expected.shape[1:])
+    torch_accuracy = float((scores.argmax(-1).numpy() == y[20:]).mean())
+    assert accuracy(result.model, x[20:], y[20:]) == pytest.approx(torch_accuracy)
+    assert result.history.final.test_accuracy == pytest.approx(torch_accuracy)
+
+
+def test_a_fixed_batch_of_four_pads_the_last_chunk():
+    from converters.pytorch import export
+    from n2nonnx.backend import OnnxModule
+    from n2nonnx.runtime import run
+
+    torch.manual_seed(0)
+    module = n2nonnx.zoo.build("transformer")
+    x = torch.randn(10, 16, 8)
+    proto = export(module, x[:4], dynamic_batch=False).proto
+    backend = OnnxModule(proto).eval()
+    assert backend.fixed_batch == 4
+    with torch.no_grad():
+        got = backend(x)
+        reference = module.eval()(x)
+    np.testing.assert_allclose(got.numpy(), reference.numpy(), rtol=1e-4, atol=1e-5)
+    first = run(proto, x[:4].numpy())[0]
+    np.testing.assert_allclose(got[:4].numpy(), first, rtol=1e-4, atol=1e-5)
+    # A static batch the graph does not depend on keeps one pass (BatchNorm sees the batch).
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU())
+    free = OnnxModule(export(mlp, torch.randn(1, 8), dynamic_batch=False).proto).train()
+    assert free.fixed_batch == 1 and free(torch.randn(5, 8)).shape == (5, 6)
+    assert free._batch_bound is False

@@ -1,4 +1,4 @@
-"""Shapes that ONNX inference misses on a symbolic batch, completed by inference at a concrete one.
+"""The graph's batch dimension: shapes inference misses on a symbolic batch, and a fixed batch.
 
 Exporters compute reshape targets from the data: PaddlePaddle's ``flatten`` is
 ``Reshape(x, Concat(Slice(Shape(x), 0, 1), [-1]))``. On a symbolic batch ONNX's inference
@@ -14,6 +14,11 @@ sentinel in both runs is the batch symbol again, anything else (``2 * batch``) s
 Only tensors that symbolic inference left without a shape, or with an unknown size that is
 not an input's symbol, are filled in; other unknown input dims (an image width of -1) stay
 symbolic, so such models still ask for ``--input-shape``.
+
+:func:`fixed_batch` reads the batch size an exporter baked into the graph (the dynamo
+exporter, ``dynamic_batch=False``): reshape targets then hold products of it (tokens x
+batch, batch x heads) that no rule can make symbolic again, so the backend and
+onnxruntime helpers run such a graph in chunks of exactly that batch.
 """
 
 from __future__ import annotations
@@ -70,6 +75,28 @@ def batch_symbols(graph: onnx.GraphProto) -> list[str]:
         if symbol is not None and symbol not in found:
             found.append(symbol)
     return found
+
+
+def fixed_batch(graph: onnx.GraphProto) -> int | None:
+    """The batch size baked into the graph: dim 0 of every input, where all are the same size.
+
+    Args:
+        graph: the graph (its inputs' shapes are read).
+
+    Returns:
+        That size, or None when an input has no shape, a rank of 0, or a dim 0 that is
+        symbolic, unknown or different from another input's.
+    """
+    initializers = {t.name for t in graph.initializer}
+    sizes = set()
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        dims = _dims(value)
+        if not dims or not isinstance(dims[0], int) or dims[0] <= 0:
+            return None
+        sizes.add(dims[0])
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def complete_batch_shapes(light: onnx.ModelProto, inferred: onnx.ModelProto) -> int:
