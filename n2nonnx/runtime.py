@@ -124,7 +124,8 @@ def accuracy(
 
     The class scores are the output training uses (:func:`scores_output`: scikit-learn's
     ``probabilities``, not its ``label``). A model exported with a fixed batch is run in
-    chunks of that batch, the last one padded with copies of its last sample.
+    chunks of that batch, the last one padded with copies of its last sample. Inputs for
+    an integer model input (token ids held as float32) are cast to its type.
 
     Args:
         model: a session or anything :func:`make_session` accepts.
@@ -135,6 +136,9 @@ def accuracy(
     """
     session = model if isinstance(model, ort.InferenceSession) else make_session(model, providers)
     name = session.get_inputs()[0].name
+    integer = _INTEGER_TYPES.get(session.get_inputs()[0].type)
+    if integer is not None and np.asarray(x).dtype != integer:
+        x = np.asarray(x).astype(integer)  # token ids the data layer holds as float32
     wanted = [scores_output(session)]
     fixed = _fixed_batch(session)
     step = fixed or batch_size
@@ -149,6 +153,13 @@ def accuracy(
     return correct / max(len(x), 1)
 
 
+_INTEGER_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+}
 _FLOAT_TYPES = {"tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bfloat16)"}
 
 

@@ -9,6 +9,7 @@ installed are skipped.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from test_frameworks import _every_stage, _export_elsewhere, _needs
 
 import n2nonnx
 from n2nonnx.errors import ShapeError
+from n2nonnx.pruning import prune_table
 
 torch.set_num_threads(1)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -114,3 +116,50 @@ def test_a_fixed_batch_of_four_pads_the_last_chunk():
     free = OnnxModule(export(mlp, torch.randn(1, 8), dynamic_batch=False).proto).train()
     assert free.fixed_batch == 1 and free(torch.randn(5, 8)).shape == (5, 6)
     assert free._batch_bound is False
+
+
+class _TokenClassifier(torch.nn.Module):
+    """A Hugging Face-style classifier head on token ids: an embedding and two Linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(50, 16)
+        self.fc1 = torch.nn.Linear(16, 32)
+        self.fc2 = torch.nn.Linear(32, 4)
+
+    def forward(self, input_ids):
+        return self.fc2(torch.relu(self.fc1(self.embed(input_ids)))).mean(dim=1)
+
+
+def test_int64_token_inputs_are_scored_trained_and_synflow_runs_in_embedding_space():
+    from converters.pytorch import export
+    from n2nonnx.pruning.criteria.synflow import embedding_space
+    from n2nonnx.runtime import accuracy
+    from n2nonnx.scl import learn_masks
+    from n2nonnx.training import train
+
+    torch.manual_seed(0)
+    net = _TokenClassifier()
+    ids = torch.randint(0, 50, (2, 12))
+    proto = export(net, ids, input_names=["input_ids"], output_names=["logits"]).proto
+    model = n2nonnx.load(proto)
+    assert model.graph_inputs[0].dtype == "int64"
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 50, (48, 12)), rng.integers(0, 4, 48)
+    data = (x[:32], y[:32], x[32:], y[32:])
+    for method in ("snip", "grasp", "synflow"):
+        pruned = n2nonnx.prune(model, method, 0.3, data=data, batch_size=16)
+        rows = prune_table(pruned)
+        assert sum(r.kept for r in rows) == round(0.3 * sum(r.total for r in rows)), method
+    # SynFlow's all-ones input is ones in embedding space: the Gather is cut out.
+    embedded, feeds = embedding_space(model)
+    assert "Gather" not in {n.op_type for n in embedded.graph.node}
+    assert list(feeds.values()) == [([1, 12, 16], True)]
+    result = train(pruned, data, epochs=1, batch_size=8)
+    logits = torch.from_numpy(np.asarray(n2nonnx.runtime.run(result.model, x[32:])[0]))
+    onnx_accuracy = float((logits.argmax(-1).numpy() == y[32:]).mean())
+    assert accuracy(result.model, x[32:].astype(np.float32), y[32:]) == pytest.approx(onnx_accuracy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one epoch does not reach the density: kept by size
+        learned = learn_masks(model, data, density=0.3, epochs=1, batch_size=8)
+    assert learned.model.metadata["stages"][-1]["method"] == "scl"

@@ -416,7 +416,8 @@ class OnnxModule(torch.nn.Module):
         if reference.dtype == self._probe_dtype:
             return self._input_dtypes, reference.device
         return [
-            None if wanted is None else reference.dtype for wanted in self._input_dtypes
+            wanted if wanted is None or not wanted.is_floating_point else reference.dtype
+            for wanted in self._input_dtypes
         ], reference.device
 
     def _bind_keywords(
