@@ -12,6 +12,7 @@ import os
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from test_frameworks import _every_stage, _export_elsewhere, _needs
@@ -163,3 +164,86 @@ def test_int64_token_inputs_are_scored_trained_and_synflow_runs_in_embedding_spa
         warnings.simplefilter("ignore")  # one epoch does not reach the density: kept by size
         learned = learn_masks(model, data, density=0.3, epochs=1, batch_size=8)
     assert learned.model.metadata["stages"][-1]["method"] == "scl"
+
+
+def _criterion_scores(model: n2nonnx.Model, method: str, data) -> dict[str, np.ndarray]:
+    """The raw scores of a data-driven criterion on ``model`` (as prune computes them)."""
+    from n2nonnx.data import resolve_data
+    from n2nonnx.graph.outputs import scores_only
+    from n2nonnx.pruning.registry import ScoringContext, get_criterion
+
+    context = ScoringContext(
+        model.with_proto(scores_only(model.proto)),
+        [layer.weight for layer in model.layers],
+        0.3,
+        np.random.default_rng(0),
+        data=resolve_data(data),
+        batch_size=32,
+    )
+    return get_criterion(method).score(context)
+
+
+def _without_softmax(model: n2nonnx.Model) -> n2nonnx.Model:
+    """The same model ending in the Softmax's input (logits) instead of its output."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    for node in proto.graph.node:
+        if node.op_type == "Softmax":
+            node.op_type = "Identity"
+            del node.attribute[:]
+    return n2nonnx.load(proto)
+
+
+def _same_scores(model: n2nonnx.Model, method: str, data) -> None:
+    from n2nonnx.graph.outputs import output_kind
+
+    logits = _without_softmax(model)
+    assert output_kind(model.proto) == "probabilities" and output_kind(logits.proto) == "logits"
+    ours, reference = (
+        _criterion_scores(model, method, data),
+        _criterion_scores(logits, method, data),
+    )
+    for name, expected in reference.items():
+        scale = float(np.abs(expected).max())
+        np.testing.assert_allclose(ours[name], expected, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_sklearn_mlp_scores_on_probabilities_and_accuracy_reads_them(tmp_path):
+    pytest.importorskip("skl2onnx", reason="skl2onnx not installed: pip install 'n2nonnx[sklearn]'")
+    from sklearn.neural_network import MLPClassifier
+
+    from converters.sklearn import export
+    from n2nonnx.deployment import deploy
+    from n2nonnx.runtime import accuracy
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 10)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlp = MLPClassifier(hidden_layer_sizes=(16,), max_iter=30, random_state=0).fit(
+            x[:60], y[:60]
+        )
+        proto = export(mlp, x).proto
+    assert [o.name for o in proto.graph.output] == ["label", "probabilities"]
+    model = n2nonnx.load(proto)
+    data = (x[:60], y[:60], x[60:], y[60:])
+    _same_scores(model, "snip", data)
+    _same_scores(model, "grasp", data)
+    expected = mlp.score(x[60:], y[60:])
+    assert accuracy(model, x[60:], y[60:]) == pytest.approx(expected)
+    summary = deploy(model, data=data).summary
+    assert summary["accuracy"]["before"] == pytest.approx(expected)
+
+
+def test_keras_softmax_model_scores_on_probabilities(tmp_path):
+    _needs("tf2onnx", "tensorflow / tf2onnx", "keras")
+    from test_frameworks import _KERAS
+
+    model = n2nonnx.load(_export_elsewhere(_KERAS, tmp_path / "keras.onnx"))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 12, 12, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 48)
+    data = (x[:32], y[:32], x[32:], y[32:])
+    _same_scores(model, "snip", data)
+    _same_scores(model, "grasp", data)
