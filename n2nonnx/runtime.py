@@ -123,9 +123,7 @@ def accuracy(
     """Top-1 accuracy of a classifier run in onnxruntime.
 
     The class scores are the output training uses (:func:`scores_output`: scikit-learn's
-    ``probabilities``, not its ``label``). A model exported with a fixed batch is run in
-    chunks of that batch, the last one padded with copies of its last sample. Inputs for
-    an integer model input (token ids held as float32) are cast to its type.
+    ``probabilities``, not its ``label``); batches as in :func:`run_in_batches`.
 
     Args:
         model: a session or anything :func:`make_session` accepts.
@@ -136,21 +134,59 @@ def accuracy(
     """
     session = model if isinstance(model, ort.InferenceSession) else make_session(model, providers)
     name = session.get_inputs()[0].name
-    integer = _INTEGER_TYPES.get(session.get_inputs()[0].type)
-    if integer is not None and np.asarray(x).dtype != integer:
-        x = np.asarray(x).astype(integer)  # token ids the data layer holds as float32
-    wanted = [scores_output(session)]
+    wanted = scores_output(session)
+    scores = run_in_batches(session, {name: x}, batch_size, outputs=[wanted])[0]
+    correct = int((scores.argmax(axis=-1) == np.asarray(y)).sum()) if len(x) else 0
+    return correct / max(len(x), 1)
+
+
+def run_in_batches(
+    session: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    batch_size: int,
+    *,
+    outputs: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Run ``feeds`` (batch first) in batches and join every output along dim 0.
+
+    A model exported with a fixed batch runs in chunks of that batch, the last one padded
+    with copies of its last sample (the padding is cut from the outputs). Floating data for
+    an integer input (token ids the data layer holds as float32) is cast to its type.
+
+    Args:
+        session: an open session.
+        feeds: input name -> all samples.
+        batch_size: samples per call (a fixed batch overrides it).
+        outputs: the outputs wanted (None: all).
+
+    Returns:
+        One array per output, all samples along dim 0.
+    """
+    types = {value.name: _INTEGER_TYPES.get(value.type) for value in session.get_inputs()}
+    feeds = {
+        name: np.asarray(value).astype(types[name])
+        if types.get(name) is not None and np.asarray(value).dtype != types[name]
+        else np.asarray(value)
+        for name, value in feeds.items()
+    }
+    count = len(next(iter(feeds.values())))
     fixed = _fixed_batch(session)
     step = fixed or batch_size
-    correct = 0
-    for start in range(0, len(x), step):
-        chunk = x[start : start + step]
-        count = len(chunk)
-        if fixed is not None and count < fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - count, axis=0)])
-        scores = session.run(wanted, {name: chunk})[0][:count]
-        correct += int((scores.argmax(axis=-1) == y[start : start + count]).sum())
-    return correct / max(len(x), 1)
+    pieces: list[list[np.ndarray]] = []
+    for start in range(0, count, step):
+        chunk = {name: value[start : start + step] for name, value in feeds.items()}
+        size = len(next(iter(chunk.values())))
+        if fixed is not None and size < fixed:
+            chunk = {
+                name: np.concatenate([value, np.repeat(value[-1:], fixed - size, axis=0)])
+                for name, value in chunk.items()
+            }
+            pieces.append([o[:size] for o in session.run(outputs, chunk)])
+        else:
+            pieces.append(session.run(outputs, chunk))
+    if not pieces:
+        return [np.empty((0,)) for _ in outputs or session.get_outputs()]
+    return [np.concatenate([piece[i] for piece in pieces]) for i in range(len(pieces[0]))]
 
 
 _INTEGER_TYPES = {

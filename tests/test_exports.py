@@ -18,6 +18,7 @@ import torch
 from test_frameworks import _every_stage, _export_elsewhere, _needs
 
 import n2nonnx
+from n2nonnx import zoo
 from n2nonnx.errors import ShapeError
 from n2nonnx.pruning import prune_table
 
@@ -74,7 +75,7 @@ def test_a_fixed_batch_export_trains_and_evaluates_at_any_batch_size():
     from n2nonnx.training import train
 
     torch.manual_seed(0)
-    module = n2nonnx.zoo.build("transformer")
+    module = zoo.build("transformer")
     proto = export(module, torch.randn(1, 16, 8), dynamic_batch=False).proto
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     model = n2nonnx.load(proto)
@@ -93,6 +94,10 @@ def test_a_fixed_batch_export_trains_and_evaluates_at_any_batch_size():
     torch_accuracy = float((scores.argmax(-1).numpy() == y[20:]).mean())
     assert accuracy(result.model, x[20:], y[20:]) == pytest.approx(torch_accuracy)
     assert result.history.final.test_accuracy == pytest.approx(torch_accuracy)
+    from n2nonnx.deployment import deploy
+
+    deployed = deploy(result.model, data=data).summary["accuracy"]  # verified on 10 samples
+    assert deployed["before"] == pytest.approx(torch_accuracy)
 
 
 def test_a_fixed_batch_of_four_pads_the_last_chunk():
@@ -101,7 +106,7 @@ def test_a_fixed_batch_of_four_pads_the_last_chunk():
     from n2nonnx.runtime import run
 
     torch.manual_seed(0)
-    module = n2nonnx.zoo.build("transformer")
+    module = zoo.build("transformer")
     x = torch.randn(10, 16, 8)
     proto = export(module, x[:4], dynamic_batch=False).proto
     backend = OnnxModule(proto).eval()
@@ -160,6 +165,11 @@ def test_int64_token_inputs_are_scored_trained_and_synflow_runs_in_embedding_spa
     logits = torch.from_numpy(np.asarray(n2nonnx.runtime.run(result.model, x[32:])[0]))
     onnx_accuracy = float((logits.argmax(-1).numpy() == y[32:]).mean())
     assert accuracy(result.model, x[32:].astype(np.float32), y[32:]) == pytest.approx(onnx_accuracy)
+    from n2nonnx.deployment import deploy
+
+    assert deploy(result.model, data=data).summary["accuracy"]["before"] == pytest.approx(
+        onnx_accuracy
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # one epoch does not reach the density: kept by size
         learned = learn_masks(model, data, density=0.3, epochs=1, batch_size=8)

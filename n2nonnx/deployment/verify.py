@@ -87,24 +87,16 @@ def compare(
     Returns:
         The comparison; ``passed`` tells whether it is within tolerance.
     """
-    from n2nonnx.runtime import make_session
+    from n2nonnx.runtime import make_session, run_in_batches
 
     default_rtol, default_agreement = TOLERANCES[mode]
     rtol = default_rtol if rtol is None else rtol
     min_agreement = default_agreement if min_agreement is None else min_agreement
-    sessions = [make_session(reference, providers), make_session(deployed, providers)]
     count = len(next(iter(feeds.values())))
-    outputs: list[list[list[np.ndarray]]] = [[], []]
-    for start in range(0, count, batch_size):
-        chunk = {name: value[start : start + batch_size] for name, value in feeds.items()}
-        for which, session in enumerate(sessions):
-            outputs[which].append(session.run(None, chunk))
-    reference_out = [
-        np.concatenate([batch[i] for batch in outputs[0]]) for i in range(len(outputs[0][0]))
-    ]
-    deployed_out = [
-        np.concatenate([batch[i] for batch in outputs[1]]) for i in range(len(outputs[1][0]))
-    ]
+    reference_out, deployed_out = (
+        run_in_batches(make_session(model, providers), feeds, batch_size)
+        for model in (reference, deployed)
+    )
     max_abs = max(
         float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
         for a, b in zip(reference_out, deployed_out, strict=True)
