@@ -122,17 +122,107 @@ def accuracy(
 ) -> float:
     """Top-1 accuracy of a classifier run in onnxruntime.
 
+    The class scores are the output training uses (:func:`scores_output`: scikit-learn's
+    ``probabilities``, not its ``label``); batches as in :func:`run_in_batches`.
+
     Args:
         model: a session or anything :func:`make_session` accepts.
         x: inputs, batch first, in the model input's dtype.
         y: integer class labels.
-        batch_size: samples per onnxruntime call.
+        batch_size: samples per onnxruntime call (a fixed batch overrides it).
         providers: see :func:`choose_providers`.
     """
     session = model if isinstance(model, ort.InferenceSession) else make_session(model, providers)
     name = session.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        scores = session.run(None, {name: x[start : start + batch_size]})[0]
-        correct += int((scores.argmax(axis=-1) == y[start : start + batch_size]).sum())
+    wanted = scores_output(session)
+    scores = run_in_batches(session, {name: x}, batch_size, outputs=[wanted])[0]
+    correct = int((scores.argmax(axis=-1) == np.asarray(y)).sum()) if len(x) else 0
     return correct / max(len(x), 1)
+
+
+def run_in_batches(
+    session: ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    batch_size: int,
+    *,
+    outputs: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Run ``feeds`` (batch first) in batches and join every output along dim 0.
+
+    A model exported with a fixed batch runs in chunks of that batch, the last one padded
+    with copies of its last sample (the padding is cut from the outputs). Floating data for
+    an integer input (token ids the data layer holds as float32) is cast to its type.
+
+    Args:
+        session: an open session.
+        feeds: input name -> all samples.
+        batch_size: samples per call (a fixed batch overrides it).
+        outputs: the outputs wanted (None: all).
+
+    Returns:
+        One array per output, all samples along dim 0.
+    """
+    types = {value.name: _INTEGER_TYPES.get(value.type) for value in session.get_inputs()}
+    feeds = {
+        name: np.asarray(value).astype(types[name])
+        if types.get(name) is not None and np.asarray(value).dtype != types[name]
+        else np.asarray(value)
+        for name, value in feeds.items()
+    }
+    count = len(next(iter(feeds.values())))
+    fixed = _fixed_batch(session)
+    step = fixed or batch_size
+    pieces: list[list[np.ndarray]] = []
+    for start in range(0, count, step):
+        chunk = {name: value[start : start + step] for name, value in feeds.items()}
+        size = len(next(iter(chunk.values())))
+        if fixed is not None and size < fixed:
+            chunk = {
+                name: np.concatenate([value, np.repeat(value[-1:], fixed - size, axis=0)])
+                for name, value in chunk.items()
+            }
+            pieces.append([o[:size] for o in session.run(outputs, chunk)])
+        else:
+            pieces.append(session.run(outputs, chunk))
+    if not pieces:
+        return [np.empty((0,)) for _ in outputs or session.get_outputs()]
+    return [np.concatenate([piece[i] for piece in pieces]) for i in range(len(pieces[0]))]
+
+
+_INTEGER_TYPES = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+}
+_FLOAT_TYPES = {"tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bfloat16)"}
+
+
+def scores_output(session: ort.InferenceSession) -> str:
+    """The output holding class scores, by the rule of :mod:`n2nonnx.graph.outputs`.
+
+    Args:
+        session: an open session.
+
+    Returns:
+        The first floating-point output of rank >= 2 (or of unknown rank), else the first
+        floating-point output, else the first output.
+    """
+    outputs = session.get_outputs()
+    floating = [o for o in outputs if o.type in _FLOAT_TYPES]
+    for output in floating:
+        if output.shape is None or len(output.shape) >= 2:
+            return output.name
+    return (floating or outputs)[0].name
+
+
+def _fixed_batch(session: ort.InferenceSession) -> int | None:
+    """Dim 0 of every input where it is one static size (a batch baked in), else None."""
+    sizes = set()
+    for value in session.get_inputs():
+        shape = value.shape
+        if not shape or not isinstance(shape[0], int) or shape[0] <= 0:
+            return None
+        sizes.add(shape[0])
+    return sizes.pop() if len(sizes) == 1 else None

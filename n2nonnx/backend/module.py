@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from n2nonnx.backend.aliasing import aliased_running_stats
+from n2nonnx.backend.fixed_batch import chunked_size, holds_the_batch, run_in_chunks
 from n2nonnx.backend.folding import MAX_CONSTANT_ELEMENTS, as_numpy, can_fold, fold
 from n2nonnx.backend.registry import resolve
 from n2nonnx.backend.spec import NodeSpec
@@ -33,6 +34,7 @@ from n2nonnx.backend.tensors import (
 from n2nonnx.backend.trainability import TrainableRule, resolve_trainable
 from n2nonnx.backend.write_back import write_back
 from n2nonnx.errors import DataError, InvalidArgumentError, InvalidModelError, UnsupportedOpError
+from n2nonnx.graph.batch_shapes import fixed_batch
 from n2nonnx.graph.masking import find_mask_sites
 
 
@@ -149,6 +151,11 @@ class OnnxModule(torch.nn.Module):
         self._output_slots = [slot.index[n] for n in self.output_names]
         self._steps = self._with_slot_release(steps)
         self._n_slots = len(slot.index)
+        #: the batch the exporter baked into the graph (None: free); see :mod:`fixed_batch`
+        self.fixed_batch: int | None = fixed_batch(graph)
+        inputs = {i.name: i for i in graph.input}
+        self._input_ranks = [len(inputs[n].type.tensor_type.shape.dim) for n in self.input_names]
+        self._batch_bound: bool | None = None  # whether it runs only at fixed_batch (probed)
 
     def _register_initializers(
         self, graph: onnx.GraphProto, dtype: torch.dtype | None, taken: set[str]
@@ -328,6 +335,9 @@ class OnnxModule(torch.nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Run the graph.
 
+        A graph exported with a fixed batch runs on other batch sizes in chunks of its
+        batch (:func:`~n2nonnx.backend.fixed_batch.run_in_chunks`).
+
         Args:
             *args: input tensors (or arrays) in graph-input order.
             **kwargs: inputs by graph input name.
@@ -338,6 +348,25 @@ class OnnxModule(torch.nn.Module):
         Raises:
             DataError: an input is missing or unknown.
         """
+        size = chunked_size(self.fixed_batch, self._input_ranks, self.input_names, args, kwargs)
+        if size is not None and self.fixed_batch is not None and self._holds_batch(args, kwargs):
+            return run_in_chunks(self._run, self.fixed_batch, size, self.output_names, args, kwargs)
+        return self._run(*args, **kwargs)
+
+    def _holds_batch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the fixed batch is baked into the graph (probed once, in eval mode)."""
+        if self._batch_bound is None and self.fixed_batch is not None:
+            training = self.training
+            self.training = False
+            try:
+                with torch.no_grad():
+                    self._batch_bound = holds_the_batch(self._run, self.fixed_batch, args, kwargs)
+            finally:
+                self.training = training
+        return bool(self._batch_bound)
+
+    def _run(self, *args: Any, **kwargs: Any) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """One pass of the graph (see :meth:`forward`)."""
         self._mode.training = self.training
         env: list[Any] = [None] * self._n_slots
         params = self._parameters
@@ -387,7 +416,8 @@ class OnnxModule(torch.nn.Module):
         if reference.dtype == self._probe_dtype:
             return self._input_dtypes, reference.device
         return [
-            None if wanted is None else reference.dtype for wanted in self._input_dtypes
+            wanted if wanted is None or not wanted.is_floating_point else reference.dtype
+            for wanted in self._input_dtypes
         ], reference.device
 
     def _bind_keywords(

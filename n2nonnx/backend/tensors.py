@@ -10,7 +10,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from n2nonnx.errors import InvalidArgumentError, UnsupportedOpError
+from n2nonnx.errors import DataError, InvalidArgumentError, UnsupportedOpError
 
 FLOAT_ONNX = {
     onnx.TensorProto.FLOAT,
@@ -25,6 +25,16 @@ _TORCH_FLOAT: dict[int, torch.dtype] = {
     onnx.TensorProto.FLOAT16: torch.float16,
     onnx.TensorProto.DOUBLE: torch.float64,
     onnx.TensorProto.BFLOAT16: torch.bfloat16,
+}
+
+
+# ONNX integer element type -> the torch dtype holding it (inputs such as token ids)
+_TORCH_INT: dict[int, torch.dtype] = {
+    onnx.TensorProto.INT64: torch.int64,
+    onnx.TensorProto.INT32: torch.int32,
+    onnx.TensorProto.INT16: torch.int16,
+    onnx.TensorProto.INT8: torch.int8,
+    onnx.TensorProto.UINT8: torch.uint8,
 }
 
 
@@ -64,8 +74,14 @@ def to_onnx_array(value: torch.Tensor, data_type: int) -> np.ndarray:
 
 
 def declared_dtype(value: onnx.ValueInfoProto, override: torch.dtype | None) -> torch.dtype | None:
-    """The floating dtype a graph input should arrive in (floating inputs are cast to it)."""
+    """The dtype a graph input should arrive in: its float type, or its integer type.
+
+    Floating inputs are cast to the float type (``override`` where given); floating data
+    for an integer input (token ids read as float32 by the data layer) to its integer type.
+    """
     elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+    if elem in _TORCH_INT:
+        return _TORCH_INT[elem]
     if elem not in FLOAT_ONNX:
         return None
     if override is not None:
@@ -74,12 +90,21 @@ def declared_dtype(value: onnx.ValueInfoProto, override: torch.dtype | None) -> 
 
 
 def coerce(value: Any, wanted: torch.dtype | None, device: torch.device | None) -> torch.Tensor:
-    """An input as a tensor on the module's device; floating inputs get the module's float type."""
+    """An input as a tensor on the module's device, floating values in the ``wanted`` dtype.
+
+    Raises:
+        DataError: floating values that are not whole numbers for an integer input.
+    """
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value)
     if device is not None and value.device != device:
         value = value.to(device)
     if wanted is not None and value.dtype != wanted and value.is_floating_point():
+        if not wanted.is_floating_point and not bool((value == value.round()).all()):
+            raise DataError(
+                f"the model's input is {str(wanted).removeprefix('torch.')} (token ids) but the "
+                "data holds values that are not whole numbers"
+            )
         value = value.to(wanted)
     return value
 

@@ -148,15 +148,33 @@ def check_classes(model: Any, data: TrainTestData) -> None:
         )
 
 
+_ACCEPTED_INPUTS = {
+    onnx.TensorProto.UNDEFINED,
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.UINT32,
+    onnx.TensorProto.UINT64,
+}
+
+
 def check_float32_input(model: Any, what: str = "training and scoring") -> None:
-    """Refuse a model whose data input is not float32 (a half-precision export, an int input).
+    """Refuse a model whose data input is floating-point but not float32 (a half-precision export).
+
+    Integer inputs (token ids into an embedding's Gather) are accepted: the data's values
+    are cast to the input's integer type at the backend's boundary, and the weights are
+    what training and scoring differentiate.
 
     Args:
         model: the model.
         what: the work that needs float32, for the message.
 
     Raises:
-        DataError: the input's element type is known and not float32.
+        DataError: the input's element type is known and neither float32 nor an integer.
     """
     proto: onnx.ModelProto = getattr(model, "proto", model)
     initializers = {init.name for init in proto.graph.initializer}
@@ -164,7 +182,7 @@ def check_float32_input(model: Any, what: str = "training and scoring") -> None:
     if not inputs:
         return
     elem_type = inputs[0].type.tensor_type.elem_type
-    if elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UNDEFINED):
+    if elem_type not in _ACCEPTED_INPUTS:
         kind = onnx.TensorProto.DataType.Name(elem_type)
         raise DataError(
             f"model input {inputs[0].name!r} is {kind}; {what} need a float32 model: export it in float32 "

@@ -90,21 +90,12 @@ def compare(
     Returns:
         The comparison; ``passed`` tells whether it is within tolerance.
     """
-    from n2nonnx.runtime import make_session
+    from n2nonnx.runtime import make_session, run_in_batches
 
-    sessions = [make_session(reference, providers), make_session(deployed, providers)]
-    count = len(next(iter(feeds.values())))
-    outputs: list[list[list[np.ndarray]]] = [[], []]
-    for start in range(0, count, batch_size):
-        chunk = {name: value[start : start + batch_size] for name, value in feeds.items()}
-        for which, session in enumerate(sessions):
-            outputs[which].append(session.run(None, chunk))
-    reference_out = [
-        np.concatenate([batch[i] for batch in outputs[0]]) for i in range(len(outputs[0][0]))
-    ]
-    deployed_out = [
-        np.concatenate([batch[i] for batch in outputs[1]]) for i in range(len(outputs[1][0]))
-    ]
+    reference_out, deployed_out = (
+        run_in_batches(make_session(model, providers), feeds, batch_size)
+        for model in (reference, deployed)
+    )
     return compare_outputs(
         reference_out, deployed_out, mode=mode, rtol=rtol, min_agreement=min_agreement
     )

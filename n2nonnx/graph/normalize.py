@@ -23,6 +23,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from n2nonnx import tags
 from n2nonnx.errors import InvalidModelError, ShapeError, UnsupportedOpError
+from n2nonnx.graph.batch_shapes import complete_batch_shapes
 
 MIN_OPSET = 7
 ANALYSIS_OPSET = 13
@@ -136,7 +137,10 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """ONNX shape inference with data propagation, run on a copy without large weights.
 
     Inference needs only the types and dims of big initializers, so their bytes are left
-    out of the copy handed to onnx: this is fast, and works for models over 2 GB.
+    out of the copy handed to onnx: this is fast, and works for models over 2 GB. Shapes
+    it misses because they depend on the batch's value (a reshape target computed from
+    ``Shape``) are completed by inference at a concrete batch
+    (:func:`~n2nonnx.graph.batch_shapes.complete_batch_shapes`).
     """
     light = onnx.ModelProto()
     light.CopyFrom(model) if initializer_bytes(
@@ -150,6 +154,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         )
     except (onnx.shape_inference.InferenceError, ValueError) as error:
         raise InvalidModelError(f"shape inference failed: {_first_line(error)}") from None
+    complete_batch_shapes(light, inferred)
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     del model.graph.output[:]

@@ -5,7 +5,9 @@ sample) before ``probabilities``; detection and multi-head models have several o
 Training and data-driven scoring need the scores: the first floating-point output with a
 class axis (rank >= 2), else the first floating-point output, else the first output.
 :func:`scores_only` keeps that output and the nodes it depends on, so ops on other
-branches (a label lookup in ``ai.onnx.ml``) need no kernel.
+branches (a label lookup in ``ai.onnx.ml``) need no kernel. :func:`output_kind` says
+whether those scores are logits, probabilities (a final Softmax) or log-probabilities, so
+that training and data-driven scoring apply the right loss.
 """
 
 from __future__ import annotations
@@ -37,6 +39,28 @@ def class_score_output(proto: onnx.ModelProto) -> str:
         if not shape.HasField("shape") or len(shape.shape.dim) >= 2:
             return output.name
     return (floating or outputs)[0].name
+
+
+def output_kind(proto: onnx.ModelProto) -> str:
+    """What the class-score output (:func:`class_score_output`) holds.
+
+    Args:
+        proto: the model.
+
+    Returns:
+        ``"logits"``, ``"probabilities"`` (a final Softmax, common in Keras exports;
+        skl2onnx's Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax).
+    """
+    name = class_score_output(proto)
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    while name in producers and producers[name].op_type == "Identity":
+        name = producers[name].input[0]
+    node = producers.get(name)
+    if node is None:
+        return "logits"
+    return {"Softmax": "probabilities", "LogSoftmax": "log_probabilities"}.get(
+        node.op_type, "logits"
+    )
 
 
 def scores_only(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -56,27 +56,17 @@ def score_model(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def output_kind(proto: onnx.ModelProto) -> str:
-    """What the class-score output (the first floating output with a class axis) holds.
+    """What the class-score output holds (see :func:`n2nonnx.graph.outputs.output_kind`).
 
     Args:
         proto: the model.
 
     Returns:
-        ``"logits"``, ``"probabilities"`` (a final Softmax, common in Keras exports;
-        skl2onnx's Softmax -> Identity) or ``"log_probabilities"`` (a final LogSoftmax).
+        ``"logits"``, ``"probabilities"`` or ``"log_probabilities"``.
     """
-    from n2nonnx.graph.outputs import class_score_output
+    from n2nonnx.graph.outputs import output_kind as kind_of
 
-    name = class_score_output(proto)
-    producers = {out: node for node in proto.graph.node for out in node.output}
-    while name in producers and producers[name].op_type == "Identity":
-        name = producers[name].input[0]
-    for node in proto.graph.node:
-        if name in node.output:
-            return {"Softmax": "probabilities", "LogSoftmax": "log_probabilities"}.get(
-                node.op_type, "logits"
-            )
-    return "logits"
+    return kind_of(proto)
 
 
 # -------------------------------------------------------------------------------- training

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from n2nonnx.deployment.targets.base import Package, Target, run_in_batches
+from n2nonnx.deployment.targets.base import Package, Target
 from n2nonnx.errors import WorkFailedError
+from n2nonnx.runtime import run_in_batches as runtime_batches
 
 CONFIG = ".required_operators.config"
 
@@ -72,8 +73,8 @@ class OrtMobileTarget(Target):
             data = target.read_bytes()
             loaded = make_session(str(target), ["CPUExecutionProvider"])
             expected = make_session(reference, ["CPUExecutionProvider"])
-            got = run_in_batches(lambda chunk: loaded.run(None, chunk), feeds)
-            want = run_in_batches(lambda chunk: expected.run(None, chunk), feeds)
+            got = runtime_batches(loaded, feeds, 64)
+            want = runtime_batches(expected, feeds, 64)
         verification = compare_outputs(want, got, mode=mode, rtol=rtol, min_agreement=min_agreement)
         operators = [line for line in config.splitlines() if line and not line.startswith("#")]
         return Package(

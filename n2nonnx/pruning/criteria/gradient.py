@@ -6,6 +6,10 @@
   backprop with logits divided by a temperature (default 200), on about 10 samples per
   class. GraSP removes the *largest* S, so the kept score is ``-S = w * Hg``.
 
+Both apply cross-entropy to logits: a model ending in Softmax (Keras, skl2onnx) gives
+probabilities, whose log is used instead (:func:`n2nonnx.graph.outputs.output_kind`, the
+rule training follows); log-probabilities are used as they are.
+
 SNIP makes one pass over its batch (the batch is the criterion's setting). GraSP runs its
 sample in chunks of at most :data:`CHUNK` (the loss is a mean over the samples, so the
 gradient and the Hessian-gradient product add up chunk by chunk): memory stays that of
@@ -17,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from n2nonnx.graph.outputs import output_kind
 from n2nonnx.pruning.registry import ScoringContext, criterion
 
 CHUNK = 32  # samples per forward / backward pass
@@ -35,9 +40,17 @@ def _module(context: ScoringContext):
     return module, weights
 
 
-def _logits(module, x: torch.Tensor) -> torch.Tensor:
+def _logits(module, x: torch.Tensor, kind: str = "logits") -> torch.Tensor:
+    """Logits of ``x``: the output itself, or the log of probabilities (a final Softmax).
+
+    ``log p`` differs from the logits by a per-sample constant, so cross-entropy of it (also
+    divided by GraSP's temperature) is that of the logits: the loss training uses.
+    """
     output = module(x)
-    return output[0] if isinstance(output, tuple) else output
+    output = output[0] if isinstance(output, tuple) else output
+    if kind == "probabilities":
+        return torch.log(output.clamp_min(1e-12))
+    return output
 
 
 def _batch(context: ScoringContext, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,9 +80,10 @@ def _mean_loss_grad(
     module, weights, context, x, y, scale: float, what: str, chunk: int = CHUNK
 ) -> list[torch.Tensor]:
     """Gradient of the mean cross-entropy of ``logits / scale`` over (x, y), chunk by chunk."""
+    kind = output_kind(context.model.proto)
     total = [torch.zeros_like(w) for w in weights]
     for xs, ys, share in _chunks(context, x, y, what, chunk):
-        loss = torch.nn.functional.cross_entropy(_logits(module, xs) / scale, ys) * share
+        loss = torch.nn.functional.cross_entropy(_logits(module, xs, kind) / scale, ys) * share
         for accumulated, grad in zip(total, torch.autograd.grad(loss, weights), strict=True):
             accumulated += grad
     return total
@@ -90,7 +104,9 @@ def snip_scores(context: ScoringContext) -> dict[str, np.ndarray]:
     """
     module, weights = _module(context)
     x, y = _batch(context, context.batch_size)
-    loss = torch.nn.functional.cross_entropy(_logits(module, x), y)
+    loss = torch.nn.functional.cross_entropy(
+        _logits(module, x, output_kind(context.model.proto)), y
+    )
     grads = torch.autograd.grad(loss, weights)
     scores = [(w * g).abs().detach().double() for w, g in zip(weights, grads, strict=True)]
     total = sum(float(s.sum()) for s in scores) or 1.0
@@ -133,8 +149,11 @@ def grasp_scores(context: ScoringContext) -> dict[str, np.ndarray]:
         g.detach() for g in _mean_loss_grad(module, weights, context, x, y, temperature, "grasp g")
     ]
     hessian_gradient = [torch.zeros_like(w) for w in weights]
+    kind = output_kind(context.model.proto)
     for xs, ys, share in _chunks(context, x, y, "grasp Hg"):
-        loss = torch.nn.functional.cross_entropy(_logits(module, xs) / temperature, ys) * share
+        loss = (
+            torch.nn.functional.cross_entropy(_logits(module, xs, kind) / temperature, ys) * share
+        )
         first = torch.autograd.grad(loss, weights, create_graph=True)
         dot = sum((g1 * g0).sum() for g1, g0 in zip(first, gradient, strict=True))
         for accumulated, grad in zip(

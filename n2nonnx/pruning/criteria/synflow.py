@@ -5,6 +5,13 @@ Every parameter is replaced by its absolute value, an all-ones input (batch 1) i
 density follows ``density ** (k / iterations)``, pruning by the allocation each round.
 BatchNorm runs in eval mode.
 
+Integer inputs (token ids) have no all-ones value: an embedding is ``Gather(table, ids)``,
+so SynFlow's input is taken to be all ones *in embedding space*: each Gather of an integer
+graph input's ids is cut out and its output becomes a float input fed with ones, as if
+every token's embedding were the all-ones vector (:func:`embedding_space`). The table itself
+is then not part of the flow (it is no prunable layer). Integer inputs read by other nodes
+as well (a mask, position ids) are fed ones there.
+
 Products of many ``|w|`` leave float32's range on deep networks. By default the rounds run
 unscaled in float64. ``options={"precision": "float32"}`` runs them in float32 instead,
 rescaling the positive network each round by powers of two chosen per layer
@@ -20,13 +27,19 @@ for GPUs, where float64 is slow.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import onnx
 import torch
 
-from n2nonnx.errors import InvalidArgumentError
+from n2nonnx.errors import InvalidArgumentError, ShapeError
 from n2nonnx.pruning.criteria.scaling import InfeasibleScaling, ScalePlan
 from n2nonnx.pruning.registry import ScoringContext, criterion
+
+if TYPE_CHECKING:
+    from n2nonnx.model import Model
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +47,27 @@ PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 
 def synflow_round(module, names: list[str], input_shape) -> dict[str, np.ndarray]:
-    """One SynFlow scoring pass: ``|w * dR/dw|`` of ``module`` (already holding masked |w|)."""
+    """One SynFlow scoring pass: ``|w * dR/dw|`` of ``module`` (already holding masked |w|).
+
+    Args:
+        module: the |theta| module.
+        names: the weights to score.
+        input_shape: the shape of the all-ones input, or input name -> (shape, floating)
+            for several inputs (see :func:`embedding_space`).
+
+    Returns:
+        Weight name -> scores.
+    """
     weights = [module.tensor(name) for name in names]
-    ones = torch.ones(input_shape, dtype=weights[0].dtype)
-    output = module(ones)
+    if isinstance(input_shape, Mapping):
+        output = module(
+            **{
+                name: torch.ones(shape, dtype=weights[0].dtype if floating else torch.int64)
+                for name, (shape, floating) in input_shape.items()
+            }
+        )
+    else:
+        output = module(torch.ones(input_shape, dtype=weights[0].dtype))
     output = output[0] if isinstance(output, tuple) else output
     grads = torch.autograd.grad(output.sum(), weights)
     with torch.no_grad():
@@ -46,11 +76,86 @@ def synflow_round(module, names: list[str], input_shape) -> dict[str, np.ndarray
         }
 
 
-def absolute_module(context: ScoringContext, dtype: torch.dtype = torch.float64):
-    """An OnnxModule in ``dtype``, eval mode, with every floating tensor made |x|."""
+def embedding_space(
+    model: Model,
+) -> tuple[onnx.ModelProto, dict[str, tuple[list[int], bool]]] | None:
+    """The graph fed with ones in embedding space, for a model with integer inputs.
+
+    Args:
+        model: the model to score.
+
+    Returns:
+        None when no graph input is an integer; else the graph with every ``Gather`` of an
+        integer input's ids replaced by a float graph input (the Gather's output), and
+        input name -> (shape at batch 1, floating) of every input of that graph.
+
+    Raises:
+        ShapeError: an embedding's output has an unknown size besides the batch.
+    """
+    index = model.index
+    integer = {
+        info.name
+        for info in model.graph_inputs
+        if info.dtype.startswith(("int", "uint")) and info.name in index.graph_inputs
+    }
+    if not integer:
+        return None
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    graph = proto.graph
+    lookups = [
+        node
+        for node in graph.node
+        if node.op_type == "Gather"
+        and node.input[1] in integer
+        and index.weight_initializer(node.input[0]) is not None
+    ]
+    cut = {id(node) for node in lookups}
+    kept = [node for node in graph.node if id(node) not in cut]
+    del graph.node[:]
+    graph.node.extend(kept)
+    infos = {v.name: v for v in graph.value_info}
+    for node in lookups:
+        value = infos.get(node.output[0]) or onnx.helper.make_empty_tensor_value_info(
+            node.output[0]
+        )
+        graph.input.append(value)
+    read = {name for node in graph.node for name in node.input}
+    inputs = [v for v in graph.input if v.name not in integer or v.name in read]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    initializers = {t.name for t in graph.initializer}
+    feeds = {}
+    for value in graph.input:
+        if value.name in initializers:
+            continue
+        shape = index.shape(value.name)
+        sizes = [1, *(shape or ())[1:]]
+        if shape is None or not all(isinstance(d, int) for d in sizes):
+            raise ShapeError(
+                f"SynFlow feeds ones to {value.name!r}, whose shape {shape} has unknown sizes "
+                "besides the batch; pass the input shapes (--input-shape NAME=1x128)"
+            )
+        feeds[value.name] = ([int(d) for d in sizes], value.name not in integer)  # type: ignore[arg-type]
+    return proto, feeds
+
+
+def absolute_module(
+    context: ScoringContext,
+    dtype: torch.dtype = torch.float64,
+    proto: onnx.ModelProto | None = None,
+):
+    """An OnnxModule in ``dtype``, eval mode, with every floating tensor made |x|.
+
+    Args:
+        context: the scoring context.
+        dtype: the module's float type.
+        proto: the graph to run (default: the context's model), e.g. from
+            :func:`embedding_space`.
+    """
     from n2nonnx.backend import OnnxModule
 
-    module = OnnxModule(context.model, dtype=dtype)
+    module = OnnxModule(context.model if proto is None else proto, dtype=dtype)
     module.eval()
     with torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
@@ -125,8 +230,10 @@ def _synflow(context: ScoringContext, dtype: torch.dtype) -> dict[str, np.ndarra
     from tqdm.auto import tqdm
 
     iterations = int(context.options.get("iterations", 100))
-    module, rescaler = _scaled_module(context, dtype)
-    input_shape = [1, *context.options["sample_shape"]]
+    embedded = embedding_space(context.model)
+    proto = context.model.proto if embedded is None else embedded[0]
+    module, rescaler = _scaled_module(context, dtype, proto)
+    input_shape: Any = [1, *context.options["sample_shape"]] if embedded is None else embedded[1]
     masks = {name: np.ones(module.tensor(name).shape, dtype=bool) for name in context.weights}
     scores: dict[str, np.ndarray] = {}
     rounds = tqdm(
@@ -157,13 +264,13 @@ def _synflow(context: ScoringContext, dtype: torch.dtype) -> dict[str, np.ndarra
     }
 
 
-def _scaled_module(context: ScoringContext, dtype: torch.dtype):
+def _scaled_module(context: ScoringContext, dtype: torch.dtype, proto: onnx.ModelProto):
     """The |theta| module in ``dtype`` and, for float32, the rescaler that keeps it in range."""
-    module = absolute_module(context, dtype)
+    module = absolute_module(context, dtype, proto)
     if dtype == torch.float64:
         return module, None
     try:
-        return module, _Rescaler(module, context.model.proto.graph, context.weights)
+        return module, _Rescaler(module, proto.graph, context.weights)
     except InfeasibleScaling as reason:
         logger.info("SynFlow runs in float64: this graph admits no exact rescaling (%s)", reason)
-        return absolute_module(context, torch.float64), None
+        return absolute_module(context, torch.float64, proto), None
