@@ -277,3 +277,105 @@ def test_study_runs_scl_variants_at_the_same_epochs(tmp_path):
         assert cell["density"] == pytest.approx(0.1, abs=2e-4)
     skipped = json.loads((out / "cells" / "mlp" / "N2NSkip-SCL-d0.1-s0.json").read_text())
     assert skipped["skip_split"]["skip_nonzeros"] == skipped["skip_nonzeros"] > 0
+
+
+def _small_npz(path):
+    """A small 10-class data set that fits the built-in MLP (40 features)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((160, 40)).astype(np.float32)
+    y = np.argmax(x[:, :10], axis=1).astype(np.int64)
+    np.savez(path, x_train=x[:128], y_train=y[:128], x_test=x[128:], y_test=y[128:])
+    return str(path)
+
+
+FAST_RUN = ["--epochs", "1", "--no-progress", "--no-connectivity", "--no-baselines"]
+
+
+def test_run_deploys_to_every_installed_target(tmp_path, capsys):
+    import importlib.util
+
+    from n2nonnx.pipeline.targets import tensorrt_missing
+
+    out = tmp_path / "job"
+    data = _small_npz(tmp_path / "data.npz")
+    assert main(["run", "--data", data, "--out", str(out), *FAST_RUN]) == 0
+    targets = json.loads((out / "results.json").read_text())["targets"]
+    rows = targets["rows"]
+    installed = ["onnxruntime", "ort-mobile"]
+    installed += ["tensorrt"] if tensorrt_missing() is None else []
+    installed += ["mnn"] if importlib.util.find_spec("MNN") is not None else []
+    assert list(rows) == [n for n in ("onnxruntime", "ort-mobile", "tensorrt", "mnn") if n in rows]
+    assert [name for name, row in rows.items() if row["status"] == "ok"] == installed
+    report = (out / "report.md").read_text()
+    for name in installed:
+        row = rows[name]
+        assert (out / row["file"]).stat().st_size == row["bytes"] > 0
+        assert all(
+            row["latency_ms"][b] > 0 and row["latency_ratio_to_dense"][b] > 0 for b in ("1", "64")
+        )
+        assert row["verification"]["top1_agreement"] == 1.0
+        assert f"| {name} | `{row['file']}` |" in report
+    assert rows["onnxruntime"]["file"] == "deployed.onnx"
+    assert (out / "deployed.required_operators.config").exists()
+    if tensorrt_missing() is not None:
+        assert rows["tensorrt"]["status"] == "not available here"
+        assert "| tensorrt | not available here: " in report
+    assert targets["dense"]["bytes"] > rows["onnxruntime"]["bytes"]
+    assert {targets["fastest"][b]["target"] for b in ("1", "64")} <= set(installed)
+    assert "### On each deployment target" in report and "Fastest: at batch 1 **" in report
+    assert "target ort-mobile" in capsys.readouterr().out
+
+
+def test_run_targets_choose_and_a_failing_target_is_a_row(tmp_path, monkeypatch):
+    pytest.importorskip("MNN")
+    from n2nonnx.deployment.targets import mnn
+    from n2nonnx.errors import WorkFailedError
+
+    def refuse(source, target):
+        raise WorkFailedError("MNN's converter could not convert the deployed model\nmore")
+
+    monkeypatch.setattr(mnn, "convert", refuse)
+    data = _small_npz(tmp_path / "data.npz")
+    out = tmp_path / "two"
+    args = ["run", "--data", data, *FAST_RUN, "--targets", "onnxruntime", "mnn", "--out"]
+    assert main([*args, str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["targets"]["rows"]
+    assert list(rows) == ["onnxruntime", "mnn"]
+    assert rows["mnn"]["status"] == "failed"
+    assert rows["mnn"]["reason"] == "MNN's converter could not convert the deployed model"
+    assert not (out / "deployed.mnn").exists()
+    assert "| mnn | failed: MNN's converter could not" in (out / "report.md").read_text()
+    # --targets onnxruntime: today's files, one row.
+    out = tmp_path / "one"
+    assert (
+        main(["run", "--data", data, *FAST_RUN, "--targets", "onnxruntime", "--out", str(out)]) == 0
+    )
+    rows = json.loads((out / "results.json").read_text())["targets"]["rows"]
+    assert list(rows) == ["onnxruntime"] and rows["onnxruntime"]["latency_ms"]["1"] > 0
+    assert not {"deployed.ort", "deployed.mnn"} & {p.name for p in out.iterdir()}
+    table = (out / "report.md").read_text().split("### On each deployment target")[1]
+    assert sum(line.startswith("| onnxruntime |") for line in table.splitlines()) == 1
+    assert "| ort-mobile |" not in table and "| mnn |" not in table
+
+
+def test_run_refuses_an_unknown_target_before_any_work(tmp_path, capsys, monkeypatch):
+    from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.pipeline import JobConfig, run_job
+    from n2nonnx.pipeline import run as run_module
+    from n2nonnx.pipeline.targets import tensorrt_missing
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the targets were checked")
+
+    monkeypatch.setattr(run_module, "sparsify", no_training)
+    with pytest.raises(InvalidArgumentError, match="unknown target 'bogus'"):
+        run_job(None, "mnist1d", JobConfig(), tmp_path / "api", targets=["bogus"])
+    cases = [["onnxruntime", "bogus"]]
+    if tensorrt_missing() is not None:
+        cases.append(["tensorrt"])
+    for names in cases:
+        out = tmp_path / "o"
+        assert main(["run", *FAST_RUN, "--out", str(out), "--targets", *names]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and ("bogus" in errors[0] or "not available here" in errors[0])
+        assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from n2nonnx.cli import options
+from n2nonnx.cli.deploy import TARGET_NAMES
 from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
 from n2nonnx.pipeline.methods import LEARNED_METHODS
 from n2nonnx.pruning.options import ALLOCATIONS, AT_INIT_METHODS
@@ -19,8 +20,11 @@ check the saved model in onnxruntime, measure its heat-diffusion connectivity ag
 dense graph, deploy it, and write a report folder (report.md, results.json, figures,
 model.onnx, deployed.onnx). The report compares the dense model, the same density without
 skips and the N2NSkip model, all trained with the same recipe and deployed (accuracy,
-non-zeros, file size, onnxruntime latency at batch 1 and 64). Without INPUT: the built-in
-MLP (or --arch vgg1d) on MNIST-1D.
+non-zeros, file size, onnxruntime latency at batch 1 and 64), and shows the N2NSkip model
+deployed to every target whose runtime is installed (--targets: onnxruntime, ort-mobile,
+tensorrt with a TensorRT-enabled onnxruntime, mnn), each file written as deployed.<suffix>,
+side by side: size, latency at batch 1 and 64 in the target's runtime, agreement with the
+input model, the fastest named. Without INPUT: the built-in MLP (or --arch vgg1d) on MNIST-1D.
 
 The defaults (skip share 0.2, skips joined before the target's BatchNorm, ERK allocation,
 Adam) come from the study in the README; `n2nonnx skip` keeps the paper's share 0.5."""
@@ -30,7 +34,8 @@ examples:
   n2nonnx run                                    # built-in MLP on MNIST-1D, 5% density
   n2nonnx run model.onnx --data data.npz --density 0.02 --out runs/mine
   n2nonnx run --arch vgg1d --method random --epochs 10 --no-baselines
-  n2nonnx run --repair --out runs/repaired        # no kept weight on a dead path"""
+  n2nonnx run --repair --out runs/repaired        # no kept weight on a dead path
+  n2nonnx run --targets onnxruntime mnn           # deploy for those targets only"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,6 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-deploy", action="store_true", help="do not deploy and time the models"
     )
     parser.add_argument(
+        "--targets",
+        nargs="+",
+        choices=TARGET_NAMES,
+        metavar="NAME",
+        help=f"deployment targets to deploy the model to and time ({', '.join(TARGET_NAMES)}; "
+        "default: every one whose runtime is installed; onnxruntime alone: deployed.onnx only)",
+    )
+    parser.add_argument(
         "--no-connectivity", action="store_true", help="skip the heat-diffusion analysis"
     )
     options.add_threads(parser)
@@ -135,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             progress=not args.no_progress,
             main_process=ctx.is_main,
+            targets=args.targets,
         )
         if not ctx.is_main:
             return 0
@@ -155,6 +169,14 @@ def run(args: argparse.Namespace) -> int:
             f"  {label:14s} accuracy {row['test_accuracy']:.2%}  non-zeros {row['nonzeros']:>8,}  "
             f"deployed {row['deployed_bytes'] / 1024:8.1f} KiB  latency b=1 {row['latency_ms']['1']:.3f} ms  "
             f"b=64 {row['latency_ms']['64']:.3f} ms"
+        )
+    for name, row in job.targets.get("rows", {}).items():
+        if row["status"] != "ok":
+            print(f"  target {name:12s} {row['status']}: {row['reason']}")
+            continue
+        print(
+            f"  target {name:12s} {row['file']:24s} {row['bytes'] / 1024:8.1f} KiB  latency b=1 "
+            f"{row['latency_ms']['1']:.3f} ms  b=64 {row['latency_ms']['64']:.3f} ms"
         )
     print(f"report: {job.files['report']}")
     return 0

@@ -25,12 +25,13 @@ BATCHES = (1, 64)
 
 @dataclass
 class Candidate:
-    """One trained model of the comparison and its deployed form."""
+    """One trained model of the comparison and its deployed form (``result``: deploy's record)."""
 
     label: str
     trained: Model
     deployed: Model
     numbers: dict[str, Any]
+    result: Any = None
 
 
 def deploy_candidates(
@@ -65,6 +66,7 @@ def deploy_candidates(
                 "deployed_bytes": summary["bytes"]["after"],
                 "units_removed": summary["units"]["removed"],
             },
+            result,
         )
     return candidates
 

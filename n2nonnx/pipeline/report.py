@@ -40,8 +40,16 @@ def plot_training(history: dict[str, Any], label: str, path: Path) -> None:
     plt.close(figure)
 
 
-def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
-    """The Markdown report of one job; ``gains`` is the deployment comparison table."""
+def format_report(
+    numbers: dict[str, Any], gains: str | None = None, targets: str | None = None
+) -> str:
+    """The Markdown report of one job.
+
+    Args:
+        numbers: every number of the job (``results.json``).
+        gains: the deployment comparison table of the trained models.
+        targets: the table of the job's model on each deployment target.
+    """
     config = numbers["config"]
     recipe = config["recipe"]
     lines = [
@@ -62,9 +70,29 @@ def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
             "",
             "![gains](gains.png)",
             "",
-            "## This model",
+        ]
+    if targets:
+        measured = numbers.get("targets", {})
+        dense = measured.get("dense", {})
+        reference = ", ".join(
+            f"{dense['latency_ms'][key]:.3f} ms at batch {key}"
+            for key in dense.get("latency_ms", {})
+        )
+        lines += [
+            "### On each deployment target",
+            "",
+            f"This model ({numbers['label']}) deployed for each target (`n2nonnx deploy --target`), "
+            "verified against the input model in that target's runtime and timed there with 1 "
+            "thread, in the same interleaved rounds as the dense model deployed for onnxruntime "
+            f"({dense.get('model', 'the dense model')}; {dense.get('bytes', 0) / 1024:.1f} KiB, "
+            f"{reference}). Ratios are medians over rounds of the per-round ratio to it; within "
+            f'{measured.get("noise", 0.05):.0%} of 1 is below the timing noise ("same as dense").',
+            "",
+            targets,
             "",
         ]
+    if gains:
+        lines += ["## This model", ""]
     lines += [
         "| | |",
         "|---|---|",
@@ -112,7 +140,13 @@ def format_report(numbers: dict[str, Any], gains: str | None = None) -> str:
     lines += [
         "",
         "Every number is in `results.json`; the trained model is `model.onnx`, deployed "
-        "`deployed.onnx`.",
+        "`deployed.onnx`"
+        + "".join(
+            f", `{row['file']}` ({name})"
+            for name, row in numbers.get("targets", {}).get("rows", {}).items()
+            if row["status"] == "ok" and name != "onnxruntime"
+        )
+        + ".",
         "",
     ]
     return "\n".join(lines)

@@ -3,7 +3,9 @@
 :func:`run_job` runs :func:`~n2nonnx.pipeline.job.sparsify` on the user's model (or the
 built-in one), trains the baselines with the same recipe (the dense model and the same
 density without skips), deploys all of them, measures them side by side in onnxruntime
-(:mod:`~n2nonnx.pipeline.gains`) and writes the report folder. Nothing is written until the
+(:mod:`~n2nonnx.pipeline.gains`), deploys the job's own model to every chosen deployment
+target and times those side by side in their runtimes (:mod:`~n2nonnx.pipeline.targets`),
+and writes the report folder. Nothing is written until the
 work has succeeded, and existing files are replaced only with ``force``.
 """
 
@@ -14,7 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +47,7 @@ class JobFiles:
     result: JobResult
     gains: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    targets: dict[str, Any] = field(default_factory=dict)
 
 
 def run_job(
@@ -59,6 +62,7 @@ def run_job(
     force: bool = False,
     progress: bool = False,
     main_process: bool = True,
+    targets: Sequence[str] | None = None,
 ) -> JobFiles:
     """The main job with its files: ``model.onnx``, ``deployed.onnx``, ``results.json``, ``report.md``.
 
@@ -75,23 +79,31 @@ def run_job(
         progress: show training progress bars.
         main_process: False on the other processes under ``torchrun``: they train (every
             training is collective) but deploy, measure and write nothing.
+        targets: the deployment targets the job's model is deployed to and timed on
+            (``deployed.<suffix>`` each; ``deployed.onnx`` is always written). None: every
+            target whose runtime is installed here (the others listed as not available);
+            ``["onnxruntime"]``: that one only.
 
     Returns:
         The :class:`JobFiles`.
 
     Raises:
-        InvalidArgumentError: a bad option, or report files that exist without ``force``.
+        InvalidArgumentError: a bad option (an unknown target, or one named whose runtime
+            is not installed here), or report files that exist without ``force``.
         DataError: data that does not fit the model (checked before any work).
         SaveError: the report folder cannot be written (nothing is left in it then).
     """
     from n2nonnx.io import load, save
     from n2nonnx.paths import check_output_dir, check_output_file, write_text_atomic
     from n2nonnx.pipeline.report import format_report, plot_training
+    from n2nonnx.pipeline.targets import check_targets, report_names
     from n2nonnx.zoo import export_builtin
 
     validate(config)
+    chosen, absent = check_targets(targets) if deploy else ([], {})
     out = check_output_dir(out)
     names = list(REPORT_FILES) + (["dense.onnx"] if model is None else [])
+    names += [n for target in chosen for n in report_names(target) if n not in names]
     for name in names:
         check_output_file(
             out / name, label=f"--out: {name}", force=force, inputs=[model], new_folder=True
@@ -105,13 +117,21 @@ def run_job(
         dense = load(source)
     result = sparsify(dense, data, config, progress=progress)
     gains: dict[str, Any] = {}
-    gains_table = None
+    gains_table = target_table = None
+    rows: dict[str, Any] = {}
     if deploy:
         dataset, trained = _train_baselines(dense, data, config, result, baselines, progress)
         if not main_process:
             return JobFiles(result)  # under torchrun: the other processes only help train
         gains, gains_table, candidates = _compare(dataset, trained, config.seed)
         result.numbers["gains"] = gains
+        rows, measured, target_table = _compare_targets(
+            dense, dataset, candidates, config, chosen, absent
+        )
+        result.numbers["targets"] = {
+            **measured,
+            "rows": {name: row.to_dict() for name, row in rows.items()},
+        }
     if not main_process:
         return JobFiles(result)
     with _report_folder(out) as staging:  # every file, or none: staged, then renamed into out
@@ -121,6 +141,11 @@ def run_job(
         files["model"] = save(result.trained, staging / "model.onnx")
         if deploy:
             files["deployed"] = save(candidates[config.label].deployed, staging / "deployed.onnx")
+            for name, row in rows.items():
+                if row.status == "ok" and name != "onnxruntime":
+                    files[f"deployed_{name.replace('-', '_')}"] = row.result.save(
+                        staging / row.file
+                    )
             from n2nonnx.pipeline.gains import plot_gains
 
             plot_gains(candidates, staging / "gains.png")
@@ -137,11 +162,11 @@ def run_job(
             staging / "results.json", json.dumps(result.numbers, indent=2, default=json_default)
         )
         files["report"] = write_text_atomic(
-            staging / "report.md", format_report(result.numbers, gains_table)
+            staging / "report.md", format_report(result.numbers, gains_table, target_table)
         )
     files = {key: out / path.name for key, path in files.items()}
     log.info("wrote %s, %s and %s", files["report"], files["results"], files["model"])
-    return JobFiles(result, gains, files)
+    return JobFiles(result, gains, files, result.numbers.get("targets", {}))
 
 
 @contextmanager
@@ -219,3 +244,38 @@ def _compare(
         gains_table(candidates),
         candidates,
     )
+
+
+def _compare_targets(
+    dense: Any,
+    dataset: Any,
+    candidates: dict[str, Any],
+    config: JobConfig,
+    chosen: list[str],
+    absent: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Deploy the job's model to each target and time them against the dense model.
+
+    The reference is the trained dense baseline deployed for onnxruntime; without one (no
+    baselines) the input model deployed (untrained: the same size and speed).
+
+    Returns:
+        ``(name -> TargetRow, the timing's numbers, Markdown table)``.
+    """
+    from n2nonnx.deployment import deploy
+    from n2nonnx.pipeline.targets import deploy_targets, measure_targets, targets_table
+
+    own = candidates[config.label]
+    rows = deploy_targets(
+        own.trained, dataset, chosen, seed=config.seed, absent=absent, onnxruntime=own.result
+    )
+    if "dense" in candidates:
+        reference, what = candidates["dense"].deployed, "the trained dense baseline"
+    else:
+        log.info("deploy: the dense input model, the reference of the targets' ratios")
+        reference = deploy(dense, data=dataset, seed=config.seed).model
+        what = "the dense input model, deployed untrained (the same size and speed)"
+    dense_bytes = candidates["dense"].numbers["deployed_bytes"] if "dense" in candidates else None
+    measured = measure_targets(rows, reference, dense_bytes=dense_bytes)
+    measured["dense"]["model"] = what
+    return rows, measured, targets_table(rows, measured)
