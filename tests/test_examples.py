@@ -58,3 +58,11 @@ def test_benchmark_structured_quick():
     aligned = rows[2][4].strip().split("-")
     assert all(int(w) % 16 == 0 for w in aligned)
     assert all(float(r[-1].strip().rstrip("x")) > 0 for r in rows)
+
+
+def test_benchmark_pad_quick():
+    out = run_example("benchmark_pad.py", "--quick")
+    assert "load " in out and "padded 3-32-64-64" in out and "unpadded 3-27-62-58" in out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 1 |")]
+    assert len(rows) == 1 and float(rows[0][1]) > 0
+    assert all(cell.strip().endswith("x") for cell in rows[0][2:])

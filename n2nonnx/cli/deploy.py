@@ -111,6 +111,12 @@ def register(subparsers) -> None:
         "blocked conv kernels (default 16; 0: off)",
     )
     parser.add_argument(
+        "--pad-to-align",
+        action="store_true",
+        help="also time zero-padding layers so convolutions read multiples of --align channels "
+        "(exact; for models pruned elsewhere)",
+    )
+    parser.add_argument(
         "--no-timing",
         action="store_true",
         help="do not time no / exact / aligned unit removal in onnxruntime (keep aligned)",
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.ort_threads,
         align=args.align,
         timing=not args.no_timing,
+        pad_to_align=args.pad_to_align,
         keep_fp32=args.keep_fp32,
         target=args.target,
     )

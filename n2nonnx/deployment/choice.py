@@ -11,6 +11,12 @@ fastest. Ratios within :data:`TIE` of the fastest count as equal, and then the e
 ``aligned``, ``exact``, ``none`` is kept (fewer units first among the removals), so the
 choice is a deterministic function of the measured numbers.
 
+With ``pad_to_align`` a fourth variant competes: ``padded``, the exact removal (or the
+folded model, when nothing is dead) with zero units appended where convolutions read
+unaligned channel counts (:mod:`~n2nonnx.deployment.padding`); it is last in the order
+of preference, so it is kept only when it measures faster than the others (or, without
+timing, whenever it pads anything).
+
 It also reads the graph onnxruntime optimises the chosen variant into
 (``SessionOptions.optimized_model_filepath``) and warns when a 2-D convolution stays
 outside the blocked kernels with an input channel count that is not a multiple of the
@@ -41,7 +47,7 @@ log = logging.getLogger(__name__)
 TIE = 0.05
 """Ratios this close to the fastest count as equal (timing noise at a small budget)."""
 
-ORDER = ("aligned", "exact", "none")
+ORDER = ("aligned", "exact", "none", "padded")
 """Preference among variants that measure equal."""
 
 _NCHWC = "com.microsoft.nchwc"
@@ -54,9 +60,9 @@ class RemovalChoice:
     """The variant :func:`choose_removal` kept, and what it measured.
 
     Attributes:
-        chosen: ``aligned``, ``exact`` or ``none``.
+        chosen: ``aligned``, ``exact``, ``none`` or ``padded``.
         dead: the chosen removal (a :class:`~n2nonnx.deployment.dead.DeadUnits`; empty
-            ``remove`` for ``none``).
+            ``remove`` for ``none``; for ``padded``, the removal padded after).
         pruned: the folded model with the chosen removal applied.
         align: the alignment asked for (0: off).
         measured: whether the variants were timed (False: ``timing`` off, or one variant).
@@ -66,6 +72,8 @@ class RemovalChoice:
         widths: variant -> layer -> [full width, kept width], for the narrowed layers.
         block: onnxruntime's NCHWc block on this machine (None: no blocked kernels).
         warnings: layout warnings about the chosen variant's optimised graph.
+        padding: the :meth:`~n2nonnx.deployment.padding.PaddingPlan.to_dict` record when
+            padding was asked for (None: it was not).
     """
 
     chosen: str
@@ -79,6 +87,7 @@ class RemovalChoice:
     widths: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     block: int | None = None
     warnings: list[str] = field(default_factory=list)
+    padding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able numbers for the deploy summary."""
@@ -92,6 +101,7 @@ class RemovalChoice:
             "widths": {v: dict(w) for v, w in self.widths.items()},
             "block": self.block,
             "warnings": list(self.warnings),
+            "padding": self.padding,
         }
 
 
@@ -113,6 +123,14 @@ def describe_removal(record: dict[str, Any] | None) -> list[str]:
     align = f"align {record['align']}" if record["align"] > 1 else "align off"
     lines = [f"unit removal       {record['chosen']} ({align}; {variants}; {how})"]
     lines += [f"  warning: {w}" for w in record["warnings"]]
+    padding = record.get("padding")
+    if padding is not None:
+        grown = ", ".join(f"{c} {a}->{b}" for c, (a, b) in padding["widths"].items())
+        lines.append(
+            f"padding            {padding['added']} zero units added to {len(padding['counts'])} "
+            f"layer(s) (align {padding['align']})" + (f": input channels {grown}" if grown else "")
+        )
+        lines += [f"  left unaligned: {c}: {why}" for c, why in padding["refused"].items()]
     return lines
 
 
@@ -124,6 +142,7 @@ def choose_removal(
     timing: bool = True,
     budget: float = 1.0,
     seed: int = 0,
+    pad_to_align: bool = False,
 ) -> RemovalChoice:
     """Build the removal variants, time them if asked, and keep the fastest.
 
@@ -136,16 +155,19 @@ def choose_removal(
             unmeasured).
         budget: about how many seconds the timing may take (sessions not counted).
         seed: seed of the random timing inputs.
+        pad_to_align: also build the ``padded`` variant (see the module docstring).
 
     Returns:
         The :class:`RemovalChoice`.
 
     Raises:
-        InvalidArgumentError: ``align`` is not an integer >= 0.
+        InvalidArgumentError: ``align`` is not an integer >= 0 (>= 2 with ``pad_to_align``).
     """
+    from n2nonnx.deployment import padding
     from n2nonnx.units import remove_units
 
     align = check_align(align)
+    padding.check_pad_to_align(pad_to_align, align)
     removals: dict[str, DeadUnits] = {}
     if dead.count:
         if align > 1:
@@ -162,6 +184,11 @@ def choose_removal(
         v: remove_units(add_to_biases(folded, d.bias_deltas), d.remove) if d.count else folded
         for v, d in removals.items()
     }
+    base = "exact" if "exact" in models else "none"
+    plan = padding.pad_to_align(models[base], align) if pad_to_align else None
+    if plan is not None and plan.added:
+        removals["padded"] = removals[base]
+        models["padded"] = plan.model
     choice = RemovalChoice(
         chosen=next(v for v in ORDER if v in removals),
         dead=dead,
@@ -170,7 +197,10 @@ def choose_removal(
         removed={v: d.count for v, d in removals.items()},
         widths={v: kept_widths(folded, d) for v, d in removals.items() if d.count},
         block=nchwc_block(),
+        padding=plan.to_dict() if plan is not None else None,
     )
+    if "padded" in models and not timing:
+        choice.chosen = "padded"
     with tempfile.TemporaryDirectory(prefix="n2nonnx-layout-") as scratch:
         optimized = {v: Path(scratch) / f"{v}.onnx" for v in models}
         if timing and len(models) > 1:

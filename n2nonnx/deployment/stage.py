@@ -126,6 +126,7 @@ def deploy(
     threads: int = 1,
     align: int = 16,
     timing: bool = True,
+    pad_to_align: bool = False,
     keep_fp32: Sequence[str] = (),
     target: str = "onnxruntime",
 ) -> DeployResult:
@@ -154,6 +155,9 @@ def deploy(
             see :mod:`~n2nonnx.deployment.align`).
         timing: time no removal, exact and aligned removal in onnxruntime and keep the
             fastest (False: aligned, unmeasured; see :mod:`~n2nonnx.deployment.choice`).
+        pad_to_align: also time a variant with zero units added where convolutions read
+            channel counts that are not multiples of ``align`` (exact; for models pruned
+            elsewhere; see :mod:`~n2nonnx.deployment.padding`).
         keep_fp32: with int8 / int4, layer nodes kept in fp32 (checked in onnxruntime's
             optimised model).
         target: ``onnxruntime``, ``ort-mobile``, ``tensorrt`` or ``mnn``
@@ -172,6 +176,7 @@ def deploy(
     from n2nonnx.deployment.align import check_align
     from n2nonnx.deployment.choice import choose_removal
     from n2nonnx.deployment.dead import find_dead_units, random_inputs
+    from n2nonnx.deployment.padding import check_pad_to_align
     from n2nonnx.deployment.quantize import QUANTIZATION_MODES, quantize_int8
     from n2nonnx.deployment.storage import CompactTensor, compact_storage, unfolded_expansions
     from n2nonnx.deployment.verify import VerificationError, compare
@@ -189,7 +194,7 @@ def deploy(
         raise InvalidArgumentError(
             "--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)"
         )
-    check_align(align)
+    check_pad_to_align(pad_to_align, check_align(align))
     if samples < 1:
         raise InvalidArgumentError(f"samples must be at least 1, got {samples}")
     chosen = _check_target(target, quantize, keep_fp32)
@@ -203,7 +208,12 @@ def deploy(
     source, moved = _initializers_out_of_inputs(model)
     folded = fold_masks(source)
     removal = choose_removal(
-        folded, find_dead_units(folded, seed=seed), align=align, timing=timing, seed=seed
+        folded,
+        find_dead_units(folded, seed=seed),
+        align=align,
+        timing=timing,
+        seed=seed,
+        pad_to_align=pad_to_align,
     )
     dead = removal.dead
     prepared = chosen.prepare(removal.pruned, model.proto, feeds)

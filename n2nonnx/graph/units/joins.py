@@ -5,6 +5,8 @@ Arithmetic joins are a residual Add, a gate Mul, an N2NSkip Add.
 Element-wise operands must keep the same units: a removal that breaks this is refused,
 naming the layers that have to go together; an operand that loses every unit drops out of
 a sum (a product of it vanishes). Concat gives each input its own segment of the unit axis.
+Padding (zero units appended) follows the same law: element-wise operands must be padded
+alike, constant operands grow with a neutral fill (0; 1 for a divisor or an exponent).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from n2nonnx.graph.units.table import (
     PRODUCT,
     Layout,
     Outgoing,
+    Padding,
+    PadEditor,
     Scale,
     Trace,
     UnitEditor,
@@ -211,6 +215,68 @@ def remove_concat(editor: UnitEditor, node: onnx.NodeProto, name: str) -> None:
         editor.nodes.append(node)
 
 
+def pad_arithmetic(editor: PadEditor, node: onnx.NodeProto, name: str) -> None:
+    """Every operand that varies along the padded axis must be padded alike."""
+    out_rank = editor.rank(node.output[0])
+    padded: dict[int, Padding] = {}
+    for slot, tensor in enumerate(node.input):
+        state = editor.states.get(tensor)
+        if state is not None:
+            padded[slot] = Padding(
+                state.axis + out_rank - editor.rank(tensor), state.source, state.size
+            )
+    first = next(iter(padded.values()))
+    if any(
+        p.axis != first.axis or not np.array_equal(p.source, first.source) for p in padded.values()
+    ):
+        editor.refuse(node, "joins tensors padded differently; pad the layers together")
+    fill = 1.0 if node.op_type in ("Div", "Pow") else 0.0
+    for slot, tensor in enumerate(node.input):
+        if not tensor or slot in padded:
+            continue
+        rank = editor.rank(tensor)
+        dim = first.axis - (out_rank - rank)
+        shape = editor.index.shape(tensor)
+        size = shape[dim] if shape is not None and 0 <= dim < rank else 1
+        if dim < 0 or size == 1:
+            continue  # broadcast along the padded axis
+        if not editor.is_constant(tensor):
+            editor.refuse(node, f"joins the padded units with {tensor!r}, which is not padded")
+        value = editor.value(tensor)
+        if value.shape[dim] != first.size:
+            editor.refuse(node, f"cannot tell how {tensor!r} lines up with the padded units")
+        editor.set_constant(node, slot, first.grow(value, dim, fill))
+    editor.states[node.output[0]] = first
+    editor.nodes.append(node)
+
+
+def pad_concat(editor: PadEditor, node: onnx.NodeProto, name: str) -> None:
+    """Along the padded axis each input keeps its segment, added units included."""
+    rank = editor.rank(node.output[0])
+    concat_axis = int(editor.index.attribute(node, "axis")) % rank
+    states = [editor.states.get(t) for t in node.input]
+    first = next(s for s in states if s is not None)
+    if concat_axis != first.axis:
+        agreed = {tuple(s.source.tolist()) for s in states if s is not None}
+        if len(agreed) != 1 or any(s is None for s in states):
+            editor.refuse(node, "joins tensors padded differently along another axis")
+        editor.states[node.output[0]] = first
+        editor.nodes.append(node)
+        return
+    pieces, offset = [], 0
+    for tensor, state in zip(node.input, states, strict=True):
+        shape = editor.index.shape(tensor)
+        size = state.size if state is not None else (shape[concat_axis] if shape else None)
+        if not isinstance(size, int):
+            editor.refuse(node, f"the size of {tensor!r} is unknown")
+            return
+        source = state.source if state is not None else np.arange(size)
+        pieces.append(np.where(source < 0, -1, source + offset))
+        offset += size
+    editor.states[node.output[0]] = Padding(concat_axis, np.concatenate(pieces), offset)
+    editor.nodes.append(node)
+
+
 def _check_concat(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> str | None:
     rank = index.rank(node.output[0])
     if rank is None or trace.axis is None:
@@ -227,9 +293,22 @@ _SCALE: dict[str, Scale] = {
     "Div": PRODUCT,
     "PRelu": (0,),
 }
-register(ARITHMETIC, trace_broadcast, family="joins", remove=remove_arithmetic, scale=_SCALE)
+register(
+    ARITHMETIC,
+    trace_broadcast,
+    family="joins",
+    remove=remove_arithmetic,
+    scale=_SCALE,
+    pad=pad_arithmetic,
+)
 register("Where", trace_broadcast, family="joins", data_inputs=(1, 2), scale=(1, 2))
 register(["And", "Or"], trace_broadcast, family="joins")
 register(
-    "Concat", trace_concat, family="joins", remove=remove_concat, check=_check_concat, scale=ALL
+    "Concat",
+    trace_concat,
+    family="joins",
+    remove=remove_concat,
+    check=_check_concat,
+    scale=ALL,
+    pad=pad_concat,
 )

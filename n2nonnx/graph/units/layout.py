@@ -2,7 +2,8 @@
 
 A reshape is followed by reshaping a tensor of unit labels (batch set to 1): units
 survive it when every label stays on one output axis. Removing units through it changes
-that axis's size in a constant target shape.
+that axis's size in a constant target shape; padding through it (zero units appended)
+grows that size, and a Flatten into a Gemm pads the Gemm's columns at every spatial position.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from n2nonnx.graph.units.same_units import trace_same
 from n2nonnx.graph.units.table import (
     Layout,
     Outgoing,
+    Padding,
+    PadEditor,
     Trace,
     UnitEditor,
     register,
@@ -132,6 +135,54 @@ def remove_reshape(editor: UnitEditor, node: onnx.NodeProto, name: str) -> None:
     editor.nodes.append(node)
 
 
+def pad_transpose(editor: PadEditor, node: onnx.NodeProto, name: str) -> None:
+    """The padded axis moves where the permutation puts it."""
+    state = editor.states[node.input[0]]
+    perm = _perm(editor.index, node, editor.rank(node.input[0]))
+    editor.states[node.output[0]] = Padding(perm.index(state.axis), state.source, state.size)
+    editor.nodes.append(node)
+
+
+def pad_reshape(editor: PadEditor, node: onnx.NodeProto, name: str) -> None:
+    """Reshape a tensor of output positions laid out like the padded input; grow the target."""
+    state = editor.states.get(node.input[0])
+    if state is None:
+        editor.refuse(node, "padded units reach its shape input")
+        return
+    output = node.output[0]
+    in_dims = static_dims(editor.index.shape(node.input[0]))
+    out_dims = static_dims(editor.index.shape(output))
+    if in_dims is None or out_dims is None:
+        editor.refuse(node, "needs static shapes besides the batch")
+        return
+    found = _reshaped_axis(in_dims, out_dims, state.axis)
+    if isinstance(found, str):
+        editor.refuse(node, found)
+        return
+    axis = found[0]
+    grown = out_dims[axis] * len(state.source)
+    if grown % state.size:
+        editor.refuse(node, "would split an added unit across positions")
+    new_out = list(out_dims)
+    new_out[axis] = grown // state.size
+    positions = np.indices(out_dims)[axis].reshape(in_dims)
+    padded = Padding(state.axis, state.source, state.size).grow(positions, state.axis, -1)
+    line = np.moveaxis(padded.reshape(new_out), axis, 0).reshape(new_out[axis], -1)
+    if not np.all(line == line[:, :1]):
+        editor.refuse(node, "mixes the added units with others")
+    editor.states[output] = Padding(axis, line[:, 0].copy(), out_dims[axis])
+    if node.op_type == "Reshape":
+        if not editor.is_constant(node.input[1]):
+            editor.refuse(node, "has a computed target shape")
+        shape = editor.value(node.input[1]).astype(np.int64).copy()
+        if shape[axis] == 0 and axis != state.axis:
+            editor.refuse(node, "copies the size of an axis the padding changes")
+        if shape[axis] > 0:
+            shape[axis] = new_out[axis]
+            editor.set_constant(node, 1, shape)
+    editor.nodes.append(node)
+
+
 def _check_reshape(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> str | None:
     in_dims = static_dims(index.shape(trace.tensor))
     out_dims = static_dims(index.shape(node.output[0]))
@@ -143,7 +194,14 @@ def _check_reshape(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> str
     return f"{node.op_type} {node.name!r} {found}" if isinstance(found, str) else None
 
 
-register("Transpose", trace_transpose, family="layout", remove=remove_transpose, scale=(0,))
+register(
+    "Transpose",
+    trace_transpose,
+    family="layout",
+    remove=remove_transpose,
+    scale=(0,),
+    pad=pad_transpose,
+)
 register(
     RESHAPES,
     trace_reshape,
@@ -152,6 +210,7 @@ register(
     remove=remove_reshape,
     check=_check_reshape,
     scale=(0,),
+    pad=pad_reshape,
 )
 register(["Expand", "Tile"], trace_same, family="layout", data_inputs=(0,), scale=(0,))
 

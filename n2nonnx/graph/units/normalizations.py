@@ -3,7 +3,8 @@
 Over another axis than the units' they pass units on (a mean over tokens). Over the unit
 axis they *couple* units: every output position depends on every unit (a LayerNorm's
 mean and variance, a softmax's sum), so the edge is mixed and no unit can be removed
-through them: removing one, even a constant one, would change the statistics.
+through them: removing one, even a constant one, would change the statistics; nor can a
+unit be added (padded) through them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from n2nonnx.errors import UnsupportedOpError
 from n2nonnx.graph.index import GraphIndex
 from n2nonnx.graph.ops import REDUCTIONS
 from n2nonnx.graph.units.same_units import remove_same, trace_same
-from n2nonnx.graph.units.table import Layout, Outgoing, Trace, UnitEditor, register
+from n2nonnx.graph.units.table import (
+    Layout,
+    Outgoing,
+    Padding,
+    PadEditor,
+    Trace,
+    UnitEditor,
+    register,
+)
 
 AXIS_NORMS = frozenset(
     {
@@ -91,6 +100,20 @@ def remove_norm(editor: UnitEditor, node: onnx.NodeProto, name: str) -> None:
     remove_same(editor, node, name)
 
 
+def pad_reduce(editor: PadEditor, node: onnx.NodeProto, name: str) -> None:
+    """A reduction or normalisation over other axes keeps the added units (the axis may shift)."""
+    state = editor.states.get(node.input[0])
+    axes = normalised_axes(editor.index, node, editor.rank(node.input[0]))
+    if state is None or state.axis in axes:
+        editor.refuse(node, "computes over the padded axis")
+        return
+    axis = state.axis
+    if node.op_type in REDUCTIONS and not int(editor.index.attribute(node, "keepdims", 1)):
+        axis -= sum(a < state.axis for a in axes)
+    editor.states[node.output[0]] = Padding(axis, state.source, state.size)
+    editor.nodes.append(node)
+
+
 register(
     REDUCTIONS,
     trace_reduce,
@@ -98,6 +121,7 @@ register(
     data_inputs=(0,),
     mixes=_mixes,
     remove=remove_reduce,
+    pad=pad_reduce,
     scale={op: (0,) for op in ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin")},
 )
 register(
@@ -107,4 +131,5 @@ register(
     data_inputs=(0,),
     mixes=_mixes,
     remove=remove_norm,
+    pad=pad_reduce,
 )

@@ -2,6 +2,9 @@
 
 Values or spatial sizes change, units do not. A unit is removed through them by dropping
 it from their input (nothing to rewrite), except where a ``Pad`` pads the unit axis.
+A zero unit appended (padding) passes the same way; where ``f(0) != 0`` (Sigmoid) the added
+unit is a constant the consumers' zero columns ignore, so only ops that are not finite
+at 0 (``Log``, ``Reciprocal``) refuse it: ``inf * 0`` is not 0.
 """
 
 from __future__ import annotations
@@ -11,7 +14,17 @@ import onnx
 from n2nonnx.errors import UnsupportedOpError
 from n2nonnx.graph.index import GraphIndex
 from n2nonnx.graph.ops import ACTIVATIONS, ELEMENTWISE_MATH, SPATIAL
-from n2nonnx.graph.units.table import Outgoing, Trace, UnitEditor, register, size_along
+from n2nonnx.graph.units.table import (
+    Outgoing,
+    PadEditor,
+    Trace,
+    UnitEditor,
+    register,
+    size_along,
+)
+
+#: Ops whose value at 0 is not finite: an added zero unit would reach consumers as inf / NaN.
+NOT_FINITE_AT_ZERO = frozenset({"Log", "Reciprocal"})
 
 
 def trace_same(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> Outgoing:
@@ -39,6 +52,21 @@ def remove_same(editor: UnitEditor, node: onnx.NodeProto, name: str) -> None:
     editor.states[node.output[0]] = state
     if not state.vanished:
         editor.nodes.append(node)
+
+
+def pad_same(editor: PadEditor, node: onnx.NodeProto, name: str) -> None:
+    """The output holds the input's positions, added units included."""
+    state = editor.states.get(node.input[0])
+    if state is None:
+        editor.refuse(node, "padded units reach a parameter input")
+        return
+    if node.op_type in NOT_FINITE_AT_ZERO:
+        editor.refuse(node, "is not finite at 0, the value of the added units")
+    reason = _pads_unit_axis(editor.index, node, state.axis)
+    if reason:
+        editor.refuse(node, reason)
+    editor.states[node.output[0]] = state
+    editor.nodes.append(node)
 
 
 def _check_pad(index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> str | None:
@@ -69,6 +97,7 @@ register(
     data_inputs=(0,),
     remove=remove_same,
     scale={op: (0,) for op in _HOMOGENEOUS},
+    pad=pad_same,
 )
 register(
     "Pad",
@@ -78,4 +107,5 @@ register(
     remove=remove_same,
     check=_check_pad,
     scale=(0, 2),
+    pad=pad_same,
 )

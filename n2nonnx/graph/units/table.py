@@ -6,7 +6,8 @@ follows units through an op with :attr:`UnitRule.trace`, dead-unit analysis and
 reachability treat an op that :attr:`~UnitRule.mixes` units as all-to-all, the removal
 transform (:func:`n2nonnx.units.remove_units`) rewrites the op with
 :attr:`~UnitRule.remove` (and :attr:`~UnitRule.check` says beforehand, with a reason,
-where it cannot), and SynFlow's exact rescaling reads :attr:`~UnitRule.scale`. One file
+where it cannot), its inverse (:func:`n2nonnx.units.pad_units`, zero units appended)
+with :attr:`~UnitRule.pad`, and SynFlow's exact rescaling reads :attr:`~UnitRule.scale`. One file
 per op family registers its rules with :func:`register`; ``n2nonnx.graph.units``
 imports them all.
 """
@@ -101,6 +102,63 @@ class UnitEditor(Protocol):
 
 RemoveFn = Callable[[UnitEditor, onnx.NodeProto, str], None]
 
+
+@dataclass(frozen=True)
+class Padding:
+    """Where a padded tensor's positions along ``axis`` come from.
+
+    Attributes:
+        axis: the axis that grew.
+        source: for each position of the padded tensor, the original position it holds,
+            or -1 for an added (zero) unit.
+        size: the original size along ``axis``.
+    """
+
+    axis: int
+    source: np.ndarray
+    size: int
+
+    @property
+    def added(self) -> np.ndarray:
+        """The positions of the added units."""
+        return np.flatnonzero(self.source < 0)
+
+    def grow(self, array: np.ndarray, axis: int, fill: float = 0.0) -> np.ndarray:
+        """``array`` (original size along ``axis``) laid out like this tensor, ``fill`` where added."""
+        picked = np.take(array, np.maximum(self.source, 0), axis=axis)
+        shape = [1] * array.ndim
+        shape[axis] = len(self.source)
+        added = (self.source < 0).reshape(shape)
+        return np.where(added, np.asarray(fill, dtype=array.dtype), picked).astype(array.dtype)
+
+
+class PadEditor(Protocol):
+    """What a padding rule may use of the padding pass (:class:`n2nonnx.units.padding.Padder`)."""
+
+    index: GraphIndex
+    states: dict[str, Padding]
+    nodes: list[onnx.NodeProto]
+
+    def value(self, name: str) -> np.ndarray:
+        """The (possibly already rewritten) value of a constant."""
+
+    def is_constant(self, name: str) -> bool:
+        """True for an initializer or a constant the pass created."""
+
+    def set_constant(self, node: onnx.NodeProto, slot: int, value: np.ndarray) -> None:
+        """Give input ``slot`` of ``node`` a new constant value."""
+
+    def rank(self, name: str) -> int:
+        """The rank of a tensor (raises where unknown)."""
+
+    def refuse(self, node: onnx.NodeProto, why: str) -> None:
+        """Raise the error that says why the padding cannot pass ``node`` exactly."""
+
+
+#: Rewrites a node that padded units reach, so that they stay without effect; raises
+#: (through :meth:`PadEditor.refuse`) where it cannot.
+PadFn = Callable[[PadEditor, onnx.NodeProto, str], None]
+
 #: How a scale factor passes through an op (SynFlow's exact rescaling): the listed input
 #: slots share the output's factor (``ALL``: every input), ``PRODUCT``: the output's factor
 #: is the product of its inputs', ``None``: the op is not positively homogeneous.
@@ -126,6 +184,8 @@ class UnitRule:
             through the node (None: defaults to "they can" where ``remove`` exists).
         scale: how a scale factor passes through the op (see :data:`ALL`, :data:`PRODUCT`).
         family: the family file that registered the rule (for messages and tests).
+        pad: rewrites the node in the padding pass (zero units appended to a layer); None:
+            padded units cannot pass.
     """
 
     op: str
@@ -136,6 +196,7 @@ class UnitRule:
     check: CheckFn | None = None
     scale: Scale = None
     family: str = ""
+    pad: PadFn | None = None
 
     def mixes_units(self, index: GraphIndex, node: onnx.NodeProto, trace: Trace) -> bool:
         """Whether this node makes the traced positions depend on other units."""
@@ -174,6 +235,7 @@ def register(
     remove: RemoveFn | None = None,
     check: CheckFn | None = None,
     scale: Scale | dict[str, Scale] = None,
+    pad: PadFn | None = None,
 ) -> None:
     """Register one rule for each op type in ``ops`` (a name or an iterable of names).
 
@@ -186,6 +248,7 @@ def register(
         remove: see :class:`UnitRule`.
         check: see :class:`UnitRule`.
         scale: see :class:`UnitRule`; a dict gives each op its own (absent ops: None).
+        pad: see :class:`UnitRule`.
 
     Raises:
         ValueError: an op already has a rule.
@@ -194,7 +257,7 @@ def register(
         if op in RULES:
             raise ValueError(f"unit rule for {op} registered twice ({RULES[op].family}, {family})")
         own_scale = scale.get(op) if isinstance(scale, dict) else scale
-        RULES[op] = UnitRule(op, trace, data_inputs, mixes, remove, check, own_scale, family)
+        RULES[op] = UnitRule(op, trace, data_inputs, mixes, remove, check, own_scale, family, pad)
 
 
 def rule_for(op: str) -> UnitRule | None:
