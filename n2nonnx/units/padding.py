@@ -104,7 +104,7 @@ class Padder:
                 raise UnsupportedOpError(
                     f"pad_units: added units reach graph output {output!r}, which would change shape"
                 )
-        return self._editor._assemble()
+        return self._editor.assemble()
 
     # -- what the rules use ---------------------------------------------------------------
     def value(self, name: str) -> np.ndarray:
@@ -154,7 +154,7 @@ class Padder:
             and self.index.producer_node(node.input[slot]) is None
         ):
             self.refuse(node, "has a weight that is not constant")
-        self._editor._slice_constant(node, slot, grow, tuple(layer.weight_shape))
+        self._editor.slice_constant(node, slot, grow, tuple(layer.weight_shape))
         has_bias = len(node.input) > 2 and bool(node.input[2])
         if count and has_bias and layer.op in ("Conv", "ConvTranspose", "Gemm"):
             self._grow_bias(node, layer, out)

@@ -122,9 +122,10 @@ class Editor:
                     f"remove_units: graph output {output!r} would lose {state.size - len(state.kept)} "
                     "positions; units that reach a graph output cannot be removed"
                 )
-        return self._assemble()
+        return self.assemble()
 
-    def _assemble(self) -> onnx.ModelProto:
+    def assemble(self) -> onnx.ModelProto:
+        """The new model from the rewritten nodes and constants (shapes re-inferred)."""
         from n2nonnx.graph.normalize import infer_shapes
         from n2nonnx.tags import replace_tensor
 
@@ -262,9 +263,9 @@ class Editor:
                 array = np.take(array, chosen, axis=layer.in_axis)
             return array
 
-        self._slice_constant(node, slot, take, tuple(layer.weight_shape))
+        self.slice_constant(node, slot, take, tuple(layer.weight_shape))
 
-    def _slice_constant(self, node, slot, take, shape) -> None:
+    def slice_constant(self, node, slot, take, shape) -> None:
         """Apply ``take`` to the constant in ``slot``.
 
         The constant is an initializer, or the constant subgraph (weight * mask, casts) that
@@ -286,7 +287,7 @@ class Editor:
             raise UnsupportedOpError(f"remove_units: weight producer {producer.name!r} not found")
         for position in range(len(copy.input)):
             if copy.input[position]:
-                self._slice_constant(copy, position, take, shape)
+                self.slice_constant(copy, position, take, shape)
 
     def _grouped(self, node, layer, out_kept, in_kept, state) -> np.ndarray:
         groups = layer.groups
@@ -322,7 +323,7 @@ class Editor:
             blocks = [array[o][:, c] for o, c in zip(outs, columns, strict=True)]
             return np.concatenate(blocks, axis=0)
 
-        self._slice_constant(node, 1, take, tuple(layer.weight_shape))
+        self.slice_constant(node, 1, take, tuple(layer.weight_shape))
         for attribute in node.attribute:
             if attribute.name == "group":
                 attribute.i = len(alive)
