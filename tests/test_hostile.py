@@ -104,6 +104,85 @@ def _empty_weight_model(path: Path) -> Path:
     return path
 
 
+def _two_layer_model(
+    path: Path,
+    w1: np.ndarray | None = None,
+    *,
+    names: tuple[str, str] = ("fc1", "fc2"),
+    opset: int = 17,
+    ir_version: int = 8,
+) -> Path:
+    """x (N, 40) -> Gemm 16 -> Relu -> Gemm 10, float32 (NaN, zero, clashing names, opset ...)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1, name=names[0]),
+        helper.make_node("Relu", ["h"], ["a"], name="relu"),
+        helper.make_node("Gemm", ["a", "w2", "b2"], ["y"], transB=1, name=names[1]),
+    ]
+    arrays = {
+        "w1": rng.standard_normal((16, 40)).astype(np.float32) * 0.2 if w1 is None else w1,
+        "b1": np.zeros(16, np.float32),
+        "w2": rng.standard_normal((10, 16)).astype(np.float32) * 0.2,
+        "b2": np.zeros(10, np.float32),
+    }
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(value, name) for name, value in arrays.items()],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version
+    )
+    onnx.save(model, str(path))
+    return path
+
+
+def _matmul_model(path: Path, kind: str) -> Path:
+    """x (N, 40) -> MatMul 10 in int32 or bfloat16, or float32 behind Quantize/DequantizeLinear."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((40, 10)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")]
+    elem = {"int32": TensorProto.INT32, "bf16": TensorProto.BFLOAT16}.get(kind, TensorProto.FLOAT)
+    if kind == "int32":
+        init = numpy_helper.from_array(np.round(weight).astype(np.int32), "w")
+    elif kind == "bf16":
+        bits = (weight.view(np.uint32) >> 16).astype(np.uint16)
+        init = helper.make_tensor("w", TensorProto.BFLOAT16, (40, 10), bits.tobytes(), raw=True)
+    else:  # an already quantized (QDQ) model
+        init = numpy_helper.from_array(weight, "w")
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quant"),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dequant"),
+            helper.make_node("MatMul", ["dq", "w"], ["y"], name="fc"),
+        ]
+    extra = (
+        [
+            numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+            numpy_helper.from_array(np.array(128, np.uint8), "z"),
+        ]
+        if kind == "qdq"
+        else []
+    )
+    graph = helper.make_graph(
+        nodes,
+        kind,
+        [helper.make_tensor_value_info("x", elem, ["N", 40])],
+        [helper.make_tensor_value_info("y", elem, ["N", 10])],
+        [init, *extra],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
 def _npz(path: Path, **arrays: Any) -> Path:
     with open(path, "wb") as stream:
         np.savez(stream, **arrays)
@@ -133,6 +212,19 @@ def _huge_header_npz(path: Path, good: dict[str, np.ndarray]) -> Path:
             member = bytes_io.BytesIO()
             np.save(member, good[key])
             archive.writestr(f"{key}.npy", member.getvalue())
+    return path
+
+
+def _huge_mask_npz(path: Path, weight: str) -> Path:
+    """An .npz of masks whose one header claims (10**12, 40) float32 (146 TiB)."""
+    import io as bytes_io
+
+    header = bytes_io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 40)}
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{weight}.npy", header.getvalue() + b"\0" * 64)
     return path
 
 
@@ -166,6 +258,17 @@ def build_fixtures(root: Path) -> dict[str, str]:
     }.items():
         files[key] = _with_metadata(files["pruned"], folder / f"{key}.onnx", value)
     files["fp16"] = _fp16_model(folder / "fp16.onnx")
+    files["nan_out"] = _two_layer_model(
+        folder / "nan_out.onnx", np.full((16, 40), np.nan, np.float32)
+    )
+    files["constant_out"] = _two_layer_model(
+        folder / "constant_out.onnx", np.zeros((16, 40), np.float32)
+    )
+    files["same_names"] = _two_layer_model(folder / "same_names.onnx", names=("fc", "fc"))
+    files["future_opset"] = _two_layer_model(folder / "future_opset.onnx", opset=99, ir_version=11)
+    for kind in ("int32", "bf16", "qdq"):
+        files[kind] = _matmul_model(folder / f"{kind}.onnx", kind)
+    files["masks_bomb"] = _huge_mask_npz(folder / "masks_bomb.npz", weights[0])
     files["empty_weight"] = _empty_weight_model(folder / "empty_weight.onnx")
     rng = np.random.default_rng(0)
     good = _data(rng)
@@ -188,6 +291,10 @@ def build_fixtures(root: Path) -> dict[str, str]:
     overflow[0, 0] = 1e300
     files["overflow"] = _npz(folder / "overflow.npz", **{**good, "x_train": overflow})
     files["huge_header"] = _huge_header_npz(folder / "huge_header.npz", good)
+    files["one_sample"] = _npz(
+        folder / "one_sample.npz",
+        **{**good, "x_train": good["x_train"][:1], "y_train": good["y_train"][:1]},
+    )
     files["empty_npz"] = folder / "empty.npz"
     files["empty_npz"].write_bytes(b"")
     np.save(folder / "plain.npy", good["x_train"])
@@ -444,7 +551,7 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     refused("empty_weight", "empty weight", "connectivity", "--dense-reference", f["empty_weight"])
     refused("fp16_run", "FLOAT16", "run", f["fp16"], "--out", "{o}/run", "--data", TINY, *FAST)
     # 7. labels the model cannot score, impossible sizes, files that are not .npz
-    for method in ("snip", "grasp"):
+    for method in ("snip", "grasp", "scl"):
         refused(
             f"labels_out_of_range_{method}",
             "class scores",
@@ -519,6 +626,78 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     refused(
         "pair_backwards", "cycle", "skip", pruned, "-o", o, "--pair", f"{layers[3]},{layers[0]}"
     )
+    refused("masks_header_146_tib", "claims shape", "prune", m, "-o", o, "--masks", f["masks_bomb"])
+    refused(
+        "scl_lambda_with_density",
+        "drop one of them",
+        *prune,
+        "--method",
+        "scl",
+        "--scl-lambda",
+        "0.1",
+        "--density",
+        "0.1",
+    )
+    for method in ("snip", "grasp"):  # as train and scl: fewer than 2 samples are refused
+        refused(
+            f"one_sample_{method}",
+            "need at least 2",
+            "prune",
+            m,
+            "-o",
+            o,
+            "--method",
+            method,
+            "--density",
+            0.3,
+            "--data",
+            f["one_sample"],
+        )
+    study = ["study", "--out", "{o}/study", "--data", TINY, "--arch", "mlp", *FAST]
+    refused("study_width_inf", "pass --width between", *study, "--width", "inf")
+    refused("study_width_1e6", "pass --width between", *study, "--width", "1e6")
+    refused(
+        "study_density_keeps_nothing",
+        "keeps no weight",
+        *study,
+        "--variants",
+        "dense",
+        "RP",
+        "--seeds",
+        0,
+        "--densities",
+        "1e-12",
+        "--no-progress",
+    )
+    refused(
+        "study_summary_of_no_cells", "no finished cell", "study", "--out", "{o}", "--summary-only"
+    )
+    deploy = ["deploy", m, "-o", o]
+    refused("deploy_samples_1e9", "of memory", *deploy, "--samples", "1000000000")
+    refused("deploy_empty_weight", "empty weight", "deploy", f["empty_weight"], "-o", o)
+    for flag, value in (
+        ("--rtol", "-1"),
+        ("--rtol", "nan"),
+        ("--min-agreement", "2"),
+        ("--min-agreement", "nan"),
+        ("--min-agreement", "-1"),
+    ):
+        refused(f"deploy_{flag[2:]}_{value}", flag, *deploy, flag, value)
+    for value in ("BogusExecutionProvider", ""):
+        refused(
+            f"deploy_providers_{value or 'empty'}",
+            "CPUExecutionProvider",
+            *deploy,
+            "--providers",
+            value,
+        )
+    int8 = ["--quantize", "int8", "--data", TINY]
+    refused("int8_of_int8", "already quantized", "deploy", f["qdq"], "-o", o, *int8)
+    refused("int8_of_int32", "INT32", "deploy", f["int32"], "-o", o, *int8)
+    refused("int8_of_bf16", "BFLOAT16", "deploy", f["bf16"], "-o", o, *int8)
+    refused("int8_of_same_names", "unique name", "deploy", f["same_names"], "-o", o, *int8)
+    refused("int8_of_future_opset", "opset 99", "deploy", f["future_opset"], "-o", o, *int8)
+    refused("deploy_bf16", "no kernel", "deploy", f["bf16"], "-o", o)
     # 10. early failures leave nothing
     refused(
         "run_unknown_data",
@@ -554,6 +733,26 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     refused("warning_then_error", "NaN or infinite", *train, "--data", TINY + ",class_sep=1e308")
     # the work itself fails: exit status 1, one "failed:" line last, nothing written
     case("training_diverges", FAILED, "training diverged", *train, "--data", TINY, "--lr", "1e30")
+    case("deploy_nan_outputs", FAILED, "NaN or infinite", "deploy", f["nan_out"], "-o", o)
+    case("deploy_constant_outputs", ACCEPTED, "", "deploy", f["constant_out"], "-o", o)
+    case(
+        "run_scl",
+        ACCEPTED,
+        "",
+        "run",
+        m,
+        "--method",
+        "scl",
+        "--out",
+        "{o}/run",
+        "--data",
+        TINY,
+        *FAST,
+        "--no-baselines",
+        "--no-deploy",
+        "--no-connectivity",
+        "--no-progress",
+    )
     # 4. damaged provenance: read as absent (with a warning), a fresh record is written
     for key in DAMAGED_METADATA:
         case(f"{key}_inspect", ACCEPTED, "", "inspect", f[key], "--json")
@@ -647,6 +846,8 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
     return table
 
 
+# what a case's folder holds before it runs (and still holds after a refusal)
+PRESENT_BEFORE = {"run_dense_exists": ["dense.onnx"], "study_summary_of_no_cells": ["cells"]}
 # the disk fills up while the report is written: progress lines come first, then the one error line
 AFTER_THE_WORK = ("full_disk_run",)
 DAMAGED_METADATA = (
@@ -798,6 +999,7 @@ def hostile(tmp_path_factory):
     for name in table:
         (out / name).mkdir(parents=True)
     (out / "run_dense_exists" / "dense.onnx").write_text("a user's file\n")
+    (out / "study_summary_of_no_cells" / "cells").mkdir()
     cells = out / "study_damaged_cells" / "cells" / "mlp"
     cells.mkdir(parents=True)
     (cells / "dense-d1-s0.json").write_text('{"settings": {"recipe": ')  # truncated by a crash
@@ -838,7 +1040,7 @@ def test_refused_on_one_line_and_nothing_written(name, hostile):
         -1
     ]
     left = sorted(p.name for p in (hostile["out"] / name).iterdir())
-    assert left == (["dense.onnx"] if name == "run_dense_exists" else []), left
+    assert left == PRESENT_BEFORE.get(name, []), left
     if name == "run_dense_exists":
         assert (hostile["out"] / name / "dense.onnx").read_text() == "a user's file\n"
 
@@ -896,6 +1098,11 @@ def test_damaged_study_cells_are_skipped_and_redone(hostile):
     assert redone["variant"] == "dense"
     summary = json.loads((out / "results.json").read_text())
     assert [row["variant"] for row in summary["rows"]] == ["dense"]
+
+
+def test_deploy_notes_outputs_that_do_not_depend_on_the_input(hostile):
+    out = hostile["results"]["deploy_constant_outputs"]["out"]
+    assert "do not depend on its input" in out, out
 
 
 def test_run_writes_a_whole_report_folder(hostile):

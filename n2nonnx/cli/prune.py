@@ -136,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if kind == "structured":
         return _structured(args)
+    free_with_density = args.scl_lambda is not None and args.density is not None
+    if kind == "learned" and free_with_density and not args.n2nskip:
+        raise InvalidArgumentError(
+            "--scl-lambda (free mode) learns the density; --density (target mode) steers "
+            "lambda to reach it: drop one of them (with --n2nskip, --density sizes the skip "
+            "layers)"
+        )
     if (
         args.density is None
         and args.masks is None

@@ -109,12 +109,12 @@ def from_npz(path: str | Path) -> TrainTestData:
     return _from_mapping(arrays, path.name, keys)
 
 
-def check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
+def check_npz_sizes(path: Path, keys: Sequence[str] | None = None) -> None:
     """Read the array headers of an .npz archive and refuse impossible sizes before loading.
 
     Args:
         path: the archive.
-        keys: the arrays that will be loaded (others are not read).
+        keys: the arrays that will be loaded (others are not read); None: every array.
 
     Raises:
         DataError: a header is unreadable, claims more bytes than its member holds (a
@@ -125,7 +125,7 @@ def check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 key = info.filename.removesuffix(".npy")
-                if key not in keys:
+                if keys is not None and key not in keys:
                     continue
                 with archive.open(info) as member:
                     version = np.lib.format.read_magic(member)

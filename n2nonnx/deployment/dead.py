@@ -331,6 +331,7 @@ def random_inputs(model: Model, *, batch: int, rng: np.random.Generator) -> dict
     Returns:
         Input name -> array.
     """
+    from n2nonnx.data.memory import check_fits_memory
     from n2nonnx.errors import ShapeError
 
     feeds = {}
@@ -346,5 +347,11 @@ def random_inputs(model: Model, *, batch: int, rng: np.random.Generator) -> dict
                 "pass --input-shape NAME=1x3x32x32"
             )
         dtype = np.dtype(info.dtype) if info.dtype != "unknown" else np.dtype(np.float32)
+        # drawn in float64, then cast: both copies are held at once
+        check_fits_memory(
+            int(np.prod(dims, dtype=object)) * (8 + dtype.itemsize),
+            f"{batch:,} random inputs of shape {tuple(dims[1:])} for {info.name!r}",
+            "pass fewer --samples (samples=) or --data",
+        )
         feeds[info.name] = rng.standard_normal(dims).astype(dtype)
     return feeds

@@ -174,6 +174,7 @@ def deploy(
         VerificationError: the deployed model disagrees with the input model.
     """
     from n2nonnx.deployment.align import check_align
+    from n2nonnx.deployment.checks import check_model, check_options, check_runs
     from n2nonnx.deployment.choice import choose_removal
     from n2nonnx.deployment.dead import find_dead_units, random_inputs
     from n2nonnx.deployment.padding import check_pad_to_align
@@ -195,8 +196,8 @@ def deploy(
             "--quantize int8 needs calibration data: pass --data (a built-in name or an .npz)"
         )
     check_pad_to_align(pad_to_align, check_align(align))
-    if samples < 1:
-        raise InvalidArgumentError(f"samples must be at least 1, got {samples}")
+    check_options(samples=samples, rtol=rtol, min_agreement=min_agreement, providers=providers)
+    check_model(model, quantize)
     chosen = _check_target(target, quantize, keep_fp32)
     resolved = _resolve(model, data, seed)
     inputs = model.graph_inputs
@@ -204,6 +205,7 @@ def deploy(
         feeds = {inputs[0].name: resolved.x_test[:samples].numpy()}
     else:
         feeds = random_inputs(model, batch=samples, rng=np.random.default_rng(seed))
+    notes = check_runs(model, feeds, providers)  # loads and runs in onnxruntime, finite outputs
 
     source, moved = _initializers_out_of_inputs(model)
     folded = fold_masks(source)
@@ -272,8 +274,10 @@ def deploy(
     if moved.moved or moved.kept:
         summary["inputs_moved"] = moved.to_dict()
     package = _package(chosen, prepared, proto, feeds, summary, mode, rtol, min_agreement, quantize)
+    if notes:
+        summary["notes"] = notes
     return DeployResult(
-        deployed, summary, verification, report, [*prepared.lines, *package.lines], package
+        deployed, summary, verification, report, [*prepared.lines, *package.lines, *notes], package
     )
 
 

@@ -329,6 +329,11 @@ def _resolve(model: Model, data: Any, seed: int):
     info = model.graph_inputs[0]
     dataset = resolve_data(data, input_shape=info.shape, seed=seed, input_name=info.name)
     check_classes(model, dataset)
+    if len(dataset.x_train) < 2:  # as training and SCL: a batch of one is no sample of the data
+        raise DataError(
+            f"the training split has {len(dataset.x_train)} sample(s); need at least 2 to score "
+            "the weights: pass more data"
+        )
     return dataset
 
 
@@ -339,6 +344,14 @@ def _user_masks(
         path = Path(masks)
         if not path.is_file():
             raise DataError(f"mask file {path} does not exist")
+        if not zipfile.is_zipfile(path):
+            raise DataError(
+                f"cannot read masks from {path}: it is not an .npz archive; save them with "
+                "numpy.savez"
+            )
+        from n2nonnx.data.adapters import check_npz_sizes
+
+        check_npz_sizes(path)  # a forged header (10**12 rows) is refused before loading
         try:
             with np.load(path) as archive:
                 masks = {key: archive[key] for key in archive.files}

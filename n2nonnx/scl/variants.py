@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.model import Model
 from n2nonnx.scl.learn import learn_masks
 from n2nonnx.scl.result import SclResult
@@ -87,7 +88,8 @@ def scl_cell(
         data: the data set.
         density: the target density (sequential + skip non-zeros over the dense sequential weights).
         skip_share: 0 for SCL; > 0 builds the N2NSkip layers of that share first.
-        recipe: the study's training settings (``epochs``, ``optimizer``, ``lr`` ...).
+        recipe: the study's training settings (``epochs``, ``optimizer``, ``lr`` ...); a
+            ``seed`` in it (the main job's recipe carries one) must equal ``seed``.
         seed: seed of the skip layers, shuffling and every RNG.
         sampling: N2NSkip sampling mode of the skip layers.
         skip_options: further :func:`n2nonnx.add_n2nskip` options.
@@ -96,6 +98,12 @@ def scl_cell(
     Returns:
         The :class:`SclResult`; ``.model`` is trained and ready for onnxruntime.
     """
+    recipe = dict(recipe)
+    given = recipe.pop("seed", seed)
+    if given != seed:
+        raise InvalidArgumentError(
+            f"scl_cell got seed={seed} and a recipe with seed={given}; give one seed"
+        )
     model = dense
     if skip_share > 0:
         model = n2nskip_candidates(

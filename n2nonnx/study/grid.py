@@ -157,6 +157,8 @@ ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
     "vgg1d": ("vgg1d", {"widths": [32, 32, 64, 64, 128, 128], "pool_after": [1, 3]}),
 }
 _WIDTH_OPTION = {"mlp": "hidden", "vgg1d": "widths"}
+#: the largest width multiplier: the MLP's layers at 4096 units (~134M weights, 0.5 GiB)
+MAX_WIDTH = 16
 # One recipe for every cell: Adam trains the deep plain MLP, where SGD at lr 0.05 does not.
 STUDY_RECIPE: dict[str, Any] = {
     k: v for k, v in asdict(TrainConfig(epochs=15)).items() if k != "seed"
@@ -186,8 +188,14 @@ def arch_spec(name: str) -> tuple[str, dict[str, Any]]:
         scale = float(width)
     except ValueError:
         scale = 0.0
-    if scale <= 0:
+    if not scale > 0:
         raise InvalidArgumentError(f"architecture {name!r}: the width after -x must be > 0")
+    if not scale <= MAX_WIDTH:
+        raise InvalidArgumentError(
+            f"width {width} is more than {MAX_WIDTH:g}: {base} at width {MAX_WIDTH:g} already "
+            f"has layers of {MAX_WIDTH * max(ARCHS[base][1][_WIDTH_OPTION[base]]):g} units; "
+            f"pass --width between 0 and {MAX_WIDTH:g}"
+        )
     key = _WIDTH_OPTION[base]
     return factory, {**options, key: [max(1, round(scale * w)) for w in options[key]]}
 

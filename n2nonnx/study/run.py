@@ -70,6 +70,8 @@ def run_study(
     for cell in todo:  # a bad option fails here, before any model is exported or saved
         validate(plan.job(cell))
     models, unsaved = _models(plan, out, sorted({cell.arch for cell in todo}))
+    for cell in todo:  # a density that keeps no weight fails here, before any cell runs
+        _check_density(plan, cell, models[cell.arch])
     bar = tqdm(
         total=len(cells),
         initial=len(cells) - len(todo),
@@ -114,6 +116,24 @@ def run_study(
     finally:
         bar.close()
     return summarize(plan, out) if main_process else None
+
+
+def _check_density(plan: StudyPlan, cell: Cell, model: Any) -> None:
+    """Refuse a cell whose density keeps no weight of its model's sequential layers."""
+    from n2nonnx.errors import InvalidArgumentError
+
+    if cell.variant == "dense":
+        return
+    config = plan.job(cell)
+    prunable = sum(layer.parameters for layer in model.layers)
+    share = 0.0 if config.method == "scl" else config.skip_share  # SCL counts skips in the budget
+    if cell.density * (1 - share) * prunable < 1:
+        smallest = 1 / max(prunable * (1 - share), 1)
+        raise InvalidArgumentError(
+            f"density {cell.density:g} keeps no weight of {cell.arch}'s {prunable:,} prunable "
+            f"weights in {cell.label}; the smallest density that keeps one is {smallest:.3g}: "
+            "pass larger --densities"
+        )
 
 
 def _models(plan: StudyPlan, out: Path, archs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:

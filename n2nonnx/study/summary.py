@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.paths import write_text_atomic
 from n2nonnx.study.grid import FACTORS, VARIANTS, StudyPlan, arch_spec, option_text
 
@@ -61,8 +62,17 @@ def _labels(plan: StudyPlan) -> list[str]:
     return list(dict.fromkeys(cell.label for cell in plan.cells()))
 
 
-def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
-    """Aggregate the cells of ``out`` that belong to ``plan`` into tables and figures."""
+def summarize(plan: StudyPlan, out: str | Path, *, refuse_empty: bool = False) -> dict[str, Any]:
+    """Aggregate the cells of ``out`` that belong to ``plan`` into tables and figures.
+
+    Args:
+        plan: the grid whose cells are summarised.
+        out: the study folder.
+        refuse_empty: refuse (writing nothing) when no finished cell of ``plan`` is there.
+
+    Raises:
+        InvalidArgumentError: with ``refuse_empty``, no cell of ``plan`` in ``out``.
+    """
     out = Path(out)
     wanted = {
         (c.arch, c.variant, c.density, c.seed, json.dumps(dict(c.options))): c for c in plan.cells()
@@ -106,6 +116,13 @@ def summarize(plan: StudyPlan, out: str | Path) -> dict[str, Any]:
                 if linked
                 else None,
             }
+        )
+    if refuse_empty and not rows:
+        found = sum(1 for _ in (out / "cells").rglob("*.json"))
+        raise InvalidArgumentError(
+            f"{out / 'cells'} holds no finished cell of this study ({found} cell file(s) there, "
+            "none with these architectures, variants, densities, seeds and recipe): run the "
+            "study first, or pass the options the cells were run with; nothing was written"
         )
     summary = {"plan": _plan_dict(plan), "rows": rows}
     write_text_atomic(out / f"{plan.name}.json", json.dumps(summary, indent=2))
