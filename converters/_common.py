@@ -134,9 +134,15 @@ def shape_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--input-shape", required=True, help="example input shape, batch first, e.g. 1x16x16x3"
     )
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    output_arguments(parser)
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--seed", type=int, default=0, help="seed of the example inputs")
+
+
+def output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``-o/--output`` and ``--force``, as every n2nonnx verb has them."""
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
 
 
 def missing(package: str, extra: str) -> InvalidArgumentError:
@@ -165,17 +171,24 @@ def random_example(args: argparse.Namespace) -> np.ndarray:
     return np.random.default_rng(args.seed).standard_normal(shape).astype(np.float32)
 
 
-def run_cli(framework: str, export_model: Callable[[], ExportReport]) -> int:
+def run_cli(
+    framework: str, export_model: Callable[[], ExportReport], args: argparse.Namespace
+) -> int:
     """Run a converter's export for its command line and report the outcome.
 
     Args:
         framework: the framework's short name, for the summary line.
         export_model: builds and exports the model.
+        args: the parsed arguments (``output``, ``force``): an existing output file is
+            replaced only with ``--force``, checked before the export.
 
     Returns:
         The exit status: 0, or 2 after printing an :class:`N2NError` on one line.
     """
+    from n2nonnx.paths import check_output_file
+
     try:
+        check_output_file(args.output, label="-o", force=args.force, suffixes=(".onnx",))
         report = export_model()
     except N2NError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -217,4 +230,4 @@ def factory_main(
         model = load_factory(args.factory)()
         return export(model, random_example(args), args.output, opset=args.opset)
 
-    return run_cli(framework, export_model)
+    return run_cli(framework, export_model, args)

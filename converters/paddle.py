@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = load_factory(args.factory)()
         return export(model, random_example(args), args.output, opset=args.opset)
 
-    return run_cli("paddle", export_model)
+    return run_cli("paddle", export_model, args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 
-from converters._common import ExportReport, finish, load_factory, parse_shape, run_cli
+from converters._common import (
+    ExportReport,
+    finish,
+    load_factory,
+    output_arguments,
+    parse_shape,
+    run_cli,
+)
 from n2nonnx.torch_export import to_onnx
 
 __all__ = ["ExportReport", "export", "main"]
@@ -98,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         help="example input shape, e.g. 1x3x32x32 (repeat for several inputs)",
     )
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    output_arguments(parser)
     parser.add_argument("--opset", type=int, default=None)
     parser.add_argument(
         "--seed", type=int, default=0, help="seed for the weights and example inputs"
@@ -120,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dynamo=args.dynamo,
         )
 
-    return run_cli("torch", export_model)
+    return run_cli("torch", export_model, args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from converters._common import ExportReport, finish, missing, random_example, run_cli
+from converters._common import (
+    ExportReport,
+    finish,
+    missing,
+    output_arguments,
+    random_example,
+    run_cli,
+)
 from n2nonnx.errors import InvalidArgumentError
 
 _POST = {"LOGISTIC": "Sigmoid", "SOFTMAX": "Softmax", "NONE": "Identity"}
@@ -156,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("estimator", help="a pickle of a fitted estimator (trusted files only)")
     parser.add_argument("--input-shape", required=True, help="example input shape, e.g. 8x20")
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    output_arguments(parser)
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--seed", type=int, default=0, help="seed of the example inputs")
     args = parser.parse_args(argv)
@@ -169,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InvalidArgumentError(f"cannot read {args.estimator}: {error.strerror}") from None
         return export(estimator, random_example(args), args.output, opset=args.opset)
 
-    return run_cli("sklearn", export_model)
+    return run_cli("sklearn", export_model, args)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ module in onnxruntime) and the built-in models (:mod:`n2nonnx.zoo`) both export 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import tempfile
 import warnings
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import onnx
 import torch
+
+from n2nonnx.errors import InvalidArgumentError
 
 
 def to_onnx(
@@ -46,6 +49,11 @@ def to_onnx(
     Returns:
         The exported ModelProto.
     """
+    if dynamo and importlib.util.find_spec("onnxscript") is None:
+        raise InvalidArgumentError(
+            'the dynamo exporter needs onnxscript: pip install -e ".[dynamo]" '
+            "(or export without dynamo)"
+        )
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         target = Path(folder) / "model.onnx"

@@ -102,6 +102,13 @@ def test_pytorch_bridge_command(tmp_path):
         check=False,
     )
     assert bad.returncode == 2 and "cannot import" in bad.stderr and "Traceback" not in bad.stderr
+    command = [sys.executable, "-m", "converters.pytorch", "n2nonnx.zoo:vgg1d"]
+    command += ["--input-shape", "1x1x40", "-o", str(out)]
+    before = out.read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 2 and "--force" in again.stderr and out.read_bytes() == before
+    forced = subprocess.run([*command, "--force"], capture_output=True, text=True, check=False)
+    assert forced.returncode == 0, forced.stderr
 
 
 @pytest.mark.parametrize("verb", [None, *VERBS])

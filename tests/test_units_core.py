@@ -176,3 +176,20 @@ def test_connectivity_and_deploy_count_the_same_dead_units(tmp_path):
             if not la.is_skip
         }
         assert deploy_dead == core, name
+
+
+def test_dynamo_exported_encoder_deploys_exactly(tmp_path):
+    """The issue's case: a transformer encoder from the dynamo exporter, random 5%, deploy."""
+    from n2nonnx.zoo import build
+
+    torch.manual_seed(0)
+    path = tmp_path / "encoder.onnx"
+    report = export(build("transformer").eval(), torch.randn(2, 16, 8), path, dynamo=True)
+    assert report.max_abs_diff < 1e-4
+    model = n2nonnx.load(path)
+    assert "LayerNormalization" in {node.op_type for node in model.proto.graph.node}
+    for seed in range(2):
+        deployed = n2nonnx.deploy(n2nonnx.prune(model, "random", density=0.05, seed=seed))
+        kept = deployed.summary["units"]["kept_blocked"].values()
+        assert any("LayerNormalization" in why for _, why in kept)
+        assert deployed.summary["verification"]["max_abs_diff"] <= 1e-6
