@@ -60,10 +60,12 @@ def test_run_default_writes_a_checked_report(tmp_path, capsys):
     gains = numbers["gains"]
     assert list(gains) == ["dense", "CSP", "N2NSkip-CSP"]
     deployed = out / "deployed.onnx"
-    assert gains["N2NSkip-CSP"]["deployed_bytes"] == deployed.stat().st_size
+    chosen = numbers["deployed"]["label"]
+    assert chosen in ("CSP", "N2NSkip-CSP")  # the dense baseline is the reference
+    assert gains[chosen]["deployed_bytes"] == deployed.stat().st_size
     assert (
         accuracy(str(deployed), data.x_test.numpy(), data.y_test.numpy())
-        == gains["N2NSkip-CSP"]["test_accuracy"]
+        == gains[chosen]["test_accuracy"]
     )
     assert (
         gains["N2NSkip-CSP"]["test_accuracy"] == numbers["onnxruntime_test_accuracy"]
@@ -72,6 +74,8 @@ def test_run_default_writes_a_checked_report(tmp_path, capsys):
     assert gains["CSP"]["deployed_bytes"] < gains["dense"]["deployed_bytes"] / 4
     assert all(row["latency_ms"]["1"] > 0 and row["latency_ms"]["64"] > 0 for row in gains.values())
     assert "## What did I gain" in report and "![gains](gains.png)" in report
+    assert report.index("## Verdict") < report.index("## What did I gain")
+    assert "untrained" in report and "**CSP**: SNIP" in report
     # A second run refuses to replace the report without --force.
     assert main(["run", "--out", str(out), "--epochs", "1", "--no-progress"]) == 2
     assert "--force" in capsys.readouterr().err
@@ -379,3 +383,97 @@ def test_run_refuses_an_unknown_target_before_any_work(tmp_path, capsys, monkeyp
         errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
         assert len(errors) == 1 and ("bogus" in errors[0] or "not available here" in errors[0])
         assert not out.exists()
+
+
+RUN_WITH_BASELINES = ["--epochs", "1", "--no-progress", "--no-connectivity"]
+
+
+def _verdict(report):
+    return report.split("## Verdict")[1].split("## What did I gain")[0]
+
+
+def test_run_verdict_names_a_winner_per_criterion_and_deploy_pruned(tmp_path):
+    data = _small_npz(tmp_path / "data.npz")
+    out = tmp_path / "pruned"
+    args = ["run", "--data", data, *RUN_WITH_BASELINES, "--targets", "onnxruntime"]
+    assert main([*args, "--deploy", "pruned", "--out", str(out)]) == 0
+    numbers = json.loads((out / "results.json").read_text())
+    gains = numbers["gains"]
+    assert numbers["deployed"]["label"] == "CSP"
+    assert (out / "deployed.onnx").stat().st_size == gains["CSP"]["deployed_bytes"]
+    verdict = _verdict((out / "report.md").read_text())
+    top = max(gains, key=lambda label: gains[label]["test_accuracy"])
+    smallest = min(gains, key=lambda label: gains[label]["deployed_bytes"])
+    assert f"- **Accuracy: {top}**" in verdict and f"- **Size: {smallest}**" in verdict
+    assert "- **Latency:** at batch 1 " in verdict and "at batch 64 " in verdict
+    assert "- **Deployed (`deployed.onnx`): CSP**, `--deploy` asked for it" in verdict
+    assert "Trained with one seed (0)" in verdict and "unknown" in verdict
+    assert "| **CSP** (deployed) |" in (out / "report.md").read_text()
+    for row in gains.values():  # a ratio within the timing noise reads "same as dense"
+        for ratio in row.get("latency_ratio", {}).values():
+            if abs(ratio - 1) <= 0.05 and row is not gains["dense"]:
+                assert "same as dense" in (out / "report.md").read_text()
+    # --no-deploy keeps the baselines: compared on accuracy and non-zeros, not timed.
+    out = tmp_path / "undeployed"
+    assert main(["run", "--data", data, *RUN_WITH_BASELINES, "--no-deploy", "--out", str(out)]) == 0
+    numbers = json.loads((out / "results.json").read_text())
+    assert list(numbers["comparison"]) == ["dense", "CSP", "N2NSkip-CSP"]
+    assert not (out / "deployed.onnx").exists()
+    report = (out / "report.md").read_text()
+    assert "- **Latency:** not measured" in _verdict(report)
+    assert "non-zero weights (trained model)" in report
+
+
+def test_run_default_deploys_the_best_by_validation_accuracy(tmp_path):
+    from n2nonnx.pipeline.verdict import split_validation
+
+    data = _small_npz(tmp_path / "data.npz")
+    out = tmp_path / "best"
+    args = ["run", "--data", data, *RUN_WITH_BASELINES, "--targets", "onnxruntime"]
+    assert main([*args, "--out", str(out)]) == 0
+    numbers = json.loads((out / "results.json").read_text())
+    gains = numbers["gains"]
+    # The validation part is drawn from the training split with the seed; the test split is untouched.
+    full = resolve_data(data)
+    fit, validation = split_validation(full, 0)
+    assert len(fit.x_train) + len(validation.x) == len(full.x_train) == 128
+    assert numbers["validation"]["samples"] == len(validation.x)
+    assert f"{len(fit.x_train)} train / {len(full.x_test)} test" in numbers["data"]
+    sparse = {label: gains[label]["validation_accuracy"] for label in ("CSP", "N2NSkip-CSP")}
+    chosen = numbers["deployed"]["label"]
+    assert sparse[chosen] == max(sparse.values())
+    # deployed.onnx is the chosen model: its validation accuracy is the one recorded.
+    assert (
+        accuracy(str(out / "deployed.onnx"), validation.x.numpy(), validation.y.numpy())
+        == sparse[chosen]
+    )
+    assert "the highest validation accuracy of the sparse models" in numbers["deployed"]["why"]
+
+
+def test_choose_deployed_and_the_seed_noise():
+    from n2nonnx.errors import InvalidArgumentError
+    from n2nonnx.pipeline.verdict import choose_deployed, deploy_label, verdict_lines
+
+    sparse = ["RP", "N2NSkip-RP"]
+    assert choose_deployed(sparse, {"RP": 0.6, "N2NSkip-RP": 0.5}, None, "N2NSkip-RP")[0] == "RP"
+    label, why = choose_deployed(sparse, {"RP": 0.5, "N2NSkip-RP": 0.5}, None, "N2NSkip-RP")
+    assert label == "N2NSkip-RP" and "tied" in why
+    assert choose_deployed(sparse, {"RP": 0.6, "N2NSkip-RP": 0.5}, "N2NSkip-RP", "N2NSkip-RP")[
+        1
+    ].startswith("`--deploy` asked for it (validation accuracy 50.00%; RP has 60.00%)")
+    with pytest.raises(InvalidArgumentError, match="--deploy pruned"):
+        deploy_label("pruned", {"n2nskip": "N2NSkip-RP", "pruned": None})
+    rows = {
+        "dense": {"test_accuracy": 0.60, "nonzeros": 1000},
+        "RP": {"test_accuracy": 0.40, "nonzeros": 50},
+        "N2NSkip-RP": {"test_accuracy": 0.38, "nonzeros": 49},
+    }
+    per_seed = {"dense": [0.59, 0.60, 0.61], "RP": [0.39, 0.40, 0.41], "N2NSkip-RP": [0.38] * 3}
+    text = "\n".join(verdict_lines(rows, seeds=[0, 1, 2], per_seed=per_seed))
+    assert "- **Accuracy: dense** (60.00% test accuracy, 20.0 points above RP" in text
+    assert "larger than the seed-to-seed noise" in text and "1.6 points" in text
+    assert "- **Size: N2NSkip-RP** (49 non-zero weights" in text
+    close = {**per_seed, "dense": [0.2, 0.6, 1.0]}
+    assert "within the seed-to-seed noise" in "\n".join(
+        verdict_lines(rows, seeds=[0, 1, 2], per_seed=close)
+    )

@@ -8,6 +8,7 @@ from n2nonnx.cli import options
 from n2nonnx.cli.deploy import TARGET_NAMES
 from n2nonnx.cli.skip_options import add_skip_options, skip_kwargs
 from n2nonnx.pipeline.methods import LEARNED_METHODS
+from n2nonnx.pipeline.verdict import DEPLOY_CHOICES
 from n2nonnx.pruning.options import ALLOCATIONS, AT_INIT_METHODS
 from n2nonnx.skip.options import SkipOptions
 
@@ -18,9 +19,11 @@ DESCRIPTION = """\
 Prune INPUT at initialization, add N2NSkip connections within the same budget, train it,
 check the saved model in onnxruntime, measure its heat-diffusion connectivity against the
 dense graph, deploy it, and write a report folder (report.md, results.json, figures,
-model.onnx, deployed.onnx). The report compares the dense model, the same density without
-skips and the N2NSkip model, all trained with the same recipe and deployed (accuracy,
-non-zeros, file size, onnxruntime latency at batch 1 and 64), and shows the N2NSkip model
+model.onnx, deployed.onnx). The report opens with a verdict and compares the dense model,
+the same density without skips and the N2NSkip model, all trained with the same recipe on
+the training split less a validation part held out with the seed, and deployed (accuracy,
+non-zeros, file size, onnxruntime latency at batch 1 and 64). deployed.onnx is the sparse
+model with the best validation accuracy (--deploy n2nskip|pruned: that one), shown
 deployed to every target whose runtime is installed (--targets: onnxruntime, ort-mobile,
 tensorrt with a TensorRT-enabled onnxruntime, mnn), each file written as deployed.<suffix>,
 side by side: size, latency at batch 1 and 64 in the target's runtime, agreement with the
@@ -35,7 +38,8 @@ examples:
   n2nonnx run model.onnx --data data.npz --density 0.02 --out runs/mine
   n2nonnx run --arch vgg1d --method random --epochs 10 --no-baselines
   n2nonnx run --repair --out runs/repaired        # no kept weight on a dead path
-  n2nonnx run --targets onnxruntime mnn           # deploy for those targets only"""
+  n2nonnx run --targets onnxruntime mnn           # deploy for those targets only
+  n2nonnx run --deploy pruned                     # deployed.onnx: the model without skips"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,6 +101,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-deploy", action="store_true", help="do not deploy and time the models"
     )
     parser.add_argument(
+        "--deploy",
+        default="best",
+        choices=DEPLOY_CHOICES,
+        help="which model deployed.onnx is: best (the sparse model with the highest accuracy "
+        "on a validation part of the training split; default), n2nskip or pruned (the same "
+        "density without skips)",
+    )
+    parser.add_argument(
         "--targets",
         nargs="+",
         choices=TARGET_NAMES,
@@ -145,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             arch=args.arch,
             baselines=not args.no_baselines,
             deploy=not args.no_deploy,
+            deploy_choice=args.deploy,
             force=args.force,
             progress=not args.no_progress,
             main_process=ctx.is_main,
@@ -170,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
             f"deployed {row['deployed_bytes'] / 1024:8.1f} KiB  latency b=1 {row['latency_ms']['1']:.3f} ms  "
             f"b=64 {row['latency_ms']['64']:.3f} ms"
         )
+    if "deployed" in numbers:
+        print(f"  deployed.onnx: {numbers['deployed']['label']} ({numbers['deployed']['why']})")
     for name, row in job.targets.get("rows", {}).items():
         if row["status"] != "ok":
             print(f"  target {name:12s} {row['status']}: {row['reason']}")

@@ -172,12 +172,13 @@ def plot_scree(report: ConnectivityReport, axis=None, time_index: int | None = N
     return axis.figure
 
 
-def plot_report(report: ConnectivityReport, path: str | Path) -> Path:
+def plot_report(report: ConnectivityReport, path: str | Path, caption: str | None = None) -> Path:
     """One figure: adjacency panels on top, delta(t) and scree below; saved to ``path``.
 
     Args:
         report: from :func:`analyze`.
         path: output file; its extension picks the format (.png, .svg, .pdf ...).
+        caption: text under the panels (what the axes mean), wrapped to the figure.
 
     Returns:
         The path written.
@@ -195,6 +196,12 @@ def plot_report(report: ConnectivityReport, path: str | Path) -> Path:
         bottom = top[1].subgridspec(1, 2, wspace=0.3)
         plot_delta(report, figure.add_subplot(bottom[0]))
         plot_scree(report, figure.add_subplot(bottom[1]))
+        if caption:
+            import textwrap
+
+            width = int(figure.get_figwidth() * 11)
+            figure.text(0.5, 0.005, textwrap.fill(caption, width), ha="center", va="bottom")
+            figure.subplots_adjust(bottom=0.13)
         save(figure, path)
     finally:
         plt.close(figure)

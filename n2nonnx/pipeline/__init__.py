@@ -6,7 +6,8 @@
 - :mod:`~n2nonnx.pipeline.job`: one job, :func:`sparsify` (prune -> N2NSkip -> train ->
   check -> connectivity), the unit of the main job and of each study cell.
 - :mod:`~n2nonnx.pipeline.run`: :func:`run_job`, the main job with its baselines, deployed
-  comparison (:mod:`~n2nonnx.pipeline.gains`), its model on every deployment target
+  comparison (:mod:`~n2nonnx.pipeline.gains`), verdict and choice of the deployed model by
+  validation accuracy (:mod:`~n2nonnx.pipeline.verdict`), that model on every deployment target
   (:mod:`~n2nonnx.pipeline.targets`) and report folder (:mod:`~n2nonnx.pipeline.report`).
 
 Names are imported on first use.

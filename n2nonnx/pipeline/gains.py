@@ -71,18 +71,35 @@ def deploy_candidates(
     return candidates
 
 
-def measure_latency(candidates: dict[str, Candidate], *, threads: int = 1, rounds: int = 7) -> None:
-    """Add ``latency_ms`` (batch -> median ms) to each candidate's numbers, interleaved.
+def measure_latency(
+    candidates: dict[str, Candidate],
+    *,
+    reference: str = "dense",
+    threads: int = 1,
+    rounds: int = 7,
+) -> dict[str, Any]:
+    """Time every deployed model in the same interleaved rounds; ratios against ``reference``.
+
+    Adds ``latency_ms`` (batch -> median ms) to each candidate's numbers and, where
+    ``reference`` is among them, ``latency_ratio`` (batch -> median over rounds of the
+    per-round ratio to it, :func:`~n2nonnx.deployment.timing.ratio_medians`).
 
     Args:
         candidates: the deployed models (their numbers are updated in place).
+        reference: the label the ratios are taken against (the first one when absent).
         threads: onnxruntime intra-op threads of every session.
         rounds: interleaved timing rounds.
+
+    Returns:
+        Per batch, the ``fastest`` label (least median latency) and the labels
+        ``within_noise`` of it (their per-round ratio to it within
+        :data:`~n2nonnx.pipeline.targets.NOISE`), and ``noise`` itself.
 
     Raises:
         ShapeError: the first model's input has no known rank.
     """
-    from n2nonnx.deployment.timing import interleaved_medians
+    from n2nonnx.deployment.timing import interleaved_times, ratio_medians
+    from n2nonnx.pipeline.targets import NOISE
     from n2nonnx.runtime import make_session
 
     labels = list(candidates)
@@ -92,52 +109,89 @@ def measure_latency(candidates: dict[str, Candidate], *, threads: int = 1, round
         raise ShapeError(
             f"input {first.name!r} has no known rank; load the model with its input shapes"
         )
+    base = labels.index(reference) if reference in labels else 0
     rng = np.random.default_rng(0)
+    fastest: dict[str, Any] = {}
     for batch in BATCHES:
         shape = [batch, *(d if isinstance(d, int) else 1 for d in first.shape[1:])]
         feed = {first.name: rng.standard_normal(shape).astype(np.float32)}
         calls = 20 if batch == 1 else 3
-        medians = interleaved_medians(sessions, feed, rounds=rounds, calls=calls)
-        for label, seconds in zip(labels, medians, strict=True):
-            candidates[label].numbers.setdefault("latency_ms", {})[str(batch)] = 1e3 * seconds
+        times = interleaved_times(sessions, feed, rounds=rounds, calls=calls)
+        ratios = ratio_medians(times, base=base)
+        key = str(batch)
+        for position, label in enumerate(labels):
+            numbers = candidates[label].numbers
+            numbers.setdefault("latency_ms", {})[key] = 1e3 * float(np.median(times[position]))
+            if reference in labels:
+                numbers.setdefault("latency_ratio", {})[key] = ratios[position]
+        best = min(range(len(labels)), key=lambda i: float(np.median(times[i])))
+        against = ratio_medians(times, base=best)
+        fastest[key] = {
+            "label": labels[best],
+            "within_noise": [
+                label
+                for position, label in enumerate(labels)
+                if position != best and against[position] <= 1 + NOISE
+            ],
+        }
+    return {"fastest": fastest, "noise": NOISE, "threads": threads, "rounds": rounds}
 
 
-def gains_table(candidates: dict[str, Candidate], reference: str = "dense") -> str:
-    """The Markdown comparison table, ratios against ``reference`` where it is present."""
-    base = candidates.get(reference)
-    lines = [
-        "| model | test accuracy | non-zeros | deployed file | latency b=1 | latency b=64 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, candidate in candidates.items():
-        n = candidate.numbers
-        cells = [
-            label,
-            f"{n['test_accuracy']:.2%}",
-            f"{n['nonzeros']:,}",
-            _size(n["deployed_bytes"]),
-        ]
-        if base is not None and label != reference:
-            cells[3] += f" ({n['deployed_bytes'] / base.numbers['deployed_bytes']:.3f}x)"
-        for batch in BATCHES:
-            ms = n["latency_ms"][str(batch)]
-            ratio = ""
+def gains_table(
+    rows: dict[str, dict[str, Any]], reference: str = "dense", deployed: str | None = None
+) -> str:
+    """The Markdown comparison table, ratios against ``reference`` where it is present.
+
+    Args:
+        rows: label -> the model's numbers (``test_accuracy``, ``nonzeros``, and where it
+            was measured ``validation_accuracy``, ``deployed_bytes``, ``latency_ms``,
+            ``latency_ratio``).
+        reference: the label of the ratios' reference.
+        deployed: the label whose deployment is ``deployed.onnx`` (marked in the table).
+    """
+    from n2nonnx.pipeline.targets import ratio_text
+
+    base = rows.get(reference)
+    first = next(iter(rows.values()))
+    timed = "latency_ms" in first
+    validated = any("validation_accuracy" in n for n in rows.values())
+    counted = "deployed" if "deployed_bytes" in first else "trained"
+    header = ["model", "test accuracy"]
+    header += ["validation accuracy"] if validated else []
+    header += [f"non-zero weights ({counted} model)"]
+    header += ["deployed file", "latency b=1", "latency b=64"] if timed else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, n in rows.items():
+        name = f"**{label}** (deployed)" if label == deployed else label
+        cells = [name, f"{n['test_accuracy']:.2%}"]
+        if validated:
+            value = n.get("validation_accuracy")
+            cells.append("" if value is None else f"{value:.2%}")
+        cells.append(f"{n['nonzeros']:,}")
+        if timed:
+            size = _size(n["deployed_bytes"])
             if base is not None and label != reference:
-                ratio = f" ({ms / base.numbers['latency_ms'][str(batch)]:.2f}x)"
-            cells.append(f"{ms:.3f} ms{ratio}")
+                size += f" ({n['deployed_bytes'] / base['deployed_bytes']:.3f}x)"
+            cells.append(size)
+            for batch in BATCHES:
+                key = str(batch)
+                text = f"{n['latency_ms'][key]:.3f} ms"
+                if base is not None and label != reference and "latency_ratio" in n:
+                    text += f" ({ratio_text(n['latency_ratio'][key])})"
+                cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot_gains(candidates: dict[str, Candidate], path: Any) -> None:
+def plot_gains(rows: dict[str, dict[str, Any]], path: Any) -> None:
     """Bar charts of accuracy, deployed size and latency (batch 1 and 64) per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(candidates)
-    numbers = [candidates[label].numbers for label in labels]
+    labels = list(rows)
+    numbers = [rows[label] for label in labels]
     panels = [
         ("test accuracy (%)", [100 * n["test_accuracy"] for n in numbers]),
         ("deployed file (KiB)", [n["deployed_bytes"] / 1024 for n in numbers]),

@@ -38,6 +38,7 @@ __all__ = [
     "measure_targets",
     "report_name",
     "report_names",
+    "ratio_text",
     "targets_table",
 ]
 
@@ -419,7 +420,8 @@ def measure_targets(
     return {"dense": reference, "fastest": fastest, "noise": NOISE, "threads": threads}
 
 
-def _ratio(value: float) -> str:
+def ratio_text(value: float) -> str:
+    """A latency ratio as text: ``same as dense`` within :data:`NOISE` of 1, else ``0.62x``."""
     return "same as dense" if abs(value - 1) <= NOISE else f"{value:.2f}x"
 
 
@@ -444,7 +446,7 @@ def targets_table(rows: dict[str, TargetRow], measured: dict[str, Any]) -> str:
             notes.append(f"- {row.name}: {NOTES[row.name]}.")
         size = f"{_size(row.bytes or 0)} ({(row.bytes or 0) / dense['bytes']:.3f}x)"
         latency = [
-            f"{row.latency_ms[str(b)]:.3f} ms ({_ratio(row.ratio[str(b)])})" for b in BATCHES
+            f"{row.latency_ms[str(b)]:.3f} ms ({ratio_text(row.ratio[str(b)])})" for b in BATCHES
         ]
         lines.append(
             f"| {row.name} | `{row.file}` | {size} | {row.runtime} | {latency[0]} | {latency[1]} "
@@ -464,7 +466,7 @@ def _fastest_line(rows: dict[str, TargetRow], measured: dict[str, Any]) -> str:
         if entry is None:
             continue
         best = rows[entry["target"]]
-        text = f"at batch {batch} **{best.name}** ({_ratio(best.ratio[str(batch)])})"
+        text = f"at batch {batch} **{best.name}** ({ratio_text(best.ratio[str(batch)])})"
         if entry["within_noise"]:
             text += f", {', '.join(entry['within_noise'])} within the timing noise of it"
         parts.append(text)
