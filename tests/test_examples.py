@@ -66,3 +66,21 @@ def test_benchmark_pad_quick():
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| 1 |")]
     assert len(rows) == 1 and float(rows[0][1]) > 0
     assert all(cell.strip().endswith("x") for cell in rows[0][2:])
+
+
+def test_benchmark_skip_pairs_quick():
+    out = run_example("benchmark_skip_pairs.py", "--quick")
+    lines = out.splitlines()
+    assert lines[0].startswith("load ") and lines[1].split()[:4] == [
+        "model",
+        "min",
+        "pairs",
+        "dropped",
+    ]
+    rows = [line.split() for line in lines[2:]]
+    assert {r[0] for r in rows} == {"mlp", "vgg1d", "resnet18"}
+    for model in ("mlp", "vgg1d", "resnet18"):
+        mine = [r for r in rows if r[0] == model]
+        assert [r[1] for r in mine] == ["1", "32", "128"]
+        assert len({r[4] for r in mine}) == 1  # the same skip budget for every minimum
+        assert int(mine[-1][2]) <= int(mine[0][2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from n2nonnx.cli import options
-from n2nonnx.cli.skip_options import add_skip_options, skip_options
+from n2nonnx.cli.skip_options import add_skip_options, skip_options, skip_summary
 
 DESCRIPTION = """\
 Spend part of the model's non-zero budget on sparse, learnable neuron-to-neuron skip
@@ -13,7 +13,8 @@ connections between non-consecutive layers (N2NSkip, Subramaniam & Sharma, BMVC 
 result keeps the density: with --skip-share 0.5 a model pruned to 10% becomes 5% sequential
 + 5% skip weights (sequential weights are removed at random to make room). A dense model
 needs --density. Per-pair counts and the pairs left out are recorded in the model's
-metadata (see `n2nonnx inspect --json`)."""
+metadata (see `n2nonnx inspect --json`); -v logs one line per pair. Pairs that would hold
+fewer than --min-pair-weights weights are dropped and their weights given to the others."""
 
 EXAMPLE = """\
 examples:
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, add the skips, save, and print one line per pair."""
+    """Load, add the skips, save, and print one summary line (per-pair lines with ``-v``)."""
     from n2nonnx.io import load, save
     from n2nonnx.metadata import stages
     from n2nonnx.paths import check_output_file
@@ -63,14 +64,5 @@ def run(args: argparse.Namespace) -> int:
     path = save(result, args.output)
     record = stages(result.proto, "n2nskip")[-1]
     options.print_repairs(result, int(args.repair))
-    for pair in record["pairs"]:
-        print(
-            f"  {pair['source']} -> {pair['target']}  k={pair['k']}  {pair['nonzeros']}/{pair['dense_size']} "
-            f"weights  {pair['alignment']}"
-        )
-    print(
-        f"wrote {path}: {len(record['pairs'])} skip pairs, {record['skip_nonzeros']} skip + "
-        f"{record['sequential']['after']} sequential non-zeros (density {record['density']:.4g}), "
-        f"{len(record['left_out'])} pairs left out"
-    )
+    print(f"wrote {path}: {skip_summary(record)}")
     return 0

@@ -46,6 +46,7 @@ def add_skip_options(parser: argparse.ArgumentParser, defaults: SkipOptions | No
         [
             "per_target",
             "spread",
+            "min_pair_weights",
             "pairs",
             "sampling",
             "placement",
@@ -97,3 +98,25 @@ def skip_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         InvalidArgumentError: see :func:`skip_options`.
     """
     return skip_options(args).kwargs()
+
+
+def skip_summary(record: dict[str, Any]) -> str:
+    """One line on an ``n2nskip`` metadata record: pairs, pairs dropped, non-zeros, density.
+
+    Per-pair details are logged by :func:`~n2nonnx.skip.add_n2nskip` (shown with ``-v``).
+
+    Args:
+        record: the model's last ``n2nskip`` stage record.
+
+    Returns:
+        ``"N skip pairs, K dropped/merged below M weights, S skip + Q sequential non-zeros
+        (density D), L other pairs left out"``.
+    """
+    dropped = int(record.get("below_minimum", 0))
+    others = len(record["left_out"]) - dropped
+    return (
+        f"{len(record['pairs'])} skip pairs, {dropped} dropped/merged below "
+        f"{record.get('min_pair_weights', 1)} weights, {record['skip_nonzeros']} skip + "
+        f"{record['sequential']['after']} sequential non-zeros (density {record['density']:.4g}), "
+        f"{others} other pairs left out"
+    )

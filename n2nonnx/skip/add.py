@@ -6,6 +6,7 @@ in the modules beside this one (pairs, budget, sampling, placement, building).
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
@@ -15,13 +16,20 @@ from n2nonnx import masks, metadata
 from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.graph.normalize import infer_shapes
 from n2nonnx.model import Model
-from n2nonnx.skip.budget import apportion, regrow_masks, trim_masks
+from n2nonnx.skip.budget import apportion_with_minimum, regrow_masks, trim_masks
 from n2nonnx.skip.build import Branch, Built, Style, add_branches
 from n2nonnx.skip.candidates import LeftOut, Pair, PairSpec, find_pairs, sequential_layers
-from n2nonnx.skip.options import DEFAULT_SAMPLING, SkipOptions, check_numbers
+from n2nonnx.skip.options import (
+    DEFAULT_MIN_PAIR_WEIGHTS,
+    DEFAULT_SAMPLING,
+    SkipOptions,
+    check_numbers,
+)
 from n2nonnx.skip.sampling import Connections, block_widths, sample_connections
 
 __all__ = ["add_n2nskip", "add_n2nskip_with", "sequential_density"]
+
+logger = logging.getLogger(__name__)
 
 
 def add_n2nskip(
@@ -32,6 +40,7 @@ def add_n2nskip(
     pairs: PairSpec = "all",
     per_target: int | None = None,
     spread: str = "proportional",
+    min_pair_weights: int = DEFAULT_MIN_PAIR_WEIGHTS,
     sampling: str = DEFAULT_SAMPLING,
     placement: str = "random",
     kernel: str = "target",
@@ -75,6 +84,16 @@ def add_n2nskip(
             ``(source, target)`` names (see :func:`find_pairs`).
         per_target: at most this many (nearest) sources per target.
         spread: ``"proportional"`` (skip budget split by the pairs' dense sizes) or ``"equal"``.
+        min_pair_weights: the fewest skip weights a pair may hold. A pair below it (each
+            pair costs a Gather, a Conv / MatMul and an Add at inference whatever it holds)
+            is dropped, the smallest first, and the skip budget is split again over the
+            pairs left, so the total is unchanged. When the whole skip budget is below
+            the minimum, one pair (the largest share) holds it all. A pair whose dense size
+            is below the minimum stays where the other pairs could not hold the budget
+            without it. With ``placement="connectivity"`` the dropped pairs are left out
+            before the placement, whose repairs then split the budget their own way.
+            Dropped pairs are in the metadata's ``left_out`` with the reason; 1 keeps
+            every pair.
         sampling: ``"block"`` (default; connections fill a random subset of source
             units, so a branch costs about its non-zeros in a dense runtime),
             ``"uniform"`` (the paper: uniformly random over the dense skip tensor) or
@@ -115,6 +134,7 @@ def add_n2nskip(
         pairs=pairs,
         per_target=per_target,
         spread=spread,
+        min_pair_weights=min_pair_weights,
         sampling=sampling,
         placement=placement,
         merge=merge,
@@ -146,6 +166,7 @@ def add_n2nskip_with(model: Model, settings: SkipOptions, *, density: float | No
     kernel, pool, pool_at = settings.kernel, settings.pool, settings.pool_at
     skip_norm, join, merge = settings.skip_norm, settings.join, settings.merge
     init_scale, seed = settings.init_scale, settings.seed
+    minimum = settings.min_pair_weights
     layers = sequential_layers(model)
     if len(layers) != len(model.layers):
         raise InvalidArgumentError(
@@ -193,8 +214,29 @@ def add_n2nskip_with(model: Model, settings: SkipOptions, *, density: float | No
             )
         skip_wanted += deficit
     shares = [p.dense_size if spread == "proportional" else 1 for p in candidates]
-    per_pair = apportion(skip_wanted, shares, [p.dense_size for p in candidates])
+    per_pair, dropped = apportion_with_minimum(
+        skip_wanted, shares, [p.dense_size for p in candidates], minimum
+    )
     skip_budget = sum(per_pair)
+    if dropped:
+        kept_pairs = [i for i, count in enumerate(per_pair) if count > 0]
+        for position in dropped:
+            pair = candidates[position]
+            reason = f"below min_pair_weights={minimum}: its weights went to the kept pairs"
+            left_out.append(LeftOut(pair.source.name, pair.target.name, reason))
+            logger.debug(
+                "N2NSkip: %s -> %s dropped (%s)", pair.source.name, pair.target.name, reason
+            )
+        if len(kept_pairs) == 1 and per_pair[kept_pairs[0]] < minimum:
+            logger.info(
+                "N2NSkip: the skip budget (%d weights) is below min_pair_weights=%d; one pair "
+                "holds it all",
+                skip_budget,
+                minimum,
+            )
+        candidates = [candidates[i] for i in kept_pairs]
+        shares = [shares[i] for i in kept_pairs]
+        per_pair = [per_pair[i] for i in kept_pairs]
     sequential_target = min(budget - skip_budget, kept_total)
     rng = np.random.default_rng(seed)
     new_masks, removed = trim_masks(kept, kept_total - sequential_target, rng)
@@ -221,6 +263,17 @@ def add_n2nskip_with(model: Model, settings: SkipOptions, *, density: float | No
         )
     options = {"sampling": sampling, "merge": merge, "init_scale": init_scale}
     branches = _branches(candidates, per_pair, placed, options, rng, left_out)
+    for branch in branches:
+        pair = branch.pair
+        logger.debug(
+            "  %s -> %s  k=%d  %d/%d weights  %s",
+            pair.source.name,
+            pair.target.name,
+            pair.k,
+            branch.connections.nonzeros,
+            pair.dense_size,
+            pair.alignment,
+        )
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     style = Style(join=join, merge=merge, norm=skip_norm, pool_at=pool_at)
@@ -255,6 +308,8 @@ def add_n2nskip_with(model: Model, settings: SkipOptions, *, density: float | No
             "regrown": regrown,
         },
         skip_nonzeros=skip_budget,
+        min_pair_weights=int(minimum),
+        below_minimum=len(dropped),
         repairs=None if repairs is None else repairs.to_dict(),
         pairs=[_record(b, built[b.pair.base_name]) for b in branches],
         left_out=[entry.to_dict() for entry in left_out],

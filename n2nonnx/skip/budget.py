@@ -113,3 +113,47 @@ def _flip_at_random(
         masks[name] = mask
         flipped[name] = count
     return masks, flipped
+
+
+def apportion_with_minimum(
+    total: int, weights: Sequence[float], caps: Sequence[int], minimum: int
+) -> tuple[list[int], list[int]]:
+    """:func:`apportion`, then drop the parts below ``minimum`` and split ``total`` again.
+
+    The smallest part goes first (ties: the smaller weight, then the later position); the
+    others share the whole ``total`` again, so the sum never changes. Stops when every
+    part left holds at least ``minimum``, when one part is left (it then holds the whole
+    ``total``, even below ``minimum``), or when the parts left could not hold ``total``
+    within their caps (such a part stays below ``minimum``).
+
+    Args:
+        total: the integer to split (at most ``sum(caps)``).
+        weights: non-negative shares.
+        caps: the most each part may get.
+        minimum: the least a kept part should get (1 or less: no minimum).
+
+    Returns:
+        ``(parts, dropped)``: the parts (0 for a dropped one) and the dropped positions,
+        in the order they were dropped.
+    """
+    parts = apportion(total, weights, caps)
+    if minimum <= 1:
+        return parts, []
+    alive = [i for i, part in enumerate(parts) if part > 0]
+    dropped = [i for i, part in enumerate(parts) if part == 0 and weights[i] > 0]
+    room = sum(caps[i] for i in alive)
+    while len(alive) > 1:
+        low = [i for i in alive if parts[i] < minimum]
+        if not low:
+            break
+        victim = min(low, key=lambda i: (parts[i], weights[i], -i))
+        if room - caps[victim] < total:  # the others cannot hold the budget
+            break
+        alive.remove(victim)
+        room -= caps[victim]
+        dropped.append(victim)
+        again = apportion(total, [weights[i] for i in alive], [caps[i] for i in alive])
+        parts = [0] * len(parts)
+        for i, part in zip(alive, again, strict=True):
+            parts[i] = part
+    return parts, dropped

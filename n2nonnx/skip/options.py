@@ -14,6 +14,7 @@ from n2nonnx.errors import InvalidArgumentError
 from n2nonnx.fields import option, values
 
 DEFAULT_SAMPLING = "block"
+DEFAULT_MIN_PAIR_WEIGHTS = 1
 SAMPLING_MODES = ("block", "uniform", "channel")
 PLACEMENTS = ("random", "connectivity")
 SKIP_NORMS = ("none", "batchnorm")
@@ -80,6 +81,14 @@ class SkipOptions:
         "split the skip budget by the pairs' dense sizes, or equally",
         choices=SPREADS,
     )
+    min_pair_weights: int = option(
+        DEFAULT_MIN_PAIR_WEIGHTS,
+        "drop the pairs that would hold fewer than N skip weights (each costs a Gather, a "
+        "conv or MatMul and an Add) and give their weights to the kept pairs; the skip budget "
+        "is unchanged (1: keep every pair)",
+        "N",
+        parse="int",
+    )
     sampling: str = option(
         DEFAULT_SAMPLING,
         "block: connections on a random subset of source units (fast); "
@@ -140,6 +149,11 @@ class SkipOptions:
             raise InvalidArgumentError(
                 f"per_target={per_target!r}: give a positive integer (or None for no limit)"
             )
+        minimum = self.min_pair_weights
+        if isinstance(minimum, bool) or not isinstance(minimum, Integral) or minimum < 1:
+            raise InvalidArgumentError(
+                f"min_pair_weights={minimum!r}: give an integer >= 1 (1: keep every pair)"
+            )
         if isinstance(self.pairs, str) and self.pairs not in PAIR_NAMES:
             raise InvalidArgumentError(
                 f"pairs={self.pairs!r}: use 'all', 'blocks', a maximum k (int >= 2) or a list of "
@@ -162,7 +176,7 @@ def check_options(**options: Any) -> None:
     """Refuse a bad :func:`~n2nonnx.skip.add_n2nskip` option before any work (no model needed).
 
     Checks what :class:`SkipOptions` checks (the choice options, ``pairs`` given as a
-    string, ``per_target``, ``skip_share`` and ``init_scale``); other keys are left to
+    string, ``per_target``, ``min_pair_weights``, ``skip_share`` and ``init_scale``); other keys are left to
     :func:`~n2nonnx.skip.add_n2nskip`.
 
     Args:
