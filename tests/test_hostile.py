@@ -653,6 +653,11 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
             "--data",
             f["one_sample"],
         )
+    snacs = ["prune", "-o", o, "--method", "snacs", "--prune-percent", 20, "--no-progress"]
+    # were accepted: a model cut by scores of labels it has no class for, of one sample, of NaN
+    refused("labels_out_of_range_snacs", "class scores", *snacs, m, "--data", f["labels_oob"])
+    refused("one_sample_snacs", "need at least 2", *snacs, m, "--data", f["one_sample"])
+    refused("nan_weights_snacs", "NaN or infinite", *snacs, f["nan_out"], "--data", TINY)
     study = ["study", "--out", "{o}/study", "--data", TINY, "--arch", "mlp", *FAST]
     refused("study_width_inf", "pass --width between", *study, "--width", "inf")
     refused("study_width_1e6", "pass --width between", *study, "--width", "1e6")
