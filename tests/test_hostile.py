@@ -687,6 +687,16 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
         "deploy": ["deploy", bad, "-o", o],
     }.items():
         refused(f"corrupt_storage_{verb}", "tensor 'w1' is corrupted", *argv)
+    # progress came first (the epoch line, each model's analysis), then the error line
+    refused(
+        "train_future_opset",
+        "opset 99 (it supports",
+        *train[:1],
+        f["future_opset"],
+        *train[2:],
+        "--data",
+        TINY,
+    )
     study = ["study", "--out", "{o}/study", "--data", TINY, "--arch", "mlp", *FAST]
     refused("study_width_inf", "pass --width between", *study, "--width", "inf")
     refused("study_width_1e6", "pass --width between", *study, "--width", "1e6")
@@ -882,8 +892,9 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
 
 # what a case's folder holds before it runs (and still holds after a refusal)
 PRESENT_BEFORE = {"run_dense_exists": ["dense.onnx"], "study_summary_of_no_cells": ["cells"]}
-# the disk fills up while the report is written: progress lines come first, then the one error line
-AFTER_THE_WORK = ("full_disk_run",)
+# refused only after the work has started (none: progress shown on a terminal only, so a
+# failing command's captured stderr is its one line; full_disk_run fills the disk at the end)
+AFTER_THE_WORK: tuple[str, ...] = ()
 DAMAGED_METADATA = (
     "meta_text",
     "meta_nul",
@@ -1085,6 +1096,7 @@ def test_failed_work_exits_1_and_writes_nothing(name, hostile):
     lines = _stderr_lines(result)
     assert result["escaped"] is None and "Traceback" not in result["err"], result["err"]
     assert result["code"] == FAILED, (result["code"], lines)
+    assert len(lines) == 1, lines  # progress (the epoch lines) goes to a terminal only
     assert (
         lines[-1].startswith(f"n2nonnx {spec['argv'][0]}: failed: ") and spec["words"] in lines[-1]
     ), lines

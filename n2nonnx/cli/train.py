@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     """Train ``args.input`` on ``args.data`` and save the result to ``args.output``."""
     from n2nonnx import io
     from n2nonnx.data import model_input, resolve_data
+    from n2nonnx.deployment.checks import check_opens
     from n2nonnx.paths import check_output_file
     from n2nonnx.training import TrainConfig, train
     from n2nonnx.training.distributed import all_or_none, session
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             options.set_threads(args.threads)
             model = io.load(args.input, analyze=False)
+            check_opens(model)  # the trained copy is saved only where onnxruntime opens it
             spec = model_input(model)
             data = resolve_data(args.data, input_shape=spec.shape, input_name=spec.name)
         if ctx.is_main:
