@@ -358,3 +358,52 @@ def test_benchmark_script_quick():
     assert set(rates) == {"1 proc x 1 thread", "1 proc x 2 threads", "2 procs x 1 thread"}
     assert all(int(rate) > 0 for rate in rates.values())
     assert re.search(r"communication share \d+%", result.stdout)
+
+
+# ------------------------------------------------- the CLI: ranks that disagree on options
+
+
+def _cli_worker(rank: int, world: int, out: str, argvs: list[list[str]]) -> None:
+    """``n2nonnx.cli.main`` as torchrun runs it, rank ``r`` with ``argvs[r]``; the exit status
+    and stderr recorded."""
+    import contextlib
+    import io as text_io
+
+    from n2nonnx.cli import main
+
+    _as_rank(rank, world)
+    err = text_io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argvs[rank])
+    (Path(out) / f"cli{rank}.json").write_text(json.dumps({"code": code, "err": err.getvalue()}))
+
+
+@pytest.mark.parametrize(
+    ("rank1", "words"),
+    [
+        (["--lr", "nan"], "rank 1 of 2: "),  # exited before the group formed: torchrun's exitcode 2
+        (["--device", "bogus"], "rank 1 of 2: "),
+        (["--epochs", "3"], "--epochs 3 (rank 0: 1)"),  # rank 0 wrote its output, rank 1 crashed
+    ],
+)
+def test_an_option_one_rank_gets_wrong_stops_every_rank_with_one_error(tmp_path, rank1, words):
+    model = tmp_path / "in.onnx"
+    onnx.save(masked_mlp(), str(model))
+    argv = [
+        "train",
+        str(model),
+        "-o",
+        str(tmp_path / "out.onnx"),
+        "--data",
+        f"synthetic:features={FEATURES},classes={CLASSES},train=32,test=16",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
+    _launch(_cli_worker, 2, str(tmp_path), [argv, argv + rank1])
+    results = [json.loads((tmp_path / f"cli{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["code"] for r in results] == [2, 2], results
+    lines = results[0]["err"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("n2nonnx train: error: ") and words in lines[0]
+    assert results[1]["err"] == ""  # only rank 0 reports
+    assert not (tmp_path / "out.onnx").exists()

@@ -142,6 +142,23 @@ def _two_layer_model(
     return path
 
 
+def _corrupt_storage_model(path: Path) -> Path:
+    """A deployed (compactly stored) two-layer model whose gaps of w1 run past the tensor."""
+    import onnx
+    from onnx import numpy_helper
+
+    from n2nonnx.deployment.storage import compact_storage
+
+    sparse = np.zeros((16, 40), np.float32)
+    sparse[:, ::8] = 0.5
+    proto, records = compact_storage(onnx.load(str(_two_layer_model(path, sparse))))
+    assert [record.name for record in records] == ["w1"]
+    gaps = next(t for t in proto.graph.initializer if t.name == "w1/gaps")
+    gaps.CopyFrom(numpy_helper.from_array(np.full(gaps.dims, 255, np.uint8), gaps.name))
+    onnx.save(proto, str(path))
+    return path
+
+
 def _matmul_model(path: Path, kind: str) -> Path:
     """x (N, 40) -> MatMul 10 in int32 or bfloat16, or float32 behind Quantize/DequantizeLinear."""
     import onnx
@@ -268,6 +285,7 @@ def build_fixtures(root: Path) -> dict[str, str]:
     files["future_opset"] = _two_layer_model(folder / "future_opset.onnx", opset=99, ir_version=11)
     for kind in ("int32", "bf16", "qdq"):
         files[kind] = _matmul_model(folder / f"{kind}.onnx", kind)
+    files["corrupt_storage"] = _corrupt_storage_model(folder / "corrupt_storage.onnx")
     files["masks_bomb"] = _huge_mask_npz(folder / "masks_bomb.npz", weights[0])
     files["empty_weight"] = _empty_weight_model(folder / "empty_weight.onnx")
     rng = np.random.default_rng(0)
@@ -653,6 +671,32 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
             "--data",
             f["one_sample"],
         )
+    snacs = ["prune", "-o", o, "--method", "snacs", "--prune-percent", 20, "--no-progress"]
+    # were accepted: a model cut by scores of labels it has no class for, of one sample, of NaN
+    refused("labels_out_of_range_snacs", "class scores", *snacs, m, "--data", f["labels_oob"])
+    refused("one_sample_snacs", "need at least 2", *snacs, m, "--data", f["one_sample"])
+    refused("nan_weights_snacs", "NaN or infinite", *snacs, f["nan_out"], "--data", TINY)
+    # a deployed model's compact storage whose gaps run past the tensor: was an IndexError
+    # (train) or onnxruntime's raw warnings and then "no prunable layer"
+    bad = f["corrupt_storage"]
+    for verb, argv in {
+        "inspect": ["inspect", bad],
+        "prune": ["prune", bad, "-o", o, "--density", 0.3],
+        "skip": ["skip", bad, "-o", o, "--density", 0.3],
+        "train": ["train", bad, "-o", o, "--data", TINY, *FAST, "--no-progress"],
+        "deploy": ["deploy", bad, "-o", o],
+    }.items():
+        refused(f"corrupt_storage_{verb}", "tensor 'w1' is corrupted", *argv)
+    # progress came first (the epoch line, each model's analysis), then the error line
+    refused(
+        "train_future_opset",
+        "opset 99 (it supports",
+        *train[:1],
+        f["future_opset"],
+        *train[2:],
+        "--data",
+        TINY,
+    )
     study = ["study", "--out", "{o}/study", "--data", TINY, "--arch", "mlp", *FAST]
     refused("study_width_inf", "pass --width between", *study, "--width", "inf")
     refused("study_width_1e6", "pass --width between", *study, "--width", "1e6")
@@ -848,8 +892,9 @@ def cases(f: dict[str, str], out: Path) -> dict[str, dict[str, Any]]:
 
 # what a case's folder holds before it runs (and still holds after a refusal)
 PRESENT_BEFORE = {"run_dense_exists": ["dense.onnx"], "study_summary_of_no_cells": ["cells"]}
-# the disk fills up while the report is written: progress lines come first, then the one error line
-AFTER_THE_WORK = ("full_disk_run",)
+# refused only after the work has started (none: progress shown on a terminal only, so a
+# failing command's captured stderr is its one line; full_disk_run fills the disk at the end)
+AFTER_THE_WORK: tuple[str, ...] = ()
 DAMAGED_METADATA = (
     "meta_text",
     "meta_nul",
@@ -1051,6 +1096,7 @@ def test_failed_work_exits_1_and_writes_nothing(name, hostile):
     lines = _stderr_lines(result)
     assert result["escaped"] is None and "Traceback" not in result["err"], result["err"]
     assert result["code"] == FAILED, (result["code"], lines)
+    assert len(lines) == 1, lines  # progress (the epoch lines) goes to a terminal only
     assert (
         lines[-1].startswith(f"n2nonnx {spec['argv'][0]}: failed: ") and spec["words"] in lines[-1]
     ), lines

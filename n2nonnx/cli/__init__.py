@@ -11,7 +11,10 @@ disagrees with its input: one ``failed:`` line, nothing half written), 130 on Ct
 file that cannot be written (a full disk) is reported like bad input, on one line.
 Warnings (n2nonnx's own and Python's, e.g. numpy's RuntimeWarning) are held back until the
 command succeeds, so a failing command prints exactly one line on stderr; ``--verbose``
-shows them as they happen.
+shows them as they happen. Progress (the epoch lines, each stage's log) is shown as it
+happens on a terminal, where the error line still comes last; when stderr is a file or a
+pipe it is held like the warnings (shown once the command succeeded, dropped when it fails),
+so what a script captures from a failing command is the one line.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("n2nonnx").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logging.captureWarnings(True)
-    held = _HeldWarnings(enabled=not args.verbose)
+    held = _HeldWarnings(enabled=not args.verbose, progress=not _is_terminal(sys.stderr))
     speaks = os.environ.get("RANK", "0") == "0"  # under torchrun only the first process reports
     try:
         status = int(args.func(args) or 0)
@@ -132,16 +135,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 class _HeldWarnings(logging.Filter):
     """Holds back warning records (and Python warnings) until the command has succeeded."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, progress: bool = False) -> None:
         super().__init__()
         self.records: list[logging.LogRecord] = []
         self.handlers = list(logging.root.handlers) if enabled else []
+        self.lowest = logging.INFO if progress else logging.WARNING  # held from this level up
         for handler in self.handlers:
             handler.addFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        if record.levelno < self.lowest:
             return True
+        if record.levelno < logging.WARNING:  # progress, held in order with the warnings
+            if all(record is not held for held in self.records):
+                self.records.append(record)
+            return False
         if (
             record.name == "py.warnings"
         ):  # "file:line: Category: message\n  source line": keep the message
@@ -160,6 +168,13 @@ class _HeldWarnings(logging.Filter):
             for handler in self.handlers:
                 if record.levelno >= handler.level:
                     handler.handle(record)
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # replaced by an object without one, or closed
+        return False
 
 
 def _one_line(error: BaseException) -> str:

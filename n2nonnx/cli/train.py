@@ -43,15 +43,18 @@ def run(args: argparse.Namespace) -> int:
     """Train ``args.input`` on ``args.data`` and save the result to ``args.output``."""
     from n2nonnx import io
     from n2nonnx.data import model_input, resolve_data
+    from n2nonnx.deployment.checks import check_opens
     from n2nonnx.paths import check_output_file
     from n2nonnx.training import TrainConfig, train
-    from n2nonnx.training.distributed import all_or_none, session
+    from n2nonnx.training.distributed import all_or_none, check_same_options, session
 
-    config = TrainConfig.from_options(
-        **options.training_options(args)
-    )  # validated before slow work
-    _check_device(args.device)
-    with session(args.device) as ctx:  # under torchrun: one process group for the command
+    with session(_session_device(args.device)) as ctx:  # under torchrun: one group for the command
+        with all_or_none(ctx):  # an option only one process got wrong stops them all
+            config = TrainConfig.from_options(
+                **options.training_options(args)
+            )  # validated before slow work
+            _check_device(args.device)
+        check_same_options(ctx, {k: v for k, v in vars(args).items() if k != "func"})
         with all_or_none(ctx):  # a check that fails on one process stops them all
             check_output_file(
                 args.output, label="-o", force=args.force, inputs=[args.input], suffixes=(".onnx",)
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             options.set_threads(args.threads)
             model = io.load(args.input, analyze=False)
+            check_opens(model)  # the trained copy is saved only where onnxruntime opens it
             spec = model_input(model)
             data = resolve_data(args.data, input_shape=spec.shape, input_name=spec.name)
         if ctx.is_main:
@@ -90,6 +94,15 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.output}" + (f" and {args.history}" if args.history else ""))
     return 0
+
+
+def _session_device(name: str) -> str:
+    """The device that picks the process group's backend: ``cpu`` for one refused later."""
+    try:
+        _check_device(name)
+    except Exception:  # noqa: BLE001 - refused with its message inside the group
+        return "cpu"
+    return name
 
 
 def _check_device(name: str) -> None:

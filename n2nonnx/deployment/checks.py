@@ -138,6 +138,29 @@ def check_model(model: Model, quantize: str | None) -> None:
             )
 
 
+def check_opens(model: Model) -> None:
+    """Refuse, before any long work, a model onnxruntime does not open (a future opset ...).
+
+    The verbs that write a model (``train``) save only what onnxruntime opens; a model it
+    does not open as input is refused here rather than after the training.
+
+    Raises:
+        InvalidModelError: onnxruntime does not load the model (with the reason and the fix).
+        UnsupportedOpError: onnxruntime has no kernel for one of its nodes.
+    """
+    from n2nonnx.io import is_large
+    from n2nonnx.runtime import make_session
+
+    source = getattr(model, "source", None)
+    large = is_large(model.proto)  # over protobuf's 2 GB: onnxruntime reads the file
+    if large and source is None:
+        return
+    try:
+        make_session(str(source) if large else model.proto, optimization="none")
+    except Exception as error:  # noqa: BLE001 (onnxruntime's own exception classes)
+        raise _load_error(model.proto, error) from None
+
+
 def check_runs(
     model: Model, feeds: Mapping[str, np.ndarray], providers: Sequence[str] | None
 ) -> list[str]:

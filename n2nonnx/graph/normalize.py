@@ -24,6 +24,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 from n2nonnx import tags
 from n2nonnx.errors import InvalidModelError, ShapeError, UnsupportedOpError
 from n2nonnx.graph.batch_shapes import complete_batch_shapes
+from n2nonnx.graph.scatter_check import check_constant_scatters
 
 MIN_OPSET = 7
 ANALYSIS_OPSET = 13
@@ -74,6 +75,7 @@ def normalize(
     saved_tags = tags.snapshot(model.graph)
     if upgrade and opset < ANALYSIS_OPSET:
         model = _upgrade(model, opset)
+    check_constant_scatters(model)  # damaged compact storage: one line, not the folder's logs
     model = _fold_constants(model)
     tags.restore(model.graph, saved_tags)
     _name_unknown_input_dims(model)

@@ -8,7 +8,30 @@ import warnings
 import numpy as np
 
 from n2nonnx import metadata
+from n2nonnx.errors import InvalidModelError
 from n2nonnx.model import Model
+
+
+def check_finite_weights(model: Model) -> None:
+    """Refuse a model whose floating initializers hold NaN or infinite values.
+
+    Every unit score (activations, L1 norms, the constraints' fits) of such a model is NaN,
+    and a model cut by NaN scores is no pruning of it.
+
+    Raises:
+        InvalidModelError: naming the first such initializer and how many values it holds.
+    """
+    for name in model.initializer_names:
+        array = model.initializer(name)
+        if array.dtype.kind not in "fc" or array.size == 0:
+            continue
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise InvalidModelError(
+                f"initializer {name!r} holds {bad} NaN or infinite value(s) of {array.size}; "
+                "structured pruning scores the units of a trained model: pass the model before "
+                "it diverged (or retrain it)"
+            )
 
 
 def looks_untrained(model: Model) -> str | None:

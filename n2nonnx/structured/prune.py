@@ -144,6 +144,9 @@ def prune_structured_with(
         raise DataError(
             f"{what} and needs data: pass data= (--data mnist1d, digits, synthetic or an .npz file)"
         )
+    from n2nonnx.structured.checks import check_finite_weights
+
+    check_finite_weights(model)
     dataset = _resolve(model, data) if data is not None else None
     if method.needs_trained:
         from n2nonnx.structured.checks import warn_if_untrained
@@ -236,7 +239,14 @@ def _count_units(components) -> dict[str, int]:
 
 
 def _resolve(model: Model, data: Any):
-    from n2nonnx.data import model_input, resolve_data
+    from n2nonnx.data import check_classes, model_input, resolve_data
 
     spec = model_input(model.proto)
-    return resolve_data(data, input_shape=spec.shape, input_name=spec.name)
+    dataset = resolve_data(data, input_shape=spec.shape, input_name=spec.name)
+    check_classes(model, dataset)  # before the scores: a label past the outputs is no class
+    if len(dataset.x_train) < 2:  # as training, SCL, snip and grasp
+        raise DataError(
+            f"the training split has {len(dataset.x_train)} sample(s); need at least 2 to score "
+            "the units (and to fine-tune): pass more data"
+        )
+    return dataset

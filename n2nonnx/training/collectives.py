@@ -131,6 +131,45 @@ def check_same_inputs(ctx: DistContext, fingerprint: tuple[Any, ...], what: str)
         )
 
 
+def check_same_options(ctx: DistContext, parsed: dict[str, Any]) -> None:
+    """Collective: refuse, on every rank, a run whose ranks were started with other options.
+
+    Run first, before any work: a rank with ``--epochs 3`` where the others have 1 would wait
+    in a collective the others never reach.
+
+    Args:
+        ctx: this process's place.
+        parsed: option name -> value (``repr`` compared, so any value will do).
+
+    Raises:
+        InvalidArgumentError: naming the first rank that differs from rank 0 and its options.
+    """
+    if not ctx.active:
+        return
+    import hashlib
+
+    import torch.distributed as dist
+
+    mine = {key: repr(value) for key, value in sorted(parsed.items())}
+    digest = hashlib.sha256(repr(mine).encode()).hexdigest()
+    digests: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(digests, digest)
+    if all(value == digests[0] for value in digests):
+        return
+    everything: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(everything, mine)
+    rank = next(r for r, value in enumerate(digests) if value != digests[0])
+    theirs, main = everything[rank], everything[0]
+    keys = [key for key in sorted(set(theirs) | set(main)) if theirs.get(key) != main.get(key)]
+    shown = ", ".join(
+        f"--{key.replace('_', '-')} {theirs.get(key)} (rank 0: {main.get(key)})" for key in keys[:3]
+    )
+    raise InvalidArgumentError(
+        f"rank {rank} of {ctx.world_size} was started with other options than rank 0: {shown}; "
+        "start every process with the same command line"
+    )
+
+
 def _object_device() -> Any:
     """Where small CPU-side check tensors go: CPU unless the group is NCCL-only."""
     import torch

@@ -31,6 +31,7 @@ from n2nonnx.training.collectives import (
     all_or_none,
     check,
     check_same_inputs,
+    check_same_options,
     from_main,
     sum_across,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "broadcast_buffers",
     "check",
     "check_same_inputs",
+    "check_same_options",
     "context",
     "device_for",
     "from_main",
