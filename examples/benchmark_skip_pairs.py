@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,46 +39,6 @@ from n2nonnx.runtime import accuracy, make_session  # noqa: E402
 from n2nonnx.skip import sequential_density  # noqa: E402
 
 SKIP = {"skip_share": 0.2, "join": "preact"}
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.shortcut = None
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
-        return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
-
-
-class ResNet18(nn.Module):
-    """A ResNet-18-style CNN: two BasicBlocks per stage, 3 x size x size -> 10."""
-
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128)) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
-        )
-        blocks, cin = [], widths[0]
-        for position, width in enumerate(widths):
-            stride = 1 if position == 0 else 2
-            blocks += [_Block(cin, width, stride), _Block(width, width, 1)]
-            cin = width
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(widths[-1], 10)
-
-    def forward(self, x):
-        """Class scores of a batch of images."""
-        pooled = nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
-        return self.fc(torch.flatten(pooled, 1))
 
 
 def skip_models(
@@ -176,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(row(arch, args.minimums[position], first[position], acc, timing), flush=True)
         torch.manual_seed(0)
         path = Path(folder) / "resnet18.onnx"
-        export(ResNet18(widths).eval(), torch.randn(1, 3, image, image), path)
+        export(
+            zoo.build("resnet", widths=widths, blocks=2).eval(),
+            torch.randn(1, 3, image, image),
+            path,
+        )
         models = skip_models(n2nonnx.load(path), args.density, args.minimums, 0)
         for position, timing in enumerate(latencies(models, (3, image, image), args.rounds)):
             print(row("resnet18", args.minimums[position], models[position], "-", timing))

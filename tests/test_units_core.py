@@ -22,44 +22,7 @@ from converters.pytorch import export
 from n2nonnx.deployment.dead import find_dead_units
 from n2nonnx.masks import fold_masks
 from n2nonnx.units import dead_units
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.shortcut = None
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
-
-    def forward(self, x):
-        y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
-        return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
-
-
-class ResNet18(nn.Module):
-    """A ResNet-18-style CNN: widths 16-32-64-128, two BasicBlocks per stage, 3x32x32 -> 10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
-        )
-        blocks, cin = [], 16
-        for width, stride in ((16, 1), (32, 2), (64, 2), (128, 2)):
-            blocks += [_Block(cin, width, stride), _Block(width, width, 1)]
-            cin = width
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(128, 10)
-
-    def forward(self, x):
-        pooled = nn.functional.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
-        return self.fc(torch.flatten(pooled, 1))
+from n2nonnx.zoo import build
 
 
 class _ManualLayerNorm(nn.Module):
@@ -97,7 +60,8 @@ def _export(module: nn.Module, shape, path) -> n2nonnx.Model:
 
 def test_resnet18_snip_skips_deploy(tmp_path):
     torch.manual_seed(0)
-    model = _export(ResNet18(), (1, 3, 32, 32), tmp_path / "resnet18.onnx")
+    resnet18 = build("resnet", widths=(16, 32, 64, 128), blocks=2)  # ResNet-18-style
+    model = _export(resnet18, (1, 3, 32, 32), tmp_path / "resnet18.onnx")
     rng = np.random.default_rng(0)
     data = {
         "x_train": rng.standard_normal((64, 3, 32, 32)).astype(np.float32),

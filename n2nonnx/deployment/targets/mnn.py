@@ -2,7 +2,7 @@
 
 The converter is MNN's compiled entry point (the ``_tools`` C extension shipped in the
 ``MNN`` wheel, ``_tools.mnnconvert(argv)``), called directly: MNN's Python wrappers
-(``MNN.tools``, the ``mnnconvert`` / ``mnnquant`` commands) send usage logs over the
+(its ``tools`` subpackage and the command-line wrappers) send usage logs over the
 network and run pip, so n2nonnx never imports them. The converted model runs with
 ``MNN.nn.load_module_from_file`` (CPU, 1 thread, high precision) on the verification
 inputs; it is compared with the input model in onnxruntime, with the same tolerances as
@@ -51,13 +51,13 @@ def _quiet_fds() -> Iterator[None]:
 
 
 def convert(onnx_path: Path, mnn_path: Path) -> None:
-    """Convert an ONNX file to MNN with the compiled converter (never ``MNN.tools``).
+    """Convert an ONNX file to MNN with the compiled converter (never the Python wrappers).
 
     Raises:
         WorkFailedError: the converter failed or wrote nothing.
     """
     with _quiet_fds():
-        import _tools  # the MNN wheel's compiled converter; MNN.tools would phone home
+        import _tools  # the MNN wheel's compiled converter; the wrappers would phone home
 
         done = _tools.mnnconvert(
             [
