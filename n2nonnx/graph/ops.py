@@ -1,4 +1,7 @@
-"""Op families the graph view reasons about, named once for every module that needs them."""
+"""Op families the graph view reasons about, named once.
+
+What each op does to units is its rule in :mod:`n2nonnx.graph.units`.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +29,6 @@ SPATIAL = frozenset(
 
 #: Per-unit normalisations with learned per-unit parameters.
 UNIT_NORMS = frozenset({"BatchNormalization", "InstanceNormalization"})
-
-#: Everything that keeps the unit axis and has no per-unit parameters.
-SAME_UNITS = ACTIVATIONS | ELEMENTWISE_MATH | SPATIAL
 
 #: Reductions (the unit axis survives only when it is not reduced).
 REDUCTIONS = frozenset(
